@@ -1,0 +1,5 @@
+"""The one error type tokbin raises for bad input: its message names the problem and the fix."""
+
+
+class TokbinError(Exception):
+    """A problem the user can fix. Stages and the CLI print it without a traceback and exit 1."""

@@ -1,0 +1,221 @@
+"""Where the text comes from: a Hugging Face Hub dataset repo or a local directory laid out
+like one, and how documents are read back from it.
+
+Layout (the Hub's convention for data files): ``data/<split>-*.parquet`` (or ``.jsonl``,
+``.txt``), also ``data/<split>.<ext>``, ``<split>-*.<ext>`` and ``<split>.<ext>`` at the top.
+A split's files are read in name order. Parquet and JSON Lines rows are documents; a ``.txt``
+file holds one document per line, as Hugging Face's ``text`` builder reads it. No dataset
+script or other remote code is ever run: only data files are fetched and parsed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokbin.errors import TokbinError
+
+EXTENSIONS = (".parquet", ".jsonl", ".txt")
+SOURCE_FILENAME = "source.json"
+HUB_SHA_LENGTH = 40
+
+
+def split_file_patterns(split: str) -> list[str]:
+    return [f"data/{split}-*", f"data/{split}.*", f"{split}-*", f"{split}.*"]
+
+
+def select_split_files(names: list[str], split: str) -> list[str]:
+    """The data files of `split` among repo-relative `names`, by the first pattern that matches."""
+    for pattern in split_file_patterns(split):
+        folder = PurePosixPath(pattern).parent
+        hits = sorted(n for n in names if fnmatchcase(n, pattern) and n.endswith(EXTENSIONS)
+                      and PurePosixPath(n).parent == folder)
+        if hits:
+            kinds = {PurePosixPath(h).suffix for h in hits}
+            if len(kinds) > 1:
+                raise TokbinError(f"split {split!r} mixes file types {sorted(kinds)} "
+                                  f"({', '.join(hits)}); keep one type per split")
+            return hits
+    return []
+
+
+def is_local_dataset(dataset: str) -> bool:
+    return dataset.startswith(("/", "./", "../", "~")) or Path(dataset).exists()
+
+
+def materialize(dataset: str, revision: str, splits: list[str], text_column: str,
+                out: Path) -> dict:
+    """Fills `out` with the split files of `dataset`, in its Hub layout, plus source.json.
+
+    Returns the source record: dataset, requested revision and resolved commit sha (both None
+    for local directories) and the files taken.
+    """
+    if is_local_dataset(dataset):
+        files = _copy_local(Path(dataset).expanduser(), splits, out)
+        record = {"dataset": dataset, "revision": None, "sha": None}
+    else:
+        from tokbin.hub import download_hub_files
+        sha, files = download_hub_files(dataset, revision, splits, out)
+        record = {"dataset": dataset, "revision": revision, "sha": sha}
+    for split in splits:
+        for name in files[split]:
+            check_text_column(out / name, text_column)
+    record["files"] = files
+    (out / SOURCE_FILENAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def read_source(raw_dir: Path) -> dict:
+    return json.loads((raw_dir / SOURCE_FILENAME).read_text(encoding="utf-8"))
+
+
+def _copy_local(root: Path, splits: list[str], out: Path) -> dict[str, list[str]]:
+    if not root.is_dir():
+        raise TokbinError(f"download.dataset {str(root)!r} is not a directory: give a local "
+                          "directory laid out like a Hub dataset repo (data/<split>-*.parquet) "
+                          "or a Hub dataset id such as roneneldan/TinyStories")
+    names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    files = {split: select_split_files(names, split) for split in splits}
+    _check_splits_found(files, f"local directory {root}", names)
+    for split_files in files.values():
+        for name in split_files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / name, out / name)
+    return files
+
+
+def _check_splits_found(files: dict[str, list[str]], where: str, names: list[str]) -> None:
+    missing = [split for split, found in files.items() if not found]
+    if missing:
+        data_files = sorted(n for n in names if n.endswith(EXTENSIONS))[:10]
+        raise TokbinError(f"split {missing[0]!r} has no data files in {where} (looked for "
+                          f"{', '.join(split_file_patterns(missing[0]))} ending in "
+                          f"{'/'.join(EXTENSIONS)}; data files there: {data_files or 'none'}); "
+                          "fix download.splits or the files' names")
+
+
+def check_text_column(path: Path, text_column: str) -> None:
+    """Fails early, before any worker starts, when a parquet file lacks the text column."""
+    if path.suffix != ".parquet":
+        return
+    try:
+        schema = pq.read_schema(path)
+    except pa.ArrowException as e:
+        raise TokbinError(f"{path} is not a readable parquet file ({e})") from None
+    if text_column not in schema.names:
+        raise TokbinError(f"{path} has no column {text_column!r} (columns: "
+                          f"{', '.join(schema.names)}); set download.text_column to one of them")
+    kind = schema.field(text_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise TokbinError(f"{path}: column {text_column!r} holds {kind}, not strings; set "
+                          "download.text_column to the column that holds the text")
+
+
+@dataclass
+class TextBatch:
+    """Documents as UTF-8 bytes: document i is data[offsets[i]:offsets[i+1]].
+
+    This is what crosses to tokenizer workers: two buffers instead of many Python strings.
+    """
+    offsets: np.ndarray
+    data: bytes
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def texts(self) -> list[str]:
+        data, offsets = self.data, self.offsets.tolist()
+        return [data[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
+
+
+def count_documents(path: Path) -> int | None:
+    """Rows in a parquet file from its footer (None for formats that would need a full read)."""
+    return pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None
+
+
+def iter_text_batches(path: Path, text_column: str, batch_bytes: int) -> Iterator[TextBatch]:
+    """Streams the documents of one data file as TextBatches of about `batch_bytes` of text."""
+    readers = {".parquet": _parquet_arrays, ".jsonl": _jsonl_arrays, ".txt": _txt_arrays}
+    for array in readers[path.suffix](path, text_column):
+        yield from _slice_array(array, path, text_column, batch_bytes)
+
+
+def _parquet_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
+    check_text_column(path, text_column)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=[text_column]):
+        yield batch.column(0)
+
+
+def _jsonl_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
+    texts = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise TokbinError(f"{path}:{lineno}: not a JSON object ({e}); fix the line "
+                                  "(JSON Lines: one object per line)") from None
+            if not isinstance(row, dict) or text_column not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise TokbinError(f"{path}:{lineno}: no {text_column!r} field (fields: {keys});"
+                                  " set download.text_column to the field that holds the text")
+            texts.append(row[text_column])
+            if len(texts) == 8192:
+                yield _string_array(texts, path, text_column)
+                texts = []
+    if texts:
+        yield _string_array(texts, path, text_column)
+
+
+def _string_array(texts: list, path: Path, text_column: str) -> pa.Array:
+    try:
+        return pa.array(texts, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        bad = next(t for t in texts if not isinstance(t, str))
+        raise TokbinError(f"{path}: column {text_column!r} holds a {type(bad).__name__} "
+                          f"({str(bad)[:40]!r}), not text; every document must be a string"
+                          ) from None
+
+
+def _txt_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
+    lines = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                lines.append(line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise TokbinError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line;"
+                                  " re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)") from None
+            if len(lines) == 8192:
+                yield pa.array(lines, type=pa.large_string())
+                lines = []
+    if lines:
+        yield pa.array(lines, type=pa.large_string())
+
+
+def _slice_array(array: pa.Array, path: Path, text_column: str,
+                 batch_bytes: int) -> Iterator[TextBatch]:
+    if array.null_count:
+        raise TokbinError(f"{path}: column {text_column!r} has {array.null_count} null "
+                          "value(s); drop or fill those rows in the dataset")
+    if not pa.types.is_large_string(array.type):
+        array = array.cast(pa.large_string())
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset:array.offset + len(array) + 1]
+    start = 0
+    while start < len(array):
+        # The first document whose end passes start + batch_bytes closes the batch.
+        stop = int(np.searchsorted(offsets, offsets[start] + batch_bytes, side="left"))
+        stop = min(max(stop, start + 1), len(array))
+        lo, hi = int(offsets[start]), int(offsets[stop])
+        yield TextBatch(offsets[start:stop + 1] - lo, bytes(memoryview(data_buf)[lo:hi]))
+        start = stop

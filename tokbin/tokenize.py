@@ -1,0 +1,205 @@
+"""Tokenizing a split into a bin, in parallel, streaming, in dataset order.
+
+The main process reads documents in batches of about `BATCH_BYTES` of text and hands them to
+a pool of worker processes (one per core); it writes their results strictly in submission
+order, with at most `2 x workers` batches in flight, so memory is bounded whatever the corpus
+size and the output is identical whatever the worker count. Each worker encodes every
+document on its own with `encode_ordinary` semantics (a literal <|endoftext|> is text) and
+places the end-of-text id per the eot policy.
+
+Besides the bin, a split gets a lengths file ``<split>.doclens``: each document's token count
+(without the end-of-text id) as little-endian uint32, in document order; binarize turns it
+into the document-length plot.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from tokbin.errors import TokbinError
+from tokbin.format import BinWriter, choose_dtype
+from tokbin.source import TextBatch
+
+BATCH_BYTES = 1 << 20
+DOCLENS_DTYPE = np.dtype("<u4")
+
+
+def get_encoding(name: str):
+    import tiktoken
+    try:
+        return tiktoken.get_encoding(name)
+    except ValueError:
+        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
+                          f"{', '.join(tiktoken.list_encoding_names())}") from None
+    except OSError as e:  # requests' connection errors are OSErrors
+        raise TokbinError(f"tiktoken could not fetch the {name!r} vocabulary ({type(e).__name__});"
+                          " connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder "
+                          "holding tiktoken's cached files") from None
+
+
+def default_workers() -> int:
+    """TOKBIN_WORKERS, else every core this process may run on."""
+    value = os.environ.get("TOKBIN_WORKERS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise TokbinError(f"TOKBIN_WORKERS must be a positive integer, got {value!r}")
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    name: str
+    n_vocab: int
+    eot_token: int
+    dtype: str  # the compact dtype that holds every id of this encoding
+
+
+def encoding_info(name: str) -> EncodingInfo:
+    enc = get_encoding(name)
+    return EncodingInfo(name, enc.n_vocab, enc.eot_token, choose_dtype("auto", enc.n_vocab))
+
+
+# --- worker side -------------------------------------------------------------------------
+
+_worker: dict = {}
+
+
+def _init_worker(encoding: str, eot: str) -> None:
+    enc = get_encoding(encoding)
+    _worker.update(enc=enc, eot=eot, dtype=choose_dtype("auto", enc.n_vocab))
+
+
+def encode_batch(enc, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat uint32 ids of each text encoded on its own, and each text's token count."""
+    parts = [enc.encode_to_numpy(text, disallowed_special=()) for text in texts]
+    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+    return ids, lengths
+
+
+def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> np.ndarray:
+    """Inserts `eot_token` after (append) or before (prepend) each document."""
+    if eot == "none" or not len(lengths):
+        return ids
+    ends = np.cumsum(lengths)
+    positions = ends if eot == "append" else ends - lengths
+    return np.insert(ids, positions, eot_token)
+
+
+def _encode_in_worker(batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
+    enc = _worker["enc"]
+    try:
+        texts = batch.texts()
+    except UnicodeDecodeError as e:
+        raise TokbinError(f"a document is not valid UTF-8 ({e}); re-encode the dataset as UTF-8"
+                          ) from None
+    ids, lengths = encode_batch(enc, texts)
+    ids = with_eot(ids, lengths, _worker["eot"], enc.eot_token)
+    return ids.astype(_worker["dtype"]), lengths.astype(DOCLENS_DTYPE)
+
+
+# --- main side ---------------------------------------------------------------------------
+
+@dataclass
+class SplitCounts:
+    tokens: int = 0
+    documents: int = 0
+
+
+def make_pool(encoding: str, eot: str, workers: int) -> ProcessPoolExecutor:
+    """A pool whose workers each hold the encoding; created before any input is read.
+
+    forkserver: workers start from a clean process, not a fork of one with reader threads.
+    """
+    get_encoding(encoding)  # unknown encodings fail here, before any worker starts
+    context = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(encoding, eot))
+
+
+def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[TextBatch],
+                    out_bin: Path, out_doclens: Path, info: EncodingInfo,
+                    progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
+    """Writes the tokens of `batches` to `out_bin` and their lengths to `out_doclens`."""
+    counts = SplitCounts()
+    pending: deque = deque()
+    with BinWriter(out_bin, info.dtype, info.n_vocab) as bins, open(out_doclens, "wb") as lens:
+        def write_oldest() -> None:
+            try:
+                ids, lengths = pending.popleft().result()
+            except BrokenProcessPool:
+                raise TokbinError("a tokenizer worker process died (out of memory or killed); "
+                                  "rerun, or lower TOKBIN_WORKERS") from None
+            bins.write(ids)
+            lens.write(memoryview(lengths))
+            counts.tokens += ids.size
+            counts.documents += lengths.size
+            progress(lengths.size)
+
+        try:
+            for batch in batches:
+                pending.append(pool.submit(_encode_in_worker, batch))
+                if len(pending) >= 2 * workers:
+                    write_oldest()
+            while pending:
+                write_oldest()
+        finally:
+            for future in pending:
+                future.cancel()
+    return counts
+
+
+def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_column: str,
+                     encoding: str, eot: str, workers: int | None = None) -> "Meta":
+    """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json).
+
+    `out_dir` appears whole or not at all.
+    """
+    from tqdm.auto import tqdm
+
+    from tokbin.format import Meta, Source, SplitInfo, atomic_path, write_meta
+    from tokbin.source import check_text_column, count_documents, iter_text_batches, read_source
+
+    workers = workers or default_workers()
+    info = encoding_info(encoding)
+    source = read_source(raw_dir)
+    files = {}
+    for split in splits:
+        if split not in source["files"]:
+            raise TokbinError(f"split {split!r} was not downloaded (data/raw has "
+                              f"{sorted(source['files'])}); run `dvc repro` to download it")
+        files[split] = [raw_dir / name for name in source["files"][split]]
+        for path in files[split]:
+            check_text_column(path, text_column)
+    split_infos = {}
+    with atomic_path(out_dir) as tmp, make_pool(encoding, eot, workers) as pool:
+        tmp.mkdir(parents=True)
+        for split in splits:
+            known = [count_documents(p) for p in files[split]]
+            total = None if None in known else sum(known)
+            batches = (b for p in files[split] for b in iter_text_batches(p, text_column,
+                                                                          BATCH_BYTES))
+            with tqdm(total=total, desc=f"tokenize {split}", unit="doc", unit_scale=True,
+                      mininterval=1.0) as bar:
+                counts = tokenize_stream(pool, workers, batches, tmp / f"{split}.bin",
+                                         tmp / f"{split}.doclens", info, bar.update)
+            if counts.documents == 0:
+                raise TokbinError(f"split {split!r} is empty (no documents in "
+                                  f"{', '.join(source['files'][split])}); remove it from "
+                                  "download.splits or fix the dataset")
+            split_infos[split] = SplitInfo(f"{split}.bin", counts.tokens, counts.documents,
+                                           counts.tokens * np.dtype(info.dtype).itemsize)
+        meta = Meta(encoding=encoding, n_vocab=info.n_vocab, eot_token=info.eot_token, eot=eot,
+                    dtype=info.dtype, source=Source(source["dataset"], source["revision"],
+                                                    source["sha"]), splits=split_infos)
+        write_meta(tmp, meta)
+    return meta
