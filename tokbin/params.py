@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from tokbin.engines import ENGINES
 from tokbin.errors import TokbinError
 from tokbin.format import DTYPES, EOT_POLICIES
 
@@ -28,6 +29,7 @@ class DownloadParams:
 class TokenizeParams:
     encoding: str
     eot: str
+    engine: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Params:
 
 CHOICES = {
     "tokenize.eot": EOT_POLICIES,
+    "tokenize.engine": ENGINES,
     "binarize.dtype": ("auto", *DTYPES),
 }
 

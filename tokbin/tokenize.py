@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from tokbin.engines import make_engine
 from tokbin.errors import TokbinError
 from tokbin.format import BinWriter, choose_dtype
 from tokbin.source import TextBatch
@@ -73,17 +74,10 @@ def encoding_info(name: str) -> EncodingInfo:
 _worker: dict = {}
 
 
-def _init_worker(encoding: str, eot: str) -> None:
+def _init_worker(encoding: str, eot: str, engine: str) -> None:
     enc = get_encoding(encoding)
-    _worker.update(enc=enc, eot=eot, dtype=choose_dtype("auto", enc.n_vocab))
-
-
-def encode_batch(enc, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat uint32 ids of each text encoded on its own, and each text's token count."""
-    parts = [enc.encode_to_numpy(text, disallowed_special=()) for text in texts]
-    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
-    ids = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
-    return ids, lengths
+    _worker.update(engine=make_engine(engine, enc), eot=eot, eot_token=enc.eot_token,
+                   dtype=choose_dtype("auto", enc.n_vocab))
 
 
 def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> np.ndarray:
@@ -96,14 +90,13 @@ def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> 
 
 
 def _encode_in_worker(batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-    enc = _worker["enc"]
     try:
         texts = batch.texts()
     except UnicodeDecodeError as e:
         raise TokbinError(f"a document is not valid UTF-8 ({e}); re-encode the dataset as UTF-8"
                           ) from None
-    ids, lengths = encode_batch(enc, texts)
-    ids = with_eot(ids, lengths, _worker["eot"], enc.eot_token)
+    ids, lengths = _worker["engine"].encode_batch(texts)
+    ids = with_eot(ids, lengths, _worker["eot"], _worker["eot_token"])
     return ids.astype(_worker["dtype"]), lengths.astype(DOCLENS_DTYPE)
 
 
@@ -115,15 +108,15 @@ class SplitCounts:
     documents: int = 0
 
 
-def make_pool(encoding: str, eot: str, workers: int) -> ProcessPoolExecutor:
+def make_pool(encoding: str, eot: str, engine: str, workers: int) -> ProcessPoolExecutor:
     """A pool whose workers each hold the encoding; created before any input is read.
 
     forkserver: workers start from a clean process, not a fork of one with reader threads.
     """
-    get_encoding(encoding)  # unknown encodings fail here, before any worker starts
+    make_engine(engine, get_encoding(encoding))  # bad names fail here, before workers start
     context = multiprocessing.get_context("forkserver")
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(encoding, eot))
+                               initargs=(encoding, eot, engine))
 
 
 def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[TextBatch],
@@ -159,7 +152,8 @@ def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[T
 
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_column: str,
-                     encoding: str, eot: str, workers: int | None = None) -> "Meta":
+                     encoding: str, eot: str, engine: str = "tiktoken",
+                     workers: int | None = None) -> "Meta":
     """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json).
 
     `out_dir` appears whole or not at all.
@@ -181,7 +175,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
         for path in files[split]:
             check_text_column(path, text_column)
     split_infos = {}
-    with atomic_path(out_dir) as tmp, make_pool(encoding, eot, workers) as pool:
+    with atomic_path(out_dir) as tmp, make_pool(encoding, eot, engine, workers) as pool:
         tmp.mkdir(parents=True)
         for split in splits:
             known = [count_documents(p) for p in files[split]]
