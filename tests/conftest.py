@@ -42,3 +42,43 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
                              f"{result.stdout}\n{result.stderr}")
     return result
+
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", ".dvc/config",
+                 ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+
+
+def make_project(dest: Path, **params) -> Path:
+    """A fresh git + DVC repo at `dest` holding the project's pipeline, params overridden by
+    `params` given as {"section__key": value} (e.g. download__dataset="./sample")."""
+    import shutil
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    set_params(dest, **params)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], dest)
+    return dest
+
+
+def set_params(repo: Path, **params) -> None:
+    """Overrides params.yaml keys given as section__key=value."""
+    import yaml
+    path = repo / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    for key, value in params.items():
+        section, name = key.split("__")
+        data[section][name] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture
+def sample_project(tmp_path) -> Path:
+    """The project, configured to build the bundled sample dataset."""
+    return make_project(tmp_path / "project", download__dataset="./sample")

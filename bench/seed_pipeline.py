@@ -1,0 +1,55 @@
+"""The seed notebook's pipeline (../shared/seed/tinystories_prepare_notebook.txt), as it ran:
+Hugging Face `datasets.map` with tiktoken `encode_ordinary`, then 1024 shard writes per split
+into a uint16 memmap. The reference tokbin's `eot: none` bins must equal byte for byte.
+
+    python -m bench.seed_pipeline DATASET_DIR OUT_DIR [--num-proc N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def process(example):
+    import tiktoken
+    enc = tiktoken.get_encoding("gpt2")
+    ids = enc.encode_ordinary(example["text"])
+    return {"ids": ids, "len": len(ids)}
+
+
+def seed_prepare(dataset_dir: Path, out_dir: Path, num_proc: int | None = None,
+                 total_batches: int = 1024) -> None:
+    from datasets import load_dataset
+    data_files = {split: sorted(str(p) for p in (dataset_dir / "data").glob(f"{split}-*.parquet"))
+                  for split in ("train", "validation")}
+    ds = load_dataset("parquet", data_files=data_files)
+    tokenized = ds.map(process, remove_columns=["text"], desc="tokenizing the splits",
+                       num_proc=num_proc or os.cpu_count())
+    for split, dset in tokenized.items():
+        arr_len = np.sum(dset["len"], dtype=np.uint64)
+        arr = np.memmap(out_dir / f"{split}.bin", dtype=np.uint16, mode="w+", shape=(arr_len,))
+        idx = 0
+        for batch_idx in range(min(total_batches, len(dset))):
+            batch = dset.shard(num_shards=min(total_batches, len(dset)), index=batch_idx,
+                               contiguous=True).with_format("numpy")
+            arr_batch = np.concatenate(batch["ids"])
+            arr[idx: idx + len(arr_batch)] = arr_batch
+            idx += len(arr_batch)
+        arr.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("dataset_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--num-proc", type=int, default=None)
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    seed_prepare(args.dataset_dir, args.out_dir, args.num_proc)
+
+
+if __name__ == "__main__":
+    main()
