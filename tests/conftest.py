@@ -1,6 +1,7 @@
 """Test setup: offline tiktoken vocabularies, no DVC analytics, shared fixtures."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -82,3 +83,77 @@ def set_params(repo: Path, **params) -> None:
 def sample_project(tmp_path) -> Path:
     """The project, configured to build the bundled sample dataset."""
     return make_project(tmp_path / "project", download__dataset="./sample")
+
+
+# --- team data versioning (tests/test_team*.py) ------------------------------------------------
+
+# CI may have no global git config: every commit names its author here.
+GIT_IDENTITY = ["-c", "user.name=tokbin test", "-c", "user.email=test@tokbin.invalid"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", *GIT_IDENTITY, *args], repo).stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class TeamOrigin:
+    """The teammate who builds: a repo holding data versions 1 and 2, both pushed."""
+    repo: Path
+    home: Path             # $HOME for every team test: the default remote lives under it
+    remote: Path           # the default remote, ~/.local/share/tokbin/dvc-remote
+    versions: dict         # {"data-v1": {"data/train.bin": bytes, ...}, "data-v2": {...}}
+
+
+TEAM_OUTPUTS = ("data/train.bin", "data/validation.bin", "data/meta.json")
+
+
+@pytest.fixture(scope="session")
+def team_origin(tmp_path_factory) -> TeamOrigin:
+    """Repo A: builds the sample as data-v1 (eot append), then data-v2 (eot none); tags, commits
+    and `dvc push`es each to the project's default remote, exactly as docs/team.md says."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOME", str(home))
+        repo = make_project(tmp_path_factory.mktemp("origin") / "repo",
+                            download__dataset="./sample")
+        versions = {}
+        for tag, eot in (("data-v1", "append"), ("data-v2", "none")):
+            set_params(repo, tokenize__eot=eot)
+            run(["dvc", "repro"], repo)
+            git(repo, "add", "-A")
+            git(repo, "commit", "-qm", f"{tag}: tokenize.eot {eot}")
+            git(repo, "tag", "-a", tag, "-m", f"data version {tag}")
+            run(["dvc", "push"], repo)
+            versions[tag] = {path: (repo / path).read_bytes() for path in TEAM_OUTPUTS}
+    return TeamOrigin(repo, home, home / ".local/share/tokbin/dvc-remote", versions)
+
+
+@pytest.fixture
+def team(team_origin, monkeypatch) -> TeamOrigin:
+    """team_origin, with $HOME set so that `~` in the default remote's url is its remote."""
+    monkeypatch.setenv("HOME", str(team_origin.home))
+    return team_origin
+
+
+def team_outputs(repo: Path) -> dict[str, bytes]:
+    """The bytes of those of TEAM_OUTPUTS that are in the repo's workspace."""
+    return {path: (repo / path).read_bytes() for path in TEAM_OUTPUTS if (repo / path).exists()}
+
+
+def lock_md5s(repo: Path, rev: str | None = None) -> dict[str, str]:
+    """{output path: md5} from dvc.lock in the workspace, or at git revision `rev`."""
+    import yaml
+    text = (repo / "dvc.lock").read_text() if rev is None else git(repo, "show", f"{rev}:dvc.lock")
+    return {out["path"]: out["md5"] for stage in yaml.safe_load(text)["stages"].values()
+            for out in stage["outs"]}
+
+
+def object_path(storage: Path, md5: str) -> Path:
+    """Where a DVC remote directory or cache (`repo/.dvc/cache`) keeps the object `md5`."""
+    return storage / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def clone(origin: TeamOrigin, dest: Path) -> Path:
+    """Repo B: a fresh `git clone` of the origin (its tags included, no data)."""
+    run(["git", "clone", "-q", str(origin.repo), str(dest)], dest.parent)
+    return dest

@@ -1,0 +1,157 @@
+"""A pinned data version: the bins of a git revision or tag (e.g. ``data-v1``), read from Python
+without touching the workspace.
+
+    from tokbin.pinned import pinned_path, pinned_loader
+    path = pinned_path("data-v1")                          # .../<md5s>/train.bin (+ meta.json)
+    loader = pinned_loader("data-v1", batch_size=64, block_size=256)
+
+How: the revision's ``dvc.lock`` is read from git (nothing is checked out) to learn the bin's and
+its ``meta.json``'s md5; both files are fetched through DVC's Python API (``DVCFileSystem``: from
+the repo's DVC cache when it has them, else from the DVC remote) into a local folder named by
+those md5s, checked against them, and renamed into place. A later call finds the folder and
+fetches nothing. The folder is content-addressed, so revisions with the same data share it and
+any number of repos can share one cache folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+from pathlib import Path
+
+import yaml
+
+from tokbin.errors import TokbinError
+from tokbin.format import META_FILENAME, atomic_path
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "dvc.lock"
+CACHE_ENV = "TOKBIN_PINNED_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$TOKBIN_PINNED_CACHE, else $XDG_CACHE_HOME/tokbin/pinned (~/.cache/tokbin/pinned)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tokbin" / "pinned"
+
+
+def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLike | None = None,
+                remote: str | None = None, cache_dir: str | os.PathLike | None = None,
+                verify: bool = True) -> Path:
+    """The local path of `path` (an output in dvc.lock, relative to the repo root) as of git
+    revision `rev` (a tag such as "data-v1", a branch or a commit), with its meta.json beside it.
+
+    repo: the project (a local path or a git URL; default: the one around the current
+    directory). remote: a DVC remote name (default: the revision's default remote).
+    cache_dir: where fetched files are kept (default: `default_cache_dir()`).
+    verify: also re-hash a copy found in cache_dir before reusing it (a fresh download is always
+    checked); a copy that does not match is fetched again. False trusts a copy of the right size.
+    """
+    fs, outputs = _open_revision(repo, rev, remote)
+    try:
+        wanted = {path: _output(outputs, path, rev)}
+        meta = posixpath.join(posixpath.dirname(path), META_FILENAME)
+        if meta in outputs and meta != path:
+            wanted[meta] = outputs[meta]
+        # content-addressed: revisions with the same bin and meta.json share one folder
+        folder = Path(cache_dir or default_cache_dir()) / "-".join(
+            out["md5"] for out in wanted.values())
+        for repo_path, out in wanted.items():
+            _ensure_copy(fs, repo_path, out, folder / posixpath.basename(repo_path), rev, verify)
+    finally:
+        fs.close()
+    return folder / posixpath.basename(path)
+
+
+def pinned_loader(rev: str, path: str = "data/train.bin", *, batch_size: int, block_size: int,
+                  repo: str | os.PathLike | None = None, remote: str | None = None,
+                  cache_dir: str | os.PathLike | None = None, verify: bool = True,
+                  **loader_options):
+    """A BinLoader over `path` as of `rev` (see pinned_path); loader_options go to BinLoader."""
+    from tokbin import BinLoader
+    local = pinned_path(rev, path, repo=repo, remote=remote, cache_dir=cache_dir, verify=verify)
+    return BinLoader(local, batch_size=batch_size, block_size=block_size, **loader_options)
+
+
+def _open_revision(repo, rev: str, remote: str | None):
+    """The project as of `rev` (read from git, nothing checked out) and its dvc.lock's cached
+    outputs: {path: {"md5", "size", ...}}."""
+    from dvc.api import DVCFileSystem
+    fs = DVCFileSystem(repo=None if repo is None else os.fspath(repo), rev=rev, remote=remote)
+    try:
+        return fs, _lock_outputs(fs, rev, os.fspath(repo) if repo is not None else os.getcwd())
+    except BaseException:
+        fs.close()
+        raise
+
+
+def _lock_outputs(fs, rev: str, where: str) -> dict[str, dict]:
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.scm import RevError, SCMError
+    try:
+        with fs.open(LOCK_FILE, "r") as f:
+            lock = yaml.safe_load(f)
+    except RevError:
+        raise TokbinError(f"unknown git revision {rev!r} in {where}: pass a tag, branch or commit "
+                          "(list data versions with `git tag -l 'data-v*'`; `git fetch --tags` "
+                          "gets teammates' tags)") from None
+    except (NotDvcRepoError, SCMError):
+        raise TokbinError(f"{where} is not a git + DVC project: pass repo= the tokbin checkout "
+                          "(or its git URL)") from None
+    except FileNotFoundError:
+        raise TokbinError(f"revision {rev!r} has no {LOCK_FILE}: nothing was built and committed "
+                          "there; pick a data version tag (`git tag -l 'data-v*'`)") from None
+    return {out["path"]: out for stage in (lock or {}).get("stages", {}).values()
+            for out in stage.get("outs", []) if "md5" in out}
+
+
+def _output(outputs: dict[str, dict], path: str, rev: str) -> dict:
+    out = outputs.get(path)
+    if out is None:
+        raise TokbinError(f"{path} is not an output in {LOCK_FILE} at {rev!r}; its outputs are "
+                          f"{sorted(outputs)} (paths are relative to the repo root)")
+    if out["md5"].endswith(".dir"):
+        raise TokbinError(f"{path} is a directory at {rev!r}; pass one of its files, e.g. a bin")
+    return out
+
+
+def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: bool) -> None:
+    """Makes `local` a verified copy of the revision's `repo_path`, reusing a good one."""
+    from dvc.config import RemoteNotFoundError
+    if local.exists():
+        if local.stat().st_size == out["size"] and (not verify or _md5(local) == out["md5"]):
+            return
+        log.warning("%s does not match %s at %s (md5 %s): fetching it again", local, repo_path,
+                    rev, out["md5"])
+        local.unlink(missing_ok=True)  # another process may have replaced it already
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(local) as tmp:
+        try:
+            fs.get_file(repo_path, os.fspath(tmp))
+        except RemoteNotFoundError as e:
+            raise TokbinError(f"{e}; `dvc remote list` shows the remotes (remote=None uses "
+                              "the default)") from None
+        except FileNotFoundError:
+            raise TokbinError(f"{repo_path} at {rev!r} (md5 {out['md5']}) is neither in this "
+                              "repo's DVC cache nor on its DVC remote (or the remote is "
+                              "unreachable; `dvc remote list` shows it): push it from the clone "
+                              "that built it (`dvc push`)") from None
+        got = _md5(tmp)
+        if got != out["md5"]:
+            # DVCFileSystem streams remote objects without checking them: this is the check.
+            raise TokbinError(f"{repo_path} at {rev!r} was fetched with md5 {got}, but {LOCK_FILE} "
+                              f"records {out['md5']}: the DVC remote (or cache) holds a corrupted "
+                              "copy; re-push it from a clone that has the right data "
+                              "(`dvc push`), or rebuild it (`dvc repro`)")
+        tmp.chmod(0o444)  # a pinned version is read-only: a stray write would corrupt it
+
+
+def _md5(path: Path) -> str:
+    # dvc.lock's `hash: md5` is the plain md5 of the bytes (DVC 2's md5-dos2unix only differs
+    # for text files with CRLF line ends, which tokbin never writes).
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
