@@ -1,0 +1,169 @@
+"""`python -m tokbin verify` finds every way a bin can disagree with meta.json or dvc.lock and
+exits 1; `python -m tokbin inspect` shows the meta, the stats and the text a model will see."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_project, run, write_parquet_dataset
+from tokbin.cli import main
+from tokbin.format import read_meta
+
+STORY = "The quick brown fox jumps over the lazy dog."
+DOCS = {"train": [f"{STORY} Story {i}." for i in range(200)],
+        "validation": [f"{STORY} The end {i}." for i in range(10)]}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A DVC project whose `dvc repro` has built a small dataset (copied by each test)."""
+    repo = make_project(tmp_path_factory.mktemp("cli") / "project", download__dataset="./dataset")
+    write_parquet_dataset(repo / "dataset", DOCS)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+@pytest.fixture
+def repo(built, tmp_path) -> Path:
+    return Path(shutil.copytree(built, tmp_path / "project", symlinks=True))
+
+
+@pytest.fixture
+def tokbin(capsys, monkeypatch):
+    """Runs `python -m tokbin <args>` in-process, in `repo` (main() is what __main__ calls)."""
+    def run_cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(repo)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+    return run_cli
+
+
+def train_ids(repo: Path) -> np.ndarray:
+    return np.fromfile(repo / "data" / "train.bin", dtype="<u2")
+
+
+def write_train_ids(repo: Path, ids: np.ndarray) -> None:
+    """Replaces train.bin (a read-only hardlink into DVC's cache) with a new file."""
+    path = repo / "data" / "train.bin"
+    path.unlink(missing_ok=True)
+    ids.astype("<u2").tofile(path)
+
+
+def assert_verify_fails(tokbin, repo: Path, *fragments: str) -> str:
+    result = tokbin(repo, "verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failures, result.stdout
+    for fragment in fragments:
+        assert any(fragment in line for line in failures), result.stdout
+    return result.stdout
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+def test_verify_passes_a_fresh_build_and_checks_the_md5s_in_dvc_lock(tokbin, repo):
+    result = tokbin(repo, "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok    train.bin" in result.stdout and "ok    validation.bin" in result.stdout
+    assert "md5 of train.bin, validation.bin, meta.json match" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_python_m_tokbin_verify_takes_the_data_folder_as_an_argument(repo):
+    result = run([sys.executable, "-m", "tokbin", "verify", str(repo / "data")], repo,
+                 check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is good" in result.stdout
+
+
+def test_verify_fails_on_a_truncated_bin(tokbin, repo):
+    write_train_ids(repo, train_ids(repo)[:-1])
+    assert_verify_fails(tokbin, repo, "train.bin", "truncated, padded")
+
+
+def test_verify_fails_on_a_padded_bin(tokbin, repo):
+    write_train_ids(repo, np.append(train_ids(repo), 0))
+    assert_verify_fails(tokbin, repo, "truncated, padded")
+
+
+def test_verify_fails_on_a_missing_bin(tokbin, repo):
+    (repo / "data" / "validation.bin").unlink()
+    assert_verify_fails(tokbin, repo, "validation.bin: missing", "dvc pull")
+
+
+def test_verify_fails_on_an_id_not_below_n_vocab(tokbin, repo):
+    ids = train_ids(repo)
+    ids[5] = 60000
+    write_train_ids(repo, ids)
+    assert_verify_fails(tokbin, repo, "token id 60000 at position 5 is >= n_vocab 50257")
+
+
+def test_verify_fails_when_end_of_text_ids_do_not_match_the_document_count(tokbin, repo):
+    ids = train_ids(repo)
+    ids[np.flatnonzero(ids == 50256)[0]] = 13  # an eot turned into "."
+    write_train_ids(repo, ids)
+    assert_verify_fails(tokbin, repo, "199 end-of-text ids but meta.json says 200 documents")
+
+
+def test_verify_fails_on_a_bin_that_changed_after_dvc_repro(tokbin, repo):
+    ids = train_ids(repo)
+    ids[3] = ids[3] + 1 if ids[3] < 50255 else 0  # still a valid id, same size, same eots
+    write_train_ids(repo, ids)
+    out = assert_verify_fails(tokbin, repo, "train.bin: md5", "recorded in", "dvc checkout data/train.bin")
+    assert "validation.bin: md5" not in out
+
+
+def test_verify_fails_on_a_meta_json_that_changed_after_dvc_repro(tokbin, repo):
+    meta = json.loads((repo / "data" / "meta.json").read_text())
+    (repo / "data" / "meta.json").write_text(json.dumps(meta))  # same content, other bytes
+    assert_verify_fails(tokbin, repo, "meta.json: md5")
+
+
+def test_verify_without_dvc_lock_checks_meta_json_only_and_says_so(tokbin, repo, tmp_path):
+    bare = Path(shutil.copytree(repo / "data", tmp_path / "elsewhere" / "data",
+                                ignore=shutil.ignore_patterns("raw", "tokens")))
+    result = tokbin(bare.parent, "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no dvc.lock" in result.stdout and "md5s not checked" in result.stdout
+
+
+def test_verify_of_a_folder_without_meta_json_is_a_clear_error(tokbin, repo):
+    result = tokbin(repo, "verify", "data/raw")
+    assert result.returncode == 1
+    assert "meta.json not found" in result.stderr and "dvc repro" in result.stderr
+
+
+def test_verify_of_a_path_that_does_not_exist_is_a_clear_error(tokbin, repo):
+    result = tokbin(repo, "verify", "no-such-data")
+    assert result.returncode == 1 and "no-such-data does not exist" in result.stderr
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+def test_inspect_prints_the_meta_the_split_stats_and_decoded_windows(tokbin, repo):
+    result = tokbin(repo, "inspect", "data/train.bin", "--windows", "2", "--tokens", "30")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    meta = read_meta(repo / "data")
+    assert json.loads(out[out.index("{"):out.index("== splits")]) == json.loads(meta.to_json())
+    assert f"{meta.splits['train'].tokens:,} tokens" in out and "200 documents" in out
+    assert "10 documents" in out  # every split's stats, not only the inspected one
+    assert "200 end-of-text ids" in out
+    windows = out.split("-- tokens ")[1:]
+    assert len(windows) == 2
+    assert all("quick brown fox" in w or "lazy dog" in w for w in windows), out
+
+
+def test_inspect_of_a_bin_meta_json_does_not_list_is_a_clear_error(tokbin, repo):
+    shutil.copy(repo / "data" / "train.bin", repo / "data" / "other.bin")
+    result = tokbin(repo, "inspect", "data/other.bin")
+    assert result.returncode == 1
+    assert "data/other.bin is not one of the bins meta.json lists" in result.stderr

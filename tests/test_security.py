@@ -1,0 +1,243 @@
+"""Security guards: no pickle in the data path, no remote dataset code, meta.json parsed
+strictly, no shell built from parameters, no credentials in tracked files.
+
+The code checks read tokbin/ and stages/ as syntax trees, so a comment or a docstring that
+names a forbidden call does not trip them, and an aliased import does not slip past.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_project, run, write_parquet_dataset
+from tokbin.errors import TokbinError
+from tokbin.format import Meta
+
+CODE_DIRS = ["tokbin", "stages"]
+
+
+def code_files() -> list[Path]:
+    files = sorted(p for d in CODE_DIRS for p in (ROOT / d).rglob("*.py"))
+    assert len(files) > 5  # the scan found the package
+    return files
+
+
+def calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node
+
+
+def dotted(node: ast.AST) -> str:
+    """`np.load` for a call's function written np.load, `load` for load."""
+    if isinstance(node, ast.Attribute):
+        return f"{dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def keyword(call: ast.Call, name: str):
+    """The constant value of keyword `name` in `call`, ... when absent, None when not constant."""
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value.value if isinstance(kw.value, ast.Constant) else None
+    return ...
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def offences(check) -> list[str]:
+    found = []
+    for path in code_files():
+        tree = ast.parse(path.read_text(), str(path))
+        found += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in check(tree)]
+    return found
+
+
+# --- pickle ----------------------------------------------------------------------------------
+
+NUMPY_FILE_CALLS = {"np.load", "numpy.load", "np.save", "numpy.save", "np.savez",
+                    "numpy.savez", "np.savez_compressed", "numpy.savez_compressed"}
+
+
+def pickle_uses(tree):
+    for module in imported_modules(tree) & {"pickle", "cPickle", "dill", "joblib", "shelve"}:
+        yield 0, f"imports {module}"
+    for call in calls(tree):
+        name = dotted(call.func)
+        if name in NUMPY_FILE_CALLS and keyword(call, "allow_pickle") is not False:
+            yield call.lineno, f"{name} without allow_pickle=False"
+        if name.endswith(".load") and name.split(".")[0] == "torch" and \
+                keyword(call, "weights_only") is not True:
+            yield call.lineno, "torch.load without weights_only=True"
+
+
+def test_no_pickle_in_the_data_path():
+    assert offences(pickle_uses) == []
+
+
+def test_the_pickle_guard_catches_a_numpy_load_that_allows_pickle():
+    tree = ast.parse("import numpy as np\nnp.load('x.npy')\nnp.save('y', a, allow_pickle=True)\n"
+                     "np.load('z.npy', allow_pickle=False)\nimport pickle\n")
+    assert sorted(line for line, _ in pickle_uses(tree)) == [0, 2, 3]
+
+
+# --- remote dataset code ---------------------------------------------------------------------
+
+def remote_code_uses(tree):
+    if "datasets" in imported_modules(tree):
+        yield 0, "imports the datasets library (dataset scripts run remote code)"
+    for call in calls(tree):
+        if dotted(call.func).split(".")[-1] == "load_dataset":
+            yield call.lineno, "calls load_dataset"
+        if keyword(call, "trust_remote_code") is not ...:
+            yield call.lineno, "passes trust_remote_code"
+
+
+def test_no_remote_dataset_code_is_ever_run():
+    assert offences(remote_code_uses) == []
+
+
+def test_the_remote_code_guard_catches_load_dataset_with_trust_remote_code():
+    tree = ast.parse("from datasets import load_dataset\n"
+                     "load_dataset('x', trust_remote_code=True)\n")
+    assert sorted(line for line, _ in remote_code_uses(tree)) == [0, 2, 2]
+
+
+# --- shell -----------------------------------------------------------------------------------
+
+SHELL_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput",
+               "os.execl", "os.execlp", "os.spawnl", "os.spawnlp"}
+
+
+def shell_uses(tree):
+    for call in calls(tree):
+        if dotted(call.func) in SHELL_CALLS:
+            yield call.lineno, f"calls {dotted(call.func)}"
+        if keyword(call, "shell") not in (..., False):
+            yield call.lineno, "passes shell=True (or a non-constant shell=)"
+
+
+def test_no_shell_is_built_in_the_code():
+    assert offences(shell_uses) == []
+
+
+def test_the_shell_guard_catches_shell_true_and_os_system():
+    tree = ast.parse("import os, subprocess\nos.system(cmd)\nsubprocess.run(c, shell=True)\n"
+                     "subprocess.run(['ls'])\n")
+    assert sorted(line for line, _ in shell_uses(tree)) == [2, 3]
+
+
+def test_dvc_stage_commands_take_no_parameters_into_the_shell():
+    """Stages read params.yaml themselves; a `${...}` in a cmd would put a parameter's text
+    into a shell command line."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+        for command in commands:
+            assert not re.search(r"[$`]", command), f"{name}: {command}"
+
+
+# --- meta.json, strictly ---------------------------------------------------------------------
+
+VALID_META = {"format": "tokbin", "version": 1, "encoding": "gpt2", "n_vocab": 50257,
+              "eot_token": 50256, "eot": "append", "dtype": "uint16",
+              "source": {"dataset": "./sample", "revision": None, "sha": None},
+              "splits": {"train": {"file": "train.bin", "tokens": 3, "documents": 1,
+                                   "bytes": 6}}}
+
+
+def mutated(change) -> str:
+    meta = json.loads(json.dumps(VALID_META))
+    change(meta)
+    return json.dumps(meta)
+
+
+def test_a_valid_meta_json_parses():
+    assert Meta.from_json(json.dumps(VALID_META)).n_vocab == 50257
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(extra=1), r"unknown fields \['extra'\]"),
+    (lambda m: m["source"].update(token="hf_x"), r"source: unknown fields \['token'\]"),
+    (lambda m: m["splits"]["train"].update(offset=0), r"splits.train: unknown fields"),
+    (lambda m: m.pop("eot_token"), r"missing fields \['eot_token'\]"),
+    (lambda m: m.update(n_vocab="50257"), "field 'n_vocab' has the wrong type"),
+    (lambda m: m.update(n_vocab=True), "field 'n_vocab' has the wrong type"),
+    (lambda m: m.update(n_vocab=50257.0), "field 'n_vocab' has the wrong type"),
+    (lambda m: m.update(encoding=None), "field 'encoding' has the wrong type"),
+    (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
+    (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
+    (lambda m: m.update(format="pickle"), "format is 'pickle'"),
+    (lambda m: m.update(version=2), "format version 2 is not supported"),
+    (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
+], ids=["unknown field", "unknown source field", "unknown split field", "missing field",
+        "string for int", "bool for int", "float for int", "null for string", "list for int",
+        "unknown dtype", "other format", "other version", "path outside the folder"])
+def test_meta_json_refuses_unknown_missing_and_ill_typed_fields(change, message):
+    with pytest.raises(TokbinError, match=message):
+        Meta.from_json(mutated(change))
+
+
+@pytest.mark.parametrize("text", ["[]", "not json", '"tokbin"'])
+def test_meta_json_that_is_not_a_json_object_is_refused(text):
+    with pytest.raises(TokbinError):
+        Meta.from_json(text)
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+CREDENTIAL_KEYS = re.compile(r"access_key_id|secret_access_key|session_token|password|"
+                             r"\btoken\b|credentialpath|account_key|sas_token|client_secret",
+                             re.IGNORECASE)
+SECRET_VALUES = re.compile(r"AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}")
+
+
+def test_the_tracked_dvc_config_holds_no_credentials():
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert not CREDENTIAL_KEYS.search(config), config
+
+
+def test_dvc_config_local_where_credentials_belong_is_git_ignored():
+    ignored = (ROOT / ".dvc" / ".gitignore").read_text().split()
+    assert "/config.local" in ignored
+
+
+def test_no_secret_like_value_is_in_any_tracked_or_project_file():
+    files = [ROOT / name for name in run(["git", "ls-files"], ROOT).stdout.split()]
+    files += [p for d in ["tokbin", "stages", "docs", "bench"] for p in (ROOT / d).rglob("*")]
+    texts = {p: p.read_text(errors="ignore") for p in set(files)
+             if p.is_file() and p.suffix != ".parquet"}
+    assert [p for p, text in texts.items() if SECRET_VALUES.search(text)] == []
+
+
+def test_the_docs_set_remote_credentials_with_dvc_remote_modify_local():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [line for d in docs if d.exists() for line in d.read_text().splitlines()
+             if "dvc remote modify" in line and CREDENTIAL_KEYS.search(line)]
+    assert lines, "no doc shows how to set remote credentials"
+    assert all("--local" in line for line in lines), lines
+
+
+def test_a_hub_token_in_the_environment_is_never_written_to_the_outputs(tmp_path, monkeypatch):
+    secret = "hf_" + "S3cr3t" * 6
+    monkeypatch.setenv("HF_TOKEN", secret)
+    repo = make_project(tmp_path / "project", download__dataset="./dataset")
+    write_parquet_dataset(repo / "dataset", {"train": ["a"], "validation": ["b"]})
+    run([sys.executable, "-m", "stages.download"], repo)
+    written = [p for p in (repo / "data").rglob("*") if p.is_file()]
+    assert written
+    assert not [p for p in written if secret.encode() in p.read_bytes()]
