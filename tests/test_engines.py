@@ -1,0 +1,160 @@
+"""The fast engine is byte-identical to tiktoken: by routing, by evidence, and by a guard.
+
+Every test compares against tiktoken's encode_ordinary, the reference. The large differential
+run (over a million documents) is `python -m bench.bench_engines --differential`; this is its
+CI-sized subset.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench.text_classes import CLASSES, class_documents
+from tokbin.engines import (CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine,
+                            fast_path_mask, make_engine, tokenizer_json, unsafe_codepoints)
+from tokbin.errors import TokbinError
+
+DOCS_PER_CLASS = 1000
+# Strings on which tokie, the first fast engine tried, disagrees with tiktoken.
+KNOWN_HOSTILE = ["\t'm", "x \t'll be", " \u2002\x0b", "\xa0\xa0\x0c", "\U00033108蕳",
+                 "a\tb\t\tc", "tab\tthen\n\t's"]
+
+
+def reference(encoding, texts):
+    want = [encoding.encode_ordinary(t) for t in texts]
+    return [i for w in want for i in w], [len(w) for w in want]
+
+
+def assert_exact(engine, encoding, texts):
+    ids, lengths = engine.encode_batch(texts)
+    want_ids, want_lengths = reference(encoding, texts)
+    assert lengths.tolist() == want_lengths
+    assert ids.tolist() == want_ids
+    assert ids.dtype == np.uint32
+
+
+@pytest.fixture(scope="module")
+def fast(gpt2):
+    return FastokensEngine(gpt2)
+
+
+def test_the_tokenizer_json_is_gpt2_derived_from_tiktoken_with_no_special_tokens(gpt2):
+    spec = json.loads(tokenizer_json(gpt2))
+    assert len(spec["model"]["vocab"]) == gpt2.n_vocab - 1 == 50256
+    assert len(spec["model"]["merges"]) == 50000
+    assert spec["model"]["merges"][0] == "Ġ t"  # gpt2's first merge: " " + "t"
+    assert spec["added_tokens"] == []  # so a literal <|endoftext|> is text
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_the_engine_equals_tiktoken_on_every_character_class(fast, gpt2, name):
+    assert_exact(fast, gpt2, class_documents(name, DOCS_PER_CLASS, seed=7))
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_fastokens_alone_equals_tiktoken_on_the_documents_it_is_given(fast, gpt2, name):
+    docs = class_documents(name, DOCS_PER_CLASS, seed=11)
+    texts = [t for t, ok in zip(docs, fast_path_mask(docs)) if ok]
+    ids, lengths = fast.encode_fast(texts)
+    assert (ids.tolist(), lengths.tolist()) == reference(gpt2, texts)
+
+
+def test_every_safe_character_in_hostile_contexts_sampled(fast, gpt2):
+    safe = np.flatnonzero(~unsafe_codepoints())[::37]
+    contexts = ["{c}", "a{c}b", " {c}{c}", "{c}'s", "1{c}2", "\n{c} ", "  {c}x", "{c}\r\n"]
+    texts = [ctx.format(c=chr(cp)) for cp in safe for ctx in contexts]
+    assert fast_path_mask(texts).all()
+    ids, lengths = fast.encode_fast(texts)
+    assert (ids.tolist(), lengths.tolist()) == reference(gpt2, texts)
+
+
+def test_the_mask_matches_a_per_character_check(gpt2):
+    unsafe = unsafe_codepoints()
+    for name in CLASSES:
+        texts = class_documents(name, 500, seed=3)
+        expected = [not any(unsafe[ord(c)] for c in t) for t in texts]
+        assert fast_path_mask(texts).tolist() == expected, name
+
+
+def test_tabs_unicode_spaces_and_unassigned_code_points_leave_the_fast_path():
+    texts = ["plain story.", *KNOWN_HOSTILE, "“Hi,” said José. 日本語 👍🏽", "\u00a0", "",
+             "\ue000 private use", "form\x0cfeed"]
+    assert fast_path_mask(texts).tolist() == [True, *[False] * len(KNOWN_HOSTILE), True, False,
+                                              True, False, False]
+
+
+def test_routing_keeps_document_order_and_sends_the_rest_to_tiktoken(fast, gpt2, monkeypatch):
+    plain = class_documents("ascii_plain", 50, seed=5)
+    hostile = KNOWN_HOSTILE * 4
+    texts = [t for pair in zip(plain, hostile) for t in pair] + plain[len(hostile):]
+    sent_to_tiktoken = []
+    encode = fast.reference.encode_batch
+    monkeypatch.setattr(fast.reference, "encode_batch",
+                        lambda batch: sent_to_tiktoken.extend(batch) or encode(batch))
+    assert_exact(fast, gpt2, texts)
+    assert sent_to_tiktoken == hostile
+
+
+def test_batches_all_slow_all_fast_and_empty_are_exact(fast, gpt2):
+    for texts in [KNOWN_HOSTILE, ["one"], ["", "", "x"], [], ["\t"], ["a", "\t", "b"]]:
+        assert_exact(fast, gpt2, texts)
+
+
+def test_the_cross_check_stops_on_a_mismatch(fast, monkeypatch):
+    encode_fast = fast.encode_fast
+
+    def off_by_one(texts):
+        ids, lengths = encode_fast(texts)
+        return ids + 1, lengths
+
+    monkeypatch.setattr(fast, "encode_fast", off_by_one)
+    with pytest.raises(TokbinError, match="disagrees with tiktoken.*tokenize.engine: tiktoken"):
+        fast.encode_batch(["A perfectly ordinary story."])
+
+
+def test_the_cross_check_samples_one_document_in_n_at_least_one_per_batch(fast, gpt2,
+                                                                        monkeypatch):
+    checked = []
+
+    class CountingEncoding:
+        def encode_ordinary(self, text):
+            checked.append(text)
+            return gpt2.encode_ordinary(text)
+
+    monkeypatch.setattr(fast, "encoding", CountingEncoding())
+    texts = class_documents("ascii_plain", 3 * CROSS_CHECK_ONE_IN, seed=1)
+    fast.encode_batch(texts)
+    assert len(checked) == 3
+    fast.encode_batch(texts)  # the same batch: the same sample
+    assert checked[3:] == checked[:3]
+    fast.encode_batch(texts[:1])
+    assert len(checked) == 7
+
+
+def test_r50k_base_is_fast_and_other_encodings_fall_back_to_tiktoken(capsys):
+    from tokbin.tokenize import get_encoding
+    r50k = get_encoding("r50k_base")
+    assert_exact(make_engine("fastokens", r50k), r50k, class_documents("mixed", 300, seed=2))
+    cl100k = get_encoding("cl100k_base")
+    assert isinstance(make_engine("fastokens", cl100k), TiktokenEngine)
+    assert "encoding cl100k_base is tokenized with tiktoken" in capsys.readouterr().err
+
+
+def test_the_tokenize_stage_writes_the_same_tokens_with_either_engine(tmp_path):
+    from conftest import write_parquet_dataset
+    from tokbin.source import materialize
+    from tokbin.tokenize import tokenize_dataset
+    texts = [t for name in CLASSES for t in class_documents(name, 40, seed=9)]
+    dataset = write_parquet_dataset(tmp_path / "ds", {"train": texts, "validation": texts[:50]})
+    raw = tmp_path / "raw"
+    materialize(str(dataset), "main", ["train", "validation"], "text", raw)
+    outputs = {}
+    for engine in ("tiktoken", "fastokens"):
+        out = tmp_path / engine
+        tokenize_dataset(raw, out, ["train", "validation"], "text", "gpt2", "append",
+                         engine=engine, workers=2)
+        outputs[engine] = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".json"}
+    assert outputs["fastokens"] == outputs["tiktoken"]
+    assert len(outputs["tiktoken"]) == 4  # two bins, two doclens
