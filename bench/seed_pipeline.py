@@ -3,11 +3,15 @@ Hugging Face `datasets.map` with tiktoken `encode_ordinary`, then 1024 shard wri
 into a uint16 memmap. The reference tokbin's `eot: none` bins must equal byte for byte.
 
     python -m bench.seed_pipeline DATASET_DIR OUT_DIR [--num-proc N]
+
+prints its stage wall times as one JSON line: {"load": s, "tokenize": s, "write": s}.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +25,17 @@ def process(example):
 
 
 def seed_prepare(dataset_dir: Path, out_dir: Path, num_proc: int | None = None,
-                 total_batches: int = 1024) -> None:
+                 total_batches: int = 1024) -> dict[str, float]:
+    """Returns each stage's wall time in seconds (load, tokenize, write)."""
+    started = time.perf_counter()
     from datasets import load_dataset
     data_files = {split: sorted(str(p) for p in (dataset_dir / "data").glob(f"{split}-*.parquet"))
                   for split in ("train", "validation")}
     ds = load_dataset("parquet", data_files=data_files)
+    loaded = time.perf_counter()
     tokenized = ds.map(process, remove_columns=["text"], desc="tokenizing the splits",
                        num_proc=num_proc or os.cpu_count())
+    mapped = time.perf_counter()
     for split, dset in tokenized.items():
         arr_len = np.sum(dset["len"], dtype=np.uint64)
         arr = np.memmap(out_dir / f"{split}.bin", dtype=np.uint16, mode="w+", shape=(arr_len,))
@@ -39,6 +47,8 @@ def seed_prepare(dataset_dir: Path, out_dir: Path, num_proc: int | None = None,
             arr[idx: idx + len(arr_batch)] = arr_batch
             idx += len(arr_batch)
         arr.flush()
+    return {"load": loaded - started, "tokenize": mapped - loaded,
+            "write": time.perf_counter() - mapped}
 
 
 def main() -> None:
@@ -48,7 +58,7 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=None)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    seed_prepare(args.dataset_dir, args.out_dir, args.num_proc)
+    print(json.dumps(seed_prepare(args.dataset_dir, args.out_dir, args.num_proc)))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def main() -> None:
     started = time.perf_counter()
     meta = tokenize_dataset(RAW_DIR, TOKENS_DIR, params.download.splits,
                             params.download.text_column, params.tokenize.encoding,
-                            params.tokenize.eot, params.tokenize.engine)
+                            params.tokenize.eot, params.tokenize.engine,
+                            executor=params.tokenize.executor)
     seconds = time.perf_counter() - started
     tokens = sum(s.tokens for s in meta.splits.values())
     print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s ({tokens / seconds / 1e6:.2f} M tokens/s)")

@@ -9,31 +9,108 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
-from tokbin.format import (DTYPES, BinWriter, Meta, atomic_path, choose_dtype, open_bin, read_meta,
-                           write_meta)
+from tokbin.errors import TokbinError
+from tokbin.format import (DTYPES, BinWriter, Meta, SplitInfo, atomic_path, choose_dtype,
+                           is_shard_file, open_bin, read_meta, shard_file, write_meta)
 from tokbin.tokenize import DOCLENS_DTYPE
 
-CHUNK_TOKENS = 1 << 24
+CHUNK_TOKENS = 1 << 22  # 8 MB of uint16: big writes that stay in the CPU's cache
 HISTOGRAM_BUCKETS = 50
 
 
-def binarize(tokens_dir: Path, out_dir: Path, dtype: str) -> Meta:
+def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0) -> Meta:
+    """shard_tokens 0: out_dir/<split>.bin; N > 0: out_dir/<split>/ shards of N tokens."""
+    if shard_tokens < 0:
+        raise TokbinError(f"binarize.shard_tokens is {shard_tokens}; set it to 0 (one bin per "
+                          "split) or to the most tokens per shard (e.g. 100000000)")
     tokens_meta = read_meta(tokens_dir)
     dtype = choose_dtype(dtype, tokens_meta.n_vocab)
     splits = {}
     for split, info in tokens_meta.splits.items():
-        source = open_bin(tokens_dir / info.file, tokens_meta, split)
+        open_bin(tokens_dir / info.file, tokens_meta, split)  # checks its size against meta
+        chunks = read_chunks(tokens_dir / info.file, tokens_meta.np_dtype, CHUNK_TOKENS)
+        if shard_tokens:
+            documents = documents_per_shard(tokens_dir / f"{split}.doclens", tokens_meta.eot,
+                                            shard_tokens, info.tokens)
+            splits[split] = write_shards(chunks, out_dir / split, dtype, tokens_meta.n_vocab,
+                                         shard_tokens, documents)
+            continue
         with atomic_path(out_dir / info.file) as tmp, BinWriter(tmp, dtype,
                                                                  tokens_meta.n_vocab) as out:
-            for start in range(0, info.tokens, CHUNK_TOKENS):
-                out.write(np.asarray(source[start:start + CHUNK_TOKENS]))
+            for chunk in chunks:
+                out.write(chunk)
         splits[split] = dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize)
     meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits)
     write_meta(out_dir, meta)
     return meta
+
+
+def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab: int,
+                 shard_tokens: int, documents: list[int]) -> SplitInfo:
+    """Cuts a split's ids into `folder`/000000.bin, ... of `shard_tokens` each (the last may
+    be shorter; an empty split gets one empty shard); `folder` appears whole or not at all."""
+    if folder.is_dir() and any(not is_shard_file(p.name) for p in folder.iterdir()):
+        raise TokbinError(f"{folder} exists and is not a shard directory, so a split named "
+                          f"{folder.name!r} would overwrite it; rename the split")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+
+        def write_shard(index: int, pieces: Iterable[np.ndarray]) -> SplitInfo:
+            with BinWriter(tmp / shard_file(index), dtype, n_vocab) as out:
+                for ids in pieces:
+                    out.write(ids)
+            return SplitInfo(shard_file(index), out.tokens, documents[index],
+                             out.tokens * DTYPES[dtype].itemsize)
+
+        shards = [write_shard(index, (ids for _, ids in run)) for index, run
+                  in itertools.groupby(_cut(chunks, shard_tokens), key=lambda piece: piece[0])]
+        if not shards:  # an empty split still gets its folder, with one empty shard
+            shards.append(write_shard(0, []))
+    return SplitInfo(folder.name, sum(s.tokens for s in shards),
+                     sum(s.documents for s in shards), sum(s.bytes for s in shards), tuple(shards))
+
+
+def _cut(chunks: Iterator[np.ndarray], shard_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(shard index, ids) pieces of `chunks`, cut where each shard of `shard_tokens` ends."""
+    position = 0
+    for chunk in chunks:
+        while chunk.size:
+            index, offset = divmod(position, shard_tokens)
+            piece = chunk[:shard_tokens - offset]
+            yield index, piece
+            position += piece.size
+            chunk = chunk[piece.size:]
+
+
+def documents_per_shard(doclens: Path, eot: str, shard_tokens: int, tokens: int) -> list[int]:
+    """How many documents start in each shard, from the documents' lengths (a document that
+    starts at the very end of the split, an empty one with eot none, counts in the last)."""
+    shards = max(1, -(-tokens // shard_tokens))
+    counts = np.zeros(shards, np.int64)
+    start = 0  # the first token of the next document
+    for lengths in read_chunks(doclens, DOCLENS_DTYPE, CHUNK_TOKENS):
+        sizes = lengths.astype(np.int64) + (eot != "none")
+        starts = start + np.cumsum(sizes) - sizes
+        counts += np.bincount(np.minimum(starts // shard_tokens, shards - 1), minlength=shards)
+        start += int(sizes.sum())
+    return counts.tolist()
+
+
+def read_chunks(path: Path, dtype: np.dtype, chunk_tokens: int) -> Iterator[np.ndarray]:
+    """The ids of a bin, `chunk_tokens` at a time, read into one reused buffer.
+
+    Plain reads, not slices of a memmap: mapped pages read stay in the process's resident
+    memory until it unmaps them, so a memmap copy's RSS grows to the file's size; this one's
+    stays at one buffer whatever the corpus size.
+    """
+    buffer = np.empty(chunk_tokens, dtype)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            yield buffer[:size // dtype.itemsize]
 
 
 def write_reports(meta: Meta, tokens_dir: Path, metrics_path: Path, plots_dir: Path) -> None:

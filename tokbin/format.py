@@ -29,6 +29,20 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
                            "bytes": 246}}                # == tokens * itemsize
     }
 
+A split may instead be a **shard directory** (``binarize.shard_tokens: N > 0``): its ``file`` names
+a folder beside meta.json (``"train"``) holding bins ``000000.bin``, ``000001.bin``, ... (each a
+bin as above). Shard i holds tokens [i*N, (i+1)*N) of the split, so the shards concatenated in
+order are byte for byte the split's single bin; a document may straddle two shards. The split's
+entry then has one more field, ``shards``, listing the same four fields per shard (``file``
+relative to the split's folder; ``documents``: documents that start in the shard), and its own
+four fields are the shards' totals::
+
+      "splits": {"train": {"file": "train", "tokens": 250, "documents": 7, "bytes": 500,
+                           "shards": [{"file": "000000.bin", "tokens": 200, "documents": 5,
+                                       "bytes": 400},
+                                      {"file": "000001.bin", "tokens": 50, "documents": 2,
+                                       "bytes": 100}]}}
+
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
 guesses. Files are written under a temporary name in the same folder and renamed into place,
 so a reader sees either no file or a complete one.
@@ -37,8 +51,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -67,6 +83,13 @@ class SplitInfo:
     tokens: int
     documents: int
     bytes: int
+    shards: tuple["SplitInfo", ...] | None = None  # a shard directory's bins, in order
+
+    def bins(self) -> list[tuple[str, "SplitInfo"]]:
+        """(path relative to meta.json's folder, info) of each bin of the split, in order."""
+        if self.shards is None:
+            return [(self.file, self)]
+        return [(f"{self.file}/{shard.file}", shard) for shard in self.shards]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +108,10 @@ class Meta:
 
     def to_json(self) -> str:
         body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        for split in body["splits"].values():  # only a shard directory has a "shards" field
+            for entry in [split, *(split["shards"] or [])]:
+                if entry["shards"] is None:
+                    del entry["shards"]
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -109,20 +136,43 @@ class Meta:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
         source = Source(**_check_object(fields["source"], {"dataset": str, "revision": (str, None),
                                                            "sha": (str, None)}, f"{where}: source"))
-        splits = {}
-        for name, split in fields["splits"].items():
-            info = SplitInfo(**_check_object(split, {"file": str, "tokens": int, "documents": int,
-                                                     "bytes": int}, f"{where}: splits.{name}"))
-            if info.bytes != info.tokens * DTYPES[fields["dtype"]].itemsize:
-                raise TokbinError(f"{where}: splits.{name}.bytes ({info.bytes}) != tokens "
-                                  f"({info.tokens}) x {fields['dtype']} size; the file is damaged")
-            if Path(info.file).name != info.file:
-                raise TokbinError(f"{where}: splits.{name}.file must be a plain file name, "
-                                  f"got {info.file!r}")
-            splits[name] = info
+        splits = {name: _parse_split(split, fields["dtype"], f"{where}: splits.{name}")
+                  for name, split in fields["splits"].items()}
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
                    eot_token=fields["eot_token"], eot=fields["eot"], dtype=fields["dtype"],
                    source=source, splits=splits)
+
+
+def _parse_split(raw, dtype: str, where: str, shard: bool = False) -> SplitInfo:
+    schema = {"file": str, "tokens": int, "documents": int, "bytes": int}
+    if not shard and isinstance(raw, dict) and "shards" in raw:
+        schema["shards"] = list
+    fields = _check_object(raw, schema, where)
+    if "shards" in fields:
+        shards = tuple(_parse_split(s, dtype, f"{where}.shards[{i}]", shard=True)
+                       for i, s in enumerate(fields["shards"]))
+        totals = {key: sum(getattr(s, key) for s in shards)
+                  for key in ("tokens", "documents", "bytes")}
+        if not shards or any(fields[key] != total for key, total in totals.items()):
+            raise TokbinError(f"{where}: tokens, documents and bytes must be the sums over a "
+                              f"non-empty shards list ({totals}); the file is damaged")
+        fields["shards"] = shards
+    info = SplitInfo(**fields)
+    if info.bytes != info.tokens * DTYPES[dtype].itemsize:
+        raise TokbinError(f"{where}.bytes ({info.bytes}) != tokens ({info.tokens}) x {dtype} "
+                          "size; the file is damaged")
+    if Path(info.file).name != info.file:
+        raise TokbinError(f"{where}.file must be a plain file name, got {info.file!r}")
+    return info
+
+
+def shard_file(index: int) -> str:
+    """The name of a shard directory's `index`th bin."""
+    return f"{index:06d}.bin"
+
+
+def is_shard_file(name: str) -> bool:
+    return name.endswith(".bin") and name.removesuffix(".bin").isdigit()
 
 
 def _check_object(raw, schema: dict, where: str) -> dict:
@@ -182,13 +232,19 @@ def write_meta(folder: str | os.PathLike, meta: Meta) -> Path:
     return path
 
 
-def open_bin(path: str | os.PathLike, meta: Meta, split: str) -> np.memmap:
-    """Memory-maps one split's bin after checking its size against meta.json."""
-    info = meta.splits.get(split)
+def open_bin(path: str | os.PathLike, meta: Meta, split: str,
+             info: SplitInfo | None = None) -> np.memmap:
+    """Memory-maps one split's bin (or, given its `info`, one shard) after checking its size
+    against meta.json."""
+    info = info or meta.splits.get(split)
     if info is None:
         raise TokbinError(f"split {split!r} is not in meta.json (it has {sorted(meta.splits)})")
     path = Path(path)
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise TokbinError(f"{path} is missing (meta.json lists it); fetch it with `dvc pull` "
+                          "or rebuild it with `dvc repro`") from None
     if size != info.bytes:
         raise TokbinError(f"{path} is {size} bytes but meta.json says {info.bytes} "
                           f"({info.tokens} {meta.dtype} tokens): the file is truncated, padded or "
@@ -196,6 +252,16 @@ def open_bin(path: str | os.PathLike, meta: Meta, split: str) -> np.memmap:
     if info.tokens == 0:
         return np.zeros(0, dtype=meta.np_dtype)
     return np.memmap(path, dtype=meta.np_dtype, mode="r")
+
+
+def open_split(folder: str | os.PathLike, meta: Meta, split: str) -> list[np.memmap]:
+    """Memory-maps every bin of a split (one, or each shard of a shard directory), in order,
+    each size-checked against meta.json."""
+    if split not in meta.splits:
+        raise TokbinError(f"split {split!r} is not in meta.json (it has {sorted(meta.splits)})")
+    folder = Path(folder)
+    return [open_bin(folder / relative, meta, split, info)
+            for relative, info in meta.splits[split].bins()]
 
 
 @contextlib.contextmanager
@@ -215,8 +281,29 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             _remove(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        written = _tree_bytes(tmp)
+        _remove(tmp)  # first, so the free space reported below is what a rerun will have
+        raise disk_full_error(final, written) from None
     finally:
         _remove(tmp)
+
+
+def disk_full_error(final: Path, written: int) -> TokbinError:
+    free = shutil.disk_usage(final.parent).free
+    return TokbinError(f"disk full while writing {final}: it needs more than the "
+                       f"{written / 1e6:.1f} MB written before the disk filled and only "
+                       f"{free / 1e6:.1f} MB are free (the partial output was removed); free "
+                       f"space on that disk or move {final.parent} to a bigger one, then rerun "
+                       "`dvc repro`")
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_dir() and not path.is_symlink():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> None:
@@ -263,7 +350,17 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed writer stays a zombie until its parent reaps it (init may take seconds): it
+    answers kill(pid, 0) but will never finish its temporary."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS) or already gone
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def _remove(path: Path) -> None:

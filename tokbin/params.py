@@ -30,11 +30,13 @@ class TokenizeParams:
     encoding: str
     eot: str
     engine: str
+    executor: str
 
 
 @dataclasses.dataclass(frozen=True)
 class BinarizeParams:
     dtype: str
+    shard_tokens: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Params:
 CHOICES = {
     "tokenize.eot": EOT_POLICIES,
     "tokenize.engine": ENGINES,
+    "tokenize.executor": ("local", "ray"),
     "binarize.dtype": ("auto", *DTYPES),
 }
 

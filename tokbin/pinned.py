@@ -11,6 +11,10 @@ the repo's DVC cache when it has them, else from the DVC remote) into a local fo
 those md5s, checked against them, and renamed into place. A later call finds the folder and
 fetches nothing. The folder is content-addressed, so revisions with the same data share it and
 any number of repos can share one cache folder.
+
+A shard directory (``pinned_path("data-v1", "data/train")`` with ``binarize.shard_tokens > 0``)
+is fetched the same way, shard by shard, each checked against its md5 in the directory's DVC
+listing; the result is a directory BinLoader reads like a bin.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, atomic_path
+from tokbin.format import META_FILENAME, atomic_path, is_shard_file
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,13 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
         folder = Path(cache_dir or default_cache_dir()) / "-".join(
             out["md5"] for out in wanted.values())
         for repo_path, out in wanted.items():
-            _ensure_copy(fs, repo_path, out, folder / posixpath.basename(repo_path), rev, verify)
+            local = folder / posixpath.basename(repo_path)
+            if out["md5"].endswith(".dir"):
+                for shard in _shards(fs, repo_path, rev):
+                    _ensure_copy(fs, shard["name"], {"md5": shard["md5"], "size": shard["size"]},
+                                 local / posixpath.basename(shard["name"]), rev, verify)
+            else:
+                _ensure_copy(fs, repo_path, out, local, rev, verify)
     finally:
         fs.close()
     return folder / posixpath.basename(path)
@@ -114,16 +124,26 @@ def _output(outputs: dict[str, dict], path: str, rev: str) -> dict:
     if out is None:
         raise TokbinError(f"{path} is not an output in {LOCK_FILE} at {rev!r}; its outputs are "
                           f"{sorted(outputs)} (paths are relative to the repo root)")
-    if out["md5"].endswith(".dir"):
-        raise TokbinError(f"{path} is a directory at {rev!r}; pass one of its files, e.g. a bin")
     return out
+
+
+def _shards(fs, path: str, rev: str) -> list[dict]:
+    """The files of a shard directory output (each its own DVC object, with its md5)."""
+    files = fs.ls(path, detail=True)
+    if not all(f["type"] == "file" and is_shard_file(posixpath.basename(f["name"]))
+               for f in files):
+        raise TokbinError(f"{path} is a directory at {rev!r} but not a shard directory; pass "
+                          "one of its files, e.g. a bin")
+    return files
 
 
 def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: bool) -> None:
     """Makes `local` a verified copy of the revision's `repo_path`, reusing a good one."""
     from dvc.config import RemoteNotFoundError
     if local.exists():
-        if local.stat().st_size == out["size"] and (not verify or _md5(local) == out["md5"]):
+        # DVC lists no size for a file inside a directory output: the md5 check decides
+        size_ok = out["size"] in (None, local.stat().st_size)
+        if size_ok and (not verify or _md5(local) == out["md5"]):
             return
         log.warning("%s does not match %s at %s (md5 %s): fetching it again", local, repo_path,
                     rev, out["md5"])

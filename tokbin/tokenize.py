@@ -75,9 +75,18 @@ _worker: dict = {}
 
 
 def _init_worker(encoding: str, eot: str, engine: str) -> None:
-    enc = get_encoding(encoding)
-    _worker.update(engine=make_engine(engine, enc), eot=eot, eot_token=enc.eot_token,
-                   dtype=choose_dtype("auto", enc.n_vocab))
+    try:
+        info = encoding_info(encoding)
+        _worker.update(engine=make_engine(engine, get_encoding(encoding)), eot=eot,
+                       eot_token=info.eot_token, dtype=info.dtype, info=info)
+    except TokbinError as e:  # kept for the first task to raise: a one-line error in the main
+        _worker["error"] = e  # process, not a traceback per worker
+
+
+def _encoding_info_in_worker() -> EncodingInfo:
+    if "error" in _worker:
+        raise _worker["error"]
+    return _worker["info"]
 
 
 def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> np.ndarray:
@@ -90,6 +99,8 @@ def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> 
 
 
 def _encode_in_worker(batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
+    if "error" in _worker:
+        raise _worker["error"]
     try:
         texts = batch.texts()
     except UnicodeDecodeError as e:
@@ -112,11 +123,24 @@ def make_pool(encoding: str, eot: str, engine: str, workers: int) -> ProcessPool
     """A pool whose workers each hold the encoding; created before any input is read.
 
     forkserver: workers start from a clean process, not a fork of one with reader threads.
+    Every worker starts now and loads the encoding (about 0.5 s of CPU each) while the main
+    process goes on; the main process never loads it: `pool_encoding_info` asks a worker.
     """
-    make_engine(engine, get_encoding(encoding))  # bad names fail here, before workers start
     context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                initargs=(encoding, eot, engine))
+    for _ in range(workers):
+        pool.submit(int)  # a no-op: a submit that finds no idle worker starts one
+    return pool
+
+
+def pool_encoding_info(pool: ProcessPoolExecutor) -> EncodingInfo:
+    """The pool's encoding; a bad encoding or engine name fails here with a clear message."""
+    try:
+        return pool.submit(_encoding_info_in_worker).result()
+    except BrokenProcessPool:
+        raise TokbinError("a tokenizer worker process died while starting (out of memory or "
+                          "killed); rerun, or lower TOKBIN_WORKERS") from None
 
 
 def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[TextBatch],
@@ -153,10 +177,11 @@ def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[T
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_column: str,
                      encoding: str, eot: str, engine: str = "tiktoken",
-                     workers: int | None = None) -> "Meta":
+                     workers: int | None = None, executor: str = "local") -> "Meta":
     """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json).
 
-    `out_dir` appears whole or not at all.
+    `out_dir` appears whole or not at all. executor "ray" runs the encoding as Ray tasks
+    (tokbin.ray_executor) with identical output.
     """
     from tqdm.auto import tqdm
 
@@ -164,7 +189,6 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
     from tokbin.source import check_text_column, count_documents, iter_text_batches, read_source
 
     workers = workers or default_workers()
-    info = encoding_info(encoding)
     source = read_source(raw_dir)
     files = {}
     for split in splits:
@@ -175,8 +199,10 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
         for path in files[split]:
             check_text_column(path, text_column)
     split_infos = {}
-    with atomic_path(out_dir) as tmp, make_pool(encoding, eot, engine, workers) as pool:
+    pool_workers = workers if executor == "local" else 1  # ray: the pool only checks the names
+    with atomic_path(out_dir) as tmp, make_pool(encoding, eot, engine, pool_workers) as pool:
         tmp.mkdir(parents=True)
+        info = pool_encoding_info(pool)
         for split in splits:
             known = [count_documents(p) for p in files[split]]
             total = None if None in known else sum(known)
@@ -184,8 +210,15 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
                                                                           BATCH_BYTES))
             with tqdm(total=total, desc=f"tokenize {split}", unit="doc", unit_scale=True,
                       mininterval=1.0) as bar:
-                counts = tokenize_stream(pool, workers, batches, tmp / f"{split}.bin",
-                                         tmp / f"{split}.doclens", info, bar.update)
+                if executor == "ray":
+                    from tokbin.ray_executor import tokenize_files_on_ray
+                    counts = tokenize_files_on_ray(files[split], text_column, encoding, eot,
+                                                   engine, tmp / f"{split}.bin",
+                                                   tmp / f"{split}.doclens", info, workers,
+                                                   bar.update)
+                else:
+                    counts = tokenize_stream(pool, workers, batches, tmp / f"{split}.bin",
+                                             tmp / f"{split}.doclens", info, bar.update)
             if counts.documents == 0:
                 raise TokbinError(f"split {split!r} is empty (no documents in "
                                   f"{', '.join(source['files'][split])}); remove it from "

@@ -1,0 +1,491 @@
+"""BinLoader: what its batches are, how they are sampled and resumed, and what it refuses."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import itertools
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tokbin.loader
+from tokbin import BinLoader, TokbinError
+from tokbin.format import DTYPES, Meta, SplitInfo, Source, write_meta
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Odd multipliers permute the ids mod 2**16 / 2**32, so every token marks its own position and
+# ids reach the top half of the dtype (where a signed transfer would go negative).
+MIXERS = {"uint16": 7919, "uint32": 2654435761}
+
+
+def position_tokens(n: int, dtype: str = "uint16") -> np.ndarray:
+    """n distinct tokens (n <= 2**16 for uint16): token i identifies position i."""
+    bits = 8 * DTYPES[dtype].itemsize
+    return ((np.arange(n, dtype=np.uint64) * MIXERS[dtype]) % (1 << bits)).astype(DTYPES[dtype])
+
+
+def write_bin(folder: Path, tokens: np.ndarray, meta: bool = True, name: str = "train.bin",
+              n_vocab: int | None = None) -> Path:
+    """A bin, and by default the meta.json the pipeline would write beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tokens.tofile(path)
+    if meta:
+        info = SplitInfo(file=name, tokens=len(tokens), documents=1,
+                         bytes=len(tokens) * tokens.dtype.itemsize)
+        n_vocab = n_vocab or 1 << 8 * tokens.dtype.itemsize
+        write_meta(folder, Meta(encoding="gpt2", n_vocab=n_vocab, eot_token=0, eot="none",
+                                dtype=tokens.dtype.name, source=Source("test", None, None),
+                                splits={"train": info}))
+    return path
+
+
+def starts_of(x: torch.Tensor, tokens: np.ndarray) -> list[int]:
+    """The bin position each row of x starts at."""
+    position = {int(t): i for i, t in enumerate(tokens)}
+    return [position[int(row[0])] for row in x]
+
+
+def take(loader: BinLoader, batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [loader.next_batch() for _ in range(batches)]
+
+
+def assert_same_batches(a, b) -> None:
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.fixture
+def tokens() -> np.ndarray:
+    return position_tokens(5000)
+
+
+@pytest.fixture
+def bin_path(tmp_path, tokens) -> Path:
+    return write_bin(tmp_path / "data", tokens)
+
+
+# -- what a batch is ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampling", ["random", "epoch"])
+def test_x_is_a_run_of_the_bins_tokens_and_y_the_same_run_shifted_by_one(bin_path, tokens,
+                                                                         sampling):
+    loader = BinLoader(bin_path, batch_size=8, block_size=32, sampling=sampling)
+    for x, y in take(loader, 5):
+        assert x.shape == y.shape == (8, 32)
+        assert x.dtype == y.dtype == torch.int64 and x.device.type == "cpu"
+        assert x.is_contiguous() and y.is_contiguous()
+        for row_x, row_y, start in zip(x, y, starts_of(x, tokens)):
+            assert row_x.tolist() == tokens[start:start + 32].tolist()
+            assert row_y.tolist() == tokens[start + 1:start + 33].tolist()
+
+
+def test_uint32_bins_give_their_ids_including_ones_above_2_to_the_31(tmp_path):
+    tokens = position_tokens(3000, "uint32")
+    assert tokens.max() >= 1 << 31
+    loader = BinLoader(write_bin(tmp_path, tokens), batch_size=16, block_size=20)
+    assert loader.dtype == np.dtype("uint32")
+    x, y = loader.next_batch()
+    for row_x, row_y, start in zip(x, y, starts_of(x, tokens)):
+        assert row_x.tolist() == tokens[start:start + 20].tolist()
+        assert row_y.tolist() == tokens[start + 1:start + 21].tolist()
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_the_compact_transfer_path_that_cuda_and_mps_take_widens_unsigned_ids_exactly(
+        tmp_path, dtype):
+    # No GPU here: run the accelerator path (compact signed transfer, widen and mask after) on
+    # the CPU device, where the copy to the device is a no-op.
+    tokens = position_tokens(3000, dtype)
+    direct = BinLoader(write_bin(tmp_path, tokens), batch_size=16, block_size=20)
+    compact = BinLoader(tmp_path / "train.bin", batch_size=16, block_size=20)
+    compact._gather.compact_transfer = True
+    assert_same_batches(take(direct, 4), take(compact, 4))
+
+
+def test_a_bare_bin_without_meta_json_reads_with_an_explicit_dtype(tmp_path, tokens):
+    path = write_bin(tmp_path, tokens, meta=False)
+    for dtype in ("uint16", np.uint16, np.dtype("<u2")):
+        x, _ = BinLoader(path, batch_size=4, block_size=8, dtype=dtype).next_batch()
+        start = starts_of(x, tokens)[0]
+        assert x[0].tolist() == tokens[start:start + 8].tolist()
+
+
+def test_an_explicit_dtype_that_agrees_with_meta_json_is_accepted(bin_path):
+    assert BinLoader(bin_path, 4, 8, dtype="uint16").tokens == 5000
+
+
+def test_the_loader_iterates_endlessly_over_the_same_batches_as_next_batch(bin_path):
+    expected = take(BinLoader(bin_path, 4, 8, seed=3), 50)
+    assert_same_batches(list(itertools.islice(BinLoader(bin_path, 4, 8, seed=3), 50)), expected)
+
+
+def test_each_batch_is_a_new_tensor_so_held_batches_do_not_change(bin_path):
+    loader = BinLoader(bin_path, 4, 8, prefetch=2)
+    x, _ = loader.next_batch()
+    kept = x.clone()
+    take(loader, 10)
+    assert torch.equal(x, kept)
+    loader.close()
+
+
+# -- random sampling ---------------------------------------------------------------------------
+
+def test_random_offsets_span_zero_to_n_minus_block_size_minus_one(tmp_path):
+    tokens = position_tokens(36)  # block 32: offsets 0, 1, 2, 3
+    loader = BinLoader(write_bin(tmp_path, tokens), batch_size=16, block_size=32)
+    seen = {s for x, _ in take(loader, 10) for s in starts_of(x, tokens)}
+    assert seen == {0, 1, 2, 3}
+
+
+def test_random_batches_are_reproducible_from_the_seed(bin_path):
+    assert_same_batches(take(BinLoader(bin_path, 8, 16, seed=7), 20),
+                        take(BinLoader(bin_path, 8, 16, seed=7), 20))
+
+
+def test_different_seeds_give_different_batches(bin_path):
+    a, _ = BinLoader(bin_path, 8, 16, seed=1).next_batch()
+    b, _ = BinLoader(bin_path, 8, 16, seed=2).next_batch()
+    assert not torch.equal(a, b)
+
+
+def test_each_rank_draws_its_own_random_stream(bin_path, tokens):
+    firsts = [starts_of(BinLoader(bin_path, 8, 16, rank=r, world_size=4).next_batch()[0], tokens)
+              for r in range(4)]
+    assert len({tuple(f) for f in firsts}) == 4
+
+
+# -- epoch sampling ----------------------------------------------------------------------------
+
+def epoch_windows(loader: BinLoader, tokens: np.ndarray, epoch: int) -> list[int]:
+    """The window starts `loader` yields in `epoch` (its batches may straddle epochs)."""
+    per_epoch = loader.windows_per_epoch
+    needed = (epoch + 1) * per_epoch
+    starts = [s for x, _ in take(loader, -(-needed // loader.batch_size))
+              for s in starts_of(x, tokens)]
+    return starts[epoch * per_epoch:needed]
+
+
+def test_an_epoch_deals_each_window_to_exactly_one_rank_and_drops_only_the_remainder(
+        bin_path, tokens):
+    windows = (5000 - 1) // 32                     # 156 windows
+    ranks = 5                                      # 5 ranks x 31 = 155: one window dropped
+    seen = [epoch_windows(BinLoader(bin_path, 8, 32, sampling="epoch", rank=r, world_size=ranks),
+                          tokens, epoch=0) for r in range(ranks)]
+    assert [len(s) for s in seen] == [windows // ranks] * ranks
+    everything = [s for rank in seen for s in rank]
+    assert len(set(everything)) == len(everything) == windows - windows % ranks
+    assert set(everything) <= {k * 32 for k in range(windows)}
+
+
+def test_one_rank_sees_every_window_once_per_epoch_including_batches_that_straddle_epochs(
+        bin_path, tokens):
+    windows = (5000 - 1) // 32                     # 156: not a multiple of the batch size 10
+    loader = BinLoader(bin_path, 10, 32, sampling="epoch")
+    assert loader.windows_per_epoch == windows
+    for epoch in range(3):
+        twin = BinLoader(bin_path, 10, 32, sampling="epoch")
+        assert sorted(epoch_windows(twin, tokens, epoch)) == [k * 32 for k in range(windows)]
+
+
+def test_every_epoch_is_shuffled_differently(bin_path, tokens):
+    orders = [epoch_windows(BinLoader(bin_path, 12, 32, sampling="epoch"), tokens, e)
+              for e in range(3)]
+    assert orders[0] != orders[1] != orders[2] != orders[0]
+
+
+def test_the_dropped_remainder_changes_from_epoch_to_epoch(bin_path, tokens):
+    ranks = 5                                      # 156 windows: one dropped per epoch
+    per_epoch = [set().union(*(epoch_windows(BinLoader(bin_path, 8, 32, sampling="epoch",
+                                                       rank=r, world_size=ranks), tokens, e)
+                               for r in range(ranks))) for e in range(4)]
+    assert len({frozenset(s) for s in per_epoch}) > 1
+    assert all(len(s) == 155 for s in per_epoch)
+
+
+def test_epoch_counts_the_epoch_the_next_batch_starts_in(bin_path):
+    loader = BinLoader(bin_path, 52, 32, sampling="epoch", world_size=3, rank=1)
+    assert loader.windows_per_epoch == 52 and loader.epoch == 0
+    loader.next_batch()
+    assert loader.epoch == 1
+    assert BinLoader(bin_path, 4, 8).epoch is None
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampling", ["random", "epoch"])
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_a_resumed_loader_yields_exactly_the_batches_of_an_uninterrupted_run(
+        bin_path, sampling, prefetch):
+    def make():
+        return BinLoader(bin_path, 10, 32, sampling=sampling, seed=5, prefetch=prefetch)
+    uninterrupted = take(make(), 70)
+    first = make()
+    take(first, 37)  # a prefetch thread is now batches ahead of what was handed out
+    state = first.state_dict()
+    first.close()
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert_same_batches(take(resumed, 33), uninterrupted[37:])
+
+
+def test_loading_an_earlier_state_replays_the_same_batches(bin_path):
+    loader = BinLoader(bin_path, 8, 16, prefetch=2)
+    take(loader, 3)
+    state = loader.state_dict()
+    after = take(loader, 6)
+    loader.load_state_dict(state)
+    assert_same_batches(take(loader, 6), after)
+    loader.close()
+
+
+def test_prefetching_does_not_change_the_batches(bin_path):
+    ahead = BinLoader(bin_path, 8, 16, sampling="epoch", prefetch=4)
+    assert_same_batches(take(ahead, 40), take(BinLoader(bin_path, 8, 16, sampling="epoch",
+                                                        prefetch=0), 40))
+    ahead.close()
+
+
+def test_state_saved_by_rank_0_resumes_another_rank(bin_path):
+    rank0 = BinLoader(bin_path, 8, 16, rank=0, world_size=2)
+    take(rank0, 9)
+    expected = BinLoader(bin_path, 8, 16, rank=1, world_size=2)
+    take(expected, 9)
+    resumed = BinLoader(bin_path, 8, 16, rank=1, world_size=2)
+    resumed.load_state_dict(rank0.state_dict())
+    assert_same_batches(take(resumed, 3), take(expected, 3))
+
+
+def test_state_from_a_different_setup_is_refused(bin_path):
+    state = BinLoader(bin_path, 8, 16, seed=1).state_dict()
+    with pytest.raises(TokbinError, match="seed: saved 1, now 2"):
+        BinLoader(bin_path, 8, 16, seed=2).load_state_dict(state)
+    with pytest.raises(TokbinError, match="not a BinLoader.state_dict"):
+        BinLoader(bin_path, 8, 16).load_state_dict({"batches": 3})
+
+
+# -- the prefetch thread -----------------------------------------------------------------------
+
+def prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "tokbin-prefetch" and t.is_alive()]
+
+
+def test_close_stops_the_prefetch_thread(bin_path):
+    before = len(prefetch_threads())
+    loader = BinLoader(bin_path, 8, 16, prefetch=2)
+    loader.next_batch()
+    assert len(prefetch_threads()) == before + 1
+    loader.close()
+    assert len(prefetch_threads()) == before
+
+
+def test_a_dropped_loader_stops_its_prefetch_thread(bin_path):
+    before = len(prefetch_threads())
+    loader = BinLoader(bin_path, 8, 16, prefetch=2)
+    loader.next_batch()
+    del loader
+    gc.collect()
+    assert len(prefetch_threads()) == before
+
+
+def test_an_error_in_the_prefetch_thread_is_raised_by_next_batch(bin_path):
+    loader = BinLoader(bin_path, 8, 16, prefetch=2)
+
+    def broken(batch):
+        raise OSError("disk went away")
+    loader._gather.host_batch = broken
+    with pytest.raises(OSError, match="disk went away"):
+        loader.next_batch()
+    assert loader.batches == 0
+    loader.close()
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+def rss_growth(path: Path, batches: int) -> int:
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+    loader = BinLoader(path, 64, 256, dtype="uint16")
+    loader.next_batch()
+    before = process.memory_info().rss
+    for _ in range(batches):
+        loader.next_batch()  # and drop it: only the loader's own memory is measured
+    return process.memory_info().rss - before
+
+
+@pytest.mark.parametrize("measured", [True, False], ids=["rss-measured", "rss-estimated"])
+def test_rss_stays_bounded_while_batches_touch_all_of_a_large_bin(tmp_path, monkeypatch,
+                                                                  measured):
+    if not measured:  # as on a system without /proc: each row is assumed to map 64 KiB
+        monkeypatch.setattr(tokbin.loader, "_resident_file_bytes", lambda: None)
+    path = tmp_path / "big.bin"
+    np.zeros(32 << 20, dtype=np.uint16).tofile(path)         # 64 MiB
+    monkeypatch.setattr(tokbin.loader, "CHECK_EVERY_ROWS", 64)  # every batch
+    monkeypatch.setattr(tokbin.loader, "RELEASE_MAPPED_BYTES", 1 << 62)
+    unbounded = rss_growth(path, 400)
+    if unbounded < 32 << 20:
+        pytest.skip("this OS does not count a memmap's read pages in RSS")
+    monkeypatch.setattr(tokbin.loader, "RELEASE_MAPPED_BYTES", 4 << 20)
+    bounded = rss_growth(path, 400)
+    assert bounded < 16 << 20, f"RSS grew {bounded >> 20} MiB (unbounded: {unbounded >> 20} MiB)"
+
+
+# -- validation --------------------------------------------------------------------------------
+
+def test_a_bin_whose_size_disagrees_with_meta_json_is_refused(tmp_path, tokens):
+    path = write_bin(tmp_path, tokens)
+    with open(path, "ab") as f:
+        f.write(b"\0\0")
+    with pytest.raises(TokbinError, match="10002 bytes but meta.json says 10000"):
+        BinLoader(path, 4, 8)
+
+
+def test_a_dtype_that_disagrees_with_meta_json_is_refused(bin_path):
+    with pytest.raises(TokbinError, match="dtype uint32 disagrees with .*meta.json"):
+        BinLoader(bin_path, 4, 8, dtype="uint32")
+
+
+def test_a_bare_bin_that_is_not_a_whole_number_of_tokens_is_refused(tmp_path):
+    path = tmp_path / "odd.bin"
+    path.write_bytes(b"\0" * 4001)
+    with pytest.raises(TokbinError, match="4001 bytes, not a whole number of uint16 tokens"):
+        BinLoader(path, 4, 8, dtype="uint16")
+
+
+def test_a_bare_bin_without_dtype_points_to_the_dtype_argument(tmp_path, tokens):
+    with pytest.raises(TokbinError, match="meta.json not found.*dtype="):
+        BinLoader(write_bin(tmp_path, tokens, meta=False), 4, 8)
+
+
+def test_a_bin_that_meta_json_does_not_list_is_refused(tmp_path, tokens):
+    write_bin(tmp_path, tokens)
+    other = write_bin(tmp_path, tokens, meta=False, name="other.bin")
+    with pytest.raises(TokbinError, match="other.bin is not listed in .*meta.json"):
+        BinLoader(other, 4, 8)
+
+
+def test_a_missing_bin_is_refused(tmp_path):
+    with pytest.raises(TokbinError, match="not found"):
+        BinLoader(tmp_path / "train.bin", 4, 8, dtype="uint16")
+
+
+def test_an_unknown_dtype_is_refused(tmp_path, tokens):
+    with pytest.raises(TokbinError, match="dtype 'int16' is not a token dtype"):
+        BinLoader(write_bin(tmp_path, tokens, meta=False), 4, 8, dtype="int16")
+
+
+def test_a_block_size_the_data_cannot_fill_is_refused(tmp_path):
+    path = write_bin(tmp_path, position_tokens(32))
+    with pytest.raises(TokbinError, match="block_size 32 needs at least 33 tokens .* has 32"):
+        BinLoader(path, 4, 32)
+
+
+def test_epoch_sampling_with_fewer_windows_than_ranks_is_refused(tmp_path):
+    path = write_bin(tmp_path, position_tokens(100))         # 3 windows of 32
+    with pytest.raises(TokbinError, match="3 windows .* fewer than world_size 4"):
+        BinLoader(path, 4, 32, sampling="epoch", rank=0, world_size=4)
+
+
+def test_a_rank_outside_the_world_size_is_refused(bin_path):
+    with pytest.raises(TokbinError, match="rank 2 is not < world_size 2"):
+        BinLoader(bin_path, 4, 8, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize("name, value", [("batch_size", 0), ("batch_size", -1),
+                                         ("block_size", 0), ("block_size", 2.5),
+                                         ("world_size", 0), ("seed", -1), ("prefetch", -1)])
+def test_sizes_that_are_not_positive_integers_are_refused(bin_path, name, value):
+    args = {"batch_size": 4, "block_size": 8, name: value}
+    with pytest.raises(TokbinError, match=f"{name} must be an integer"):
+        BinLoader(bin_path, **args)
+
+
+def test_an_unknown_sampling_is_refused(bin_path):
+    with pytest.raises(TokbinError, match="sampling 'shuffle' is not one of"):
+        BinLoader(bin_path, 4, 8, sampling="shuffle")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_a_cuda_device_without_cuda_is_refused(bin_path):
+    with pytest.raises(TokbinError, match="torch.cuda.is_available"):
+        BinLoader(bin_path, 4, 8, device="cuda")
+
+
+# -- defaults ----------------------------------------------------------------------------------
+
+def test_rank_and_world_size_default_to_torch_distributed_when_initialized(bin_path,
+                                                                          monkeypatch):
+    import torch.distributed as dist
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 2)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    loader = BinLoader(bin_path, 4, 8)
+    assert (loader.rank, loader.world_size) == (2, 3)
+
+
+def test_rank_and_world_size_default_to_0_and_1_without_torch_distributed(bin_path):
+    loader = BinLoader(bin_path, 4, 8)
+    assert (loader.rank, loader.world_size) == (0, 1)
+
+
+# -- the example training loop -----------------------------------------------------------------
+
+def train_bigram(*args) -> dict[int, str]:
+    """Runs examples/train_bigram.py's main (in this process: torch is already imported);
+    returns its log line per step."""
+    from examples.train_bigram import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main([*map(str, args), "--device", "cpu", "--log-every", "1"])
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("step ")]
+    return {int(line.split(":")[0].split()[1]): line for line in lines}
+
+
+def loss_at(log: dict[int, str], step: int) -> float:
+    return float(log[step].split("train loss ")[1].split(",")[0])
+
+
+@pytest.fixture(scope="module")
+def pattern_bin(tmp_path_factory) -> Path:
+    """Ids 0..96 in a fixed cycle: a bigram model can learn to predict every next id."""
+    cycle = (np.arange(97) * 5 + 3) % 97
+    folder = tmp_path_factory.mktemp("pattern")
+    return write_bin(folder, np.tile(cycle, 200).astype(np.uint16), n_vocab=100)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_log(pattern_bin) -> dict[int, str]:
+    return train_bigram(pattern_bin, "--steps", 30)
+
+
+def test_the_bigram_example_trains_on_a_bin(uninterrupted_log):
+    assert sorted(uninterrupted_log) == list(range(1, 31))
+    assert loss_at(uninterrupted_log, 30) < loss_at(uninterrupted_log, 1) / 2
+
+
+def test_the_bigram_example_resumed_from_its_checkpoint_logs_what_an_uninterrupted_run_logs(
+        pattern_bin, uninterrupted_log, tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+    train_bigram(pattern_bin, "--steps", 12, "--checkpoint", checkpoint)
+    resumed = train_bigram(pattern_bin, "--steps", 30, "--checkpoint", checkpoint)
+    assert resumed == {step: uninterrupted_log[step] for step in range(13, 31)}
+
+
+def test_the_bigram_example_reads_a_bare_bin_given_dtype_and_vocab(tmp_path):
+    path = write_bin(tmp_path, np.tile(np.arange(50, dtype=np.uint16), 40), meta=False)
+    assert sorted(train_bigram(path, "--dtype", "uint16", "--vocab", 50, "--steps", 3)) == [1, 2, 3]
+
+
+def test_importing_tokbin_does_not_import_torch():
+    result = subprocess.run([sys.executable, "-c", "import sys, tokbin, tokbin.format; "
+                             "print('torch' in sys.modules)"], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "False"

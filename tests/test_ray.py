@@ -1,0 +1,155 @@
+"""tokenize.executor: ray, against a real Ray cluster (a head on this machine with 2 worker CPUs
+started by this module): the same bytes as executor local whatever order tasks finish in, a
+killed task retried by Ray, data errors surfacing as TokbinError, RAY_ADDRESS honoured."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_project, run
+from tokbin import ray_executor
+from tokbin.errors import TokbinError
+from tokbin.source import materialize
+from tokbin.tokenize import tokenize_dataset
+
+ray = pytest.importorskip("ray")
+
+TRAIN = [["Once upon a time, there was a cat.", "", "Tom said: <|endoftext|> is text here.",
+          "Ünïcödé “quotes” — 日本語の物語 🐈‍⬛👍🏽\tand tabs\r\nCRLF", "a" * 3000]
+         + [f"Story {i}: the dog ran {i} times." for i in range(60)],
+         [f"Second file, story {i}." for i in range(30)]]
+VALIDATION = ["The end.", "Another short story about a dog.", ""]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One Ray head for the module: 2 CPUs (so 2 worker processes), a small object store."""
+    ray.init(address="local", num_cpus=2, object_store_memory=80 << 20, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def raw(tmp_path) -> Path:
+    """A downloaded dataset: train in 2 parquet files of 7-row row groups, validation JSONL."""
+    dataset = tmp_path / "dataset" / "data"
+    dataset.mkdir(parents=True)
+    for i, texts in enumerate(TRAIN):
+        pq.write_table(pa.table({"text": texts}), dataset / f"train-0000{i}-of-00002.parquet",
+                       row_group_size=7)
+    (dataset / "validation.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in VALIDATION))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    materialize(str(dataset.parent), "main", ["train", "validation"], "text", raw)
+    return raw
+
+
+@pytest.fixture
+def task_per_row_group(monkeypatch):
+    """Every row group its own Ray task, so there are many tasks to finish out of order."""
+    monkeypatch.setattr(ray_executor, "TASK_BYTES", 1)
+
+
+def tokenize(raw: Path, out: Path, executor: str) -> dict[str, bytes]:
+    """Tokenizes both splits; returns every output file's bytes by name."""
+    tokenize_dataset(raw, out, ["train", "validation"], "text", "gpt2", "append", workers=2,
+                     executor=executor)
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_input_shards_cover_every_row_group_once_in_order(raw, task_per_row_group):
+    files = sorted((raw / "data").glob("train-*.parquet"))
+    shards = ray_executor.input_shards(files)
+    assert [(Path(s.path).name, s.row_groups) for s in shards] == (
+        [(files[0].name, (g,)) for g in range(10)] + [(files[1].name, (g,)) for g in range(5)])
+    assert ray_executor.input_shards(files, task_bytes=1 << 30) == [
+        ray_executor.InputShard(str(files[0]), tuple(range(10))),
+        ray_executor.InputShard(str(files[1]), tuple(range(5)))]
+
+
+def test_ray_output_is_byte_identical_to_local_whatever_order_tasks_finish_in(
+        cluster, raw, tmp_path, monkeypatch, task_per_row_group):
+    encode = ray_executor._encode_shard
+
+    def early_shards_finish_last(shard, *args):
+        if shard.row_groups is not None:
+            time.sleep(0.5 if shard.row_groups[0] % 4 == 0 else 0)
+        return encode(shard, *args)
+
+    monkeypatch.setattr(ray_executor, "_encode_shard", early_shards_finish_last)
+    local = tokenize(raw, tmp_path / "local", "local")
+    assert tokenize(raw, tmp_path / "ray", "ray") == local
+    assert set(local) == {"meta.json", "train.bin", "train.doclens", "validation.bin",
+                          "validation.doclens"}
+
+
+def test_a_killed_task_is_retried_by_ray_and_the_output_is_still_identical(
+        cluster, raw, tmp_path, monkeypatch, task_per_row_group):
+    encode = ray_executor._encode_shard
+    marker = tmp_path / "killed-once"
+
+    def killed_on_first_attempt(shard, *args):
+        if shard.row_groups == (3,) and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-task
+        return encode(shard, *args)
+
+    monkeypatch.setattr(ray_executor, "_encode_shard", killed_on_first_attempt)
+    assert tokenize(raw, tmp_path / "ray", "ray") == tokenize(raw, tmp_path / "local", "local")
+    assert marker.exists()
+
+
+def test_a_task_that_dies_on_every_attempt_is_a_tokbin_error_and_no_output(
+        cluster, raw, tmp_path, monkeypatch, task_per_row_group):
+    monkeypatch.setattr(ray_executor, "TASK_RETRIES", 1)
+    encode = ray_executor._encode_shard
+
+    def always_killed(shard, *args):
+        if shard.row_groups == (2,):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode(shard, *args)
+
+    monkeypatch.setattr(ray_executor, "_encode_shard", always_killed)
+    with pytest.raises(TokbinError, match=r"row groups 2-2\) failed 2 times"):
+        tokenize(raw, tmp_path / "ray", "ray")
+    assert not (tmp_path / "ray").exists()
+
+
+def test_a_data_error_in_a_task_surfaces_as_the_tokbin_error_and_no_output(
+        cluster, raw, tmp_path):
+    with open(raw / "data" / "validation.jsonl", "a") as f:
+        f.write(json.dumps({"body": "no text field"}) + "\n")
+    with pytest.raises(TokbinError, match=r"validation.jsonl:4: no 'text' field") as error:
+        tokenize(raw, tmp_path / "ray", "ray")
+    assert "Traceback" not in str(error.value)
+    assert not (tmp_path / "ray").exists()
+
+
+def test_executor_ray_without_ray_installed_says_how_to_install_it(raw, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(TokbinError, match=r"Ray is not installed.*pip install -r "
+                                          r"requirements-ray.txt"):
+        tokenize(raw, tmp_path / "ray", "ray")
+
+
+def test_the_stage_connects_to_the_cluster_named_by_RAY_ADDRESS(cluster, tmp_path, monkeypatch):
+    project = make_project(tmp_path / "project", download__dataset="./sample",
+                           tokenize__executor="ray")
+    run([sys.executable, "-m", "stages.download"], project)
+    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    result = run([sys.executable, "-m", "stages.tokenize"], project)
+    assert f"Connecting to existing Ray cluster at address: {cluster}" in result.stderr
+    local = tmp_path / "local"
+    tokenize_dataset(project / "data" / "raw", local, ["train", "validation"], "text", "gpt2",
+                     "append", workers=2)
+    for name in ("train.bin", "validation.bin", "meta.json"):
+        assert (project / "data" / "tokens" / name).read_bytes() == (local / name).read_bytes()

@@ -1,0 +1,199 @@
+"""binarize.shard_tokens: a split as a directory of shards of at most N tokens, described in
+meta.json per shard, byte for byte the single bin cut in pieces; and DVC tracking, pushing and
+pulling the shards one by one."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import make_project, run, write_parquet_dataset
+from tokbin.binarize import binarize
+from tokbin.errors import TokbinError
+from tokbin.format import Meta, open_split, read_meta
+from tokbin.source import materialize
+from tokbin.tokenize import tokenize_dataset
+
+DOCS = {"train": [f"Story {i}: " + "the cat sat on the mat. " * (i % 7) for i in range(40)]
+        + ["", "Ünïcödé “quotes” 🐈", "a" * 500],
+        "validation": ["The end.", "", "Another short story about a dog."]}
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    """The tokenized splits (eot append), shared by the binarize runs below."""
+    root = tmp_path_factory.mktemp("tokens")
+    dataset = write_parquet_dataset(root / "dataset", DOCS)
+    (root / "raw").mkdir()
+    materialize(str(dataset), "main", list(DOCS), "text", root / "raw")
+    tokenize_dataset(root / "raw", root / "tokens", list(DOCS), "text", "gpt2", "append",
+                     workers=1)
+    return root / "tokens"
+
+
+def binarized(tokens: Path, out: Path, shard_tokens: int) -> Meta:
+    out.mkdir()
+    return binarize(tokens, out, "auto", shard_tokens)
+
+
+def documents_starting_in_each_shard(texts: list[str], shard_tokens: int, tokens: int):
+    """Independently of tokbin: document i starts at the sum of the earlier documents' ids."""
+    import tiktoken
+    enc = tiktoken.get_encoding("gpt2")
+    counts = [0] * max(1, -(-tokens // shard_tokens))
+    start = 0
+    for text in texts:
+        counts[min(start // shard_tokens, len(counts) - 1)] += 1
+        start += len(enc.encode_ordinary(text)) + 1  # + the appended eot
+    return counts
+
+
+@pytest.mark.parametrize("shard_tokens", [3, 100, 10 ** 9])
+def test_shards_are_the_single_bin_cut_every_n_tokens_with_per_shard_meta(
+        tokens, tmp_path, shard_tokens):
+    single = binarized(tokens, tmp_path / "single", 0)
+    sharded = binarized(tokens, tmp_path / "sharded", shard_tokens)
+    assert read_meta(tmp_path / "sharded") == sharded
+    for split, texts in DOCS.items():
+        info = sharded.splits[split]
+        whole = (tmp_path / "single" / f"{split}.bin").read_bytes()
+        files = sorted((tmp_path / "sharded" / split).iterdir())
+        assert [f.name for f in files] == [s.file for s in info.shards] == [
+            f"{i:06d}.bin" for i in range(len(files))]
+        assert b"".join(f.read_bytes() for f in files) == whole
+        sizes = [s.tokens for s in info.shards]
+        assert all(n == shard_tokens for n in sizes[:-1]) and 0 < sizes[-1] <= shard_tokens
+        assert [s.bytes for s in info.shards] == [f.stat().st_size for f in files]
+        assert [s.documents for s in info.shards] == documents_starting_in_each_shard(
+            texts, shard_tokens, info.tokens)
+        assert (info.file, info.tokens, info.documents, info.bytes) == (
+            split, single.splits[split].tokens, len(texts), len(whole))
+        assert np.concatenate(open_split(tmp_path / "sharded", sharded, split)).tobytes() == whole
+
+
+def test_unsharded_meta_json_is_unchanged_and_sharded_lists_shards(tokens, tmp_path):
+    binarized(tokens, tmp_path / "single", 0)
+    single = json.loads((tmp_path / "single" / "meta.json").read_text())
+    assert set(single["splits"]["train"]) == {"file", "tokens", "documents", "bytes"}
+    binarized(tokens, tmp_path / "sharded", 50)
+    sharded = json.loads((tmp_path / "sharded" / "meta.json").read_text())
+    assert set(sharded["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "shards"}
+    assert set(sharded["splits"]["train"]["shards"][0]) == {"file", "tokens", "documents",
+                                                            "bytes"}
+
+
+def test_meta_json_whose_shards_do_not_add_up_is_refused(tokens, tmp_path):
+    binarized(tokens, tmp_path / "sharded", 50)
+    path = tmp_path / "sharded" / "meta.json"
+    raw = json.loads(path.read_text())
+    raw["splits"]["train"]["shards"][0]["documents"] += 1
+    path.write_text(json.dumps(raw))
+    with pytest.raises(TokbinError, match=r"splits.train: tokens, documents and bytes must be "
+                                          r"the sums"):
+        read_meta(path)
+
+
+def test_a_missing_or_truncated_shard_is_named_with_the_fix(tokens, tmp_path):
+    meta = binarized(tokens, tmp_path / "sharded", 50)
+    shard = tmp_path / "sharded" / "train" / "000001.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    with pytest.raises(TokbinError, match=r"000001.bin is \d+ bytes but meta.json says"):
+        open_split(tmp_path / "sharded", meta, "train")
+    shard.unlink()
+    with pytest.raises(TokbinError, match=r"000001.bin is missing.*dvc pull"):
+        open_split(tmp_path / "sharded", meta, "train")
+
+
+def test_negative_shard_tokens_is_an_error(tokens, tmp_path):
+    with pytest.raises(TokbinError, match="binarize.shard_tokens is -1"):
+        binarized(tokens, tmp_path / "out", -1)
+
+
+def test_a_split_whose_name_is_another_folder_is_not_overwritten(tokens, tmp_path):
+    (tmp_path / "out" / "train").mkdir(parents=True)
+    (tmp_path / "out" / "train" / "notes.txt").write_text("mine")
+    with pytest.raises(TokbinError, match="is not a shard directory"):
+        binarize(tokens, tmp_path / "out", "auto", 50)
+    assert (tmp_path / "out" / "train" / "notes.txt").read_text() == "mine"
+
+
+def use_shard_outs(project: Path) -> None:
+    """The dvc.yaml change docs/scale_out.md describes: shard directories as outs."""
+    path = project / "dvc.yaml"
+    pipeline = yaml.safe_load(path.read_text())
+    outs = pipeline["stages"]["binarize"]["outs"]
+    pipeline["stages"]["binarize"]["outs"] = [
+        out.removesuffix(".bin") if isinstance(out, str) else out for out in outs]
+    path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+
+
+def test_dvc_tracks_pushes_and_pulls_shards_one_by_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default remote lives under ~
+    project = make_project(tmp_path / "project", download__dataset="./sample",
+                           binarize__shard_tokens=100_000)
+    failed = run(["dvc", "repro"], project, check=False)
+    assert failed.returncode != 0
+    assert ("in dvc.yaml replace data/train.bin, data/validation.bin with data/train, "
+            "data/validation") in failed.stderr
+
+    use_shard_outs(project)
+    run(["dvc", "repro"], project)
+    meta = read_meta(project / "data")
+    shards = [s.file for s in meta.splits["train"].shards]
+    assert len(shards) >= 3
+    run(["dvc", "push"], project)
+    remote = tmp_path / "home" / ".local/share/tokbin/dvc-remote" / "files" / "md5"
+    for shard in shards:  # each shard is its own object in the remote
+        digest = hashlib.md5((project / "data" / "train" / shard).read_bytes()).hexdigest()
+        assert (remote / digest[:2] / digest[2:]).is_file()
+
+    # A teammate's fresh clone fetches the meta.json and one shard, not the whole split.
+    clone = tmp_path / "clone"
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "shards"],
+        project)
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "pull", "data/meta.json", f"data/train/{shards[1]}"], clone)
+    assert sorted(p.name for p in (clone / "data" / "train").iterdir()) == [shards[1]]
+    assert (clone / "data" / "train" / shards[1]).read_bytes() == (
+        project / "data" / "train" / shards[1]).read_bytes()
+
+    # The pinned version of a shard directory: every shard fetched (the clone's cache has one,
+    # the remote the rest) and checked, then read by BinLoader like the bin.
+    from tokbin.loader import BinLoader
+    from tokbin.pinned import pinned_path
+    pinned = pinned_path("HEAD", "data/train", repo=clone, cache_dir=tmp_path / "pinned")
+    assert sorted(p.name for p in pinned.iterdir()) == shards
+    assert all((pinned / s).read_bytes() == (project / "data" / "train" / s).read_bytes()
+               for s in shards)
+    assert BinLoader(pinned, batch_size=2, block_size=8).tokens == meta.splits["train"].tokens
+
+
+
+@pytest.mark.parametrize("shard_tokens", [5, 64, 10 ** 9])
+@pytest.mark.parametrize("sampling", ["random", "epoch"])
+def test_binloader_reads_a_shard_directory_exactly_as_the_single_bin(
+        tokens, tmp_path, shard_tokens, sampling):
+    from tokbin.loader import BinLoader
+    binarized(tokens, tmp_path / "single", 0)
+    binarized(tokens, tmp_path / "sharded", shard_tokens)
+    options = dict(batch_size=16, block_size=8, sampling=sampling, seed=3)
+    single = BinLoader(tmp_path / "single" / "train.bin", **options)
+    sharded = BinLoader(tmp_path / "sharded" / "train", **options)
+    assert (sharded.tokens, sharded.windows_per_epoch) == (single.tokens, single.windows_per_epoch)
+    for _ in range(3 * (single.windows_per_epoch or 20) // 16):  # a few epochs' worth
+        for a, b in zip(single.next_batch(), sharded.next_batch()):
+            assert a.equal(b)
+
+
+def test_binloader_on_a_shard_directory_with_a_missing_shard_says_how_to_fetch_it(
+        tokens, tmp_path):
+    from tokbin.loader import BinLoader
+    binarized(tokens, tmp_path / "sharded", 64)
+    (tmp_path / "sharded" / "train" / "000002.bin").unlink()
+    with pytest.raises(TokbinError, match=r"000002.bin is missing.*dvc pull"):
+        BinLoader(tmp_path / "sharded" / "train", batch_size=2, block_size=8)

@@ -1,0 +1,179 @@
+"""Tokenizing a split as Ray tasks (``tokenize.executor: ray``): the same bins as the local pool.
+
+The input is cut into **shards**: runs of consecutive parquet row groups of about
+`TASK_BYTES` of text, or a whole ``.jsonl``/``.txt`` file. Each shard is one Ray task that
+reads its documents itself (the driver ships a path, never text: the files must be reachable
+at the same path on every node, e.g. a shared filesystem) and encodes them with the local
+path's per-batch code (`tokbin.tokenize._encode_in_worker`: same engine, same eot policy, same
+dtype). The driver writes results strictly in shard order with at most `2 x cluster CPUs`
+tasks in flight, so its memory is bounded and the output is byte-identical to
+``executor: local`` whatever the number of workers or the order tasks finish in.
+
+A task whose worker process dies (killed, out of memory, node lost) is rerun by Ray up to
+`TASK_RETRIES` times; a task is a pure function of its shard, so a rerun gives the same ids.
+Errors in the data (a TokbinError in a task) are not retried: they surface as themselves.
+
+Where Ray runs: the cluster named by ``RAY_ADDRESS`` (Ray's convention; the tokbin package is
+shipped to its workers, which need the requirements installed), else a Ray instance started
+for this process with one CPU per tokenizer worker (TOKBIN_WORKERS, default all cores).
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from tokbin import tokenize
+from tokbin.errors import TokbinError
+from tokbin.format import BinWriter
+from tokbin.source import TextBatch, _slice_array, iter_text_batches
+
+TASK_BYTES = 8 << 20  # text per task: ~1 s of encoding, so Ray's ~ms per task is noise
+TASK_RETRIES = 3
+TOKBIN_PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """One task's input: `row_groups` of a parquet file, or a whole file when None."""
+    path: str  # absolute: workers do not share the driver's working directory
+    row_groups: tuple[int, ...] | None = None
+
+    def batches(self, text_column: str) -> Iterator[TextBatch]:
+        path = Path(self.path)
+        if self.row_groups is None:
+            yield from iter_text_batches(path, text_column, tokenize.BATCH_BYTES)
+            return
+        for record_batch in pq.ParquetFile(path).iter_batches(
+                batch_size=8192, row_groups=list(self.row_groups), columns=[text_column]):
+            yield from _slice_array(record_batch.column(0), path, text_column,
+                                    tokenize.BATCH_BYTES)
+
+    def __str__(self) -> str:
+        if self.row_groups is None:
+            return self.path
+        return f"{self.path} (row groups {self.row_groups[0]}-{self.row_groups[-1]})"
+
+
+def input_shards(files: list[Path], task_bytes: int | None = None) -> list[InputShard]:
+    """The shards of a split's files in document order; parquet row groups are grouped until
+    their uncompressed size reaches `task_bytes` (default TASK_BYTES)."""
+    task_bytes = task_bytes or TASK_BYTES
+    shards = []
+    for path in files:
+        path = path.resolve()
+        if path.suffix != ".parquet":
+            shards.append(InputShard(str(path)))
+            continue
+        metadata = pq.ParquetFile(path).metadata
+        group, size = [], 0
+        for index in range(metadata.num_row_groups):
+            group.append(index)
+            size += metadata.row_group(index).total_byte_size
+            if size >= task_bytes:
+                shards.append(InputShard(str(path), tuple(group)))
+                group, size = [], 0
+        if group:
+            shards.append(InputShard(str(path), tuple(group)))
+    return shards
+
+
+# --- worker side: a Ray task ---------------------------------------------------------------
+
+_worker_settings: tuple | None = None  # what this Ray worker process's tokenizer was set up for
+
+
+def _encode_shard(shard: InputShard, text_column: str, encoding: str, eot: str,
+                  engine: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ids (eot placed, compact dtype) and document lengths of one shard."""
+    global _worker_settings
+    if _worker_settings != (encoding, eot, engine):  # Ray reuses worker processes across runs
+        tokenize._worker.clear()
+        tokenize._init_worker(encoding, eot, engine)
+        _worker_settings = (encoding, eot, engine)
+    parts = [tokenize._encode_in_worker(batch) for batch in shard.batches(text_column)]
+    dtype = tokenize._worker["dtype"]
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype)
+    lengths = (np.concatenate([p[1] for p in parts]) if parts
+               else np.zeros(0, tokenize.DOCLENS_DTYPE))
+    return ids, lengths
+
+
+# --- driver side ---------------------------------------------------------------------------
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise TokbinError("tokenize.executor is ray but Ray is not installed; install it with "
+                          "`pip install -r requirements-ray.txt`, or set tokenize.executor: "
+                          "local") from None
+    return ray
+
+
+def connect(workers: int):
+    """Connects to RAY_ADDRESS's cluster, or starts a local Ray with `workers` CPUs; a Ray
+    already initialized in this process is used as it is. Returns the ray module."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        # The cluster's workers import tokbin from this copy, so they run the driver's code.
+        ray.init(address=address, runtime_env={"py_modules": [str(TOKBIN_PACKAGE)]})
+    else:
+        ray.init(address="local", num_cpus=workers, include_dashboard=False)
+    return ray
+
+
+def tokenize_files_on_ray(files: list[Path], text_column: str, encoding: str, eot: str,
+                          engine: str, out_bin: Path, out_doclens: Path,
+                          info: "tokenize.EncodingInfo", workers: int,
+                          progress: Callable[[int], None] = lambda n: None
+                          ) -> "tokenize.SplitCounts":
+    """Writes the tokens of `files` to `out_bin` and their lengths to `out_doclens`."""
+    ray = connect(workers)
+    # Looked up at call time, not import time, so a test can substitute a faulty task.
+    task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_encode_shard)
+    in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    counts = tokenize.SplitCounts()
+    pending: deque = deque()
+    with BinWriter(out_bin, info.dtype, info.n_vocab) as bins, open(out_doclens, "wb") as lens:
+        def write_oldest() -> None:
+            shard, ref = pending.popleft()
+            ids, lengths = _result(ray, shard, ref)
+            bins.write(ids)
+            lens.write(memoryview(lengths))
+            counts.tokens += ids.size
+            counts.documents += lengths.size
+            progress(lengths.size)
+
+        try:
+            for shard in input_shards(files):
+                pending.append((shard, task.remote(shard, text_column, encoding, eot, engine)))
+                if len(pending) >= in_flight:
+                    write_oldest()
+            while pending:
+                write_oldest()
+        finally:
+            for _, ref in pending:
+                ray.cancel(ref)
+    return counts
+
+
+def _result(ray, shard: InputShard, ref) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, TokbinError):
+            raise TokbinError(str(e.cause)) from None
+        raise  # a bug, not bad data: keep Ray's report with the worker's traceback
+    except ray.exceptions.RayError as e:
+        raise TokbinError(f"the Ray task tokenizing {shard} failed {TASK_RETRIES + 1} times "
+                          f"({type(e).__name__}: its worker or node died, e.g. out of memory); "
+                          "check the workers' memory and logs (`ray logs`), then rerun") from None
