@@ -13,8 +13,6 @@ prints its stage wall times as one JSON line: {"load": s, "tokenize": s}.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import tiktoken
+
+from bench.reference_cli import run_reference
 
 SHARD_SIZE = 10**8  # fineweb.py's default --shard_size
 HEADER_MAGIC, HEADER_VERSION = 20240520, 1
@@ -83,13 +83,7 @@ def llmc_prepare(dataset_dir: Path, out_dir: Path, num_proc: int | None = None) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--num-proc", type=int, default=None)
-    args = parser.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(llmc_prepare(args.dataset_dir, args.out_dir, args.num_proc)))
+    run_reference(llmc_prepare, __doc__.split("\n")[0])
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ prints its stage wall times as one JSON line: {"load": s, "tokenize": s, "write"
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.reference_cli import run_reference
 
 
 def process(example):
@@ -52,13 +52,7 @@ def seed_prepare(dataset_dir: Path, out_dir: Path, num_proc: int | None = None,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--num-proc", type=int, default=None)
-    args = parser.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(seed_prepare(args.dataset_dir, args.out_dir, args.num_proc)))
+    run_reference(seed_prepare, __doc__.split("\n")[0])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_project, run
+from conftest import make_project
 from tokbin.format import read_meta
 
 REPO = "acme/stories"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tiktoken
 
-from conftest import make_project, run, set_params, write_parquet_dataset
+from conftest import run, set_params, write_parquet_dataset
 from tokbin.binarize import binarize
 from tokbin.errors import TokbinError
 from tokbin.format import read_meta

@@ -20,7 +20,6 @@ for this process with one CPU per tokenizer worker (TOKBIN_WORKERS, default all 
 from __future__ import annotations
 
 import os
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,8 +29,7 @@ import pyarrow.parquet as pq
 
 from tokbin import tokenize
 from tokbin.errors import TokbinError
-from tokbin.format import BinWriter
-from tokbin.source import TextBatch, _slice_array, iter_text_batches
+from tokbin.source import TextBatch, slice_text_array, iter_text_batches
 
 TASK_BYTES = 8 << 20  # text per task: ~1 s of encoding, so Ray's ~ms per task is noise
 TASK_RETRIES = 3
@@ -51,7 +49,7 @@ class InputShard:
             return
         for record_batch in pq.ParquetFile(path).iter_batches(
                 batch_size=8192, row_groups=list(self.row_groups), columns=[text_column]):
-            yield from _slice_array(record_batch.column(0), path, text_column,
+            yield from slice_text_array(record_batch.column(0), path, text_column,
                                     tokenize.BATCH_BYTES)
 
     def __str__(self) -> str:
@@ -141,29 +139,11 @@ def tokenize_files_on_ray(files: list[Path], text_column: str, encoding: str, eo
     # Looked up at call time, not import time, so a test can substitute a faulty task.
     task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_encode_shard)
     in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    counts = tokenize.SplitCounts()
-    pending: deque = deque()
-    with BinWriter(out_bin, info.dtype, info.n_vocab) as bins, open(out_doclens, "wb") as lens:
-        def write_oldest() -> None:
-            shard, ref = pending.popleft()
-            ids, lengths = _result(ray, shard, ref)
-            bins.write(ids)
-            lens.write(memoryview(lengths))
-            counts.tokens += ids.size
-            counts.documents += lengths.size
-            progress(lengths.size)
-
-        try:
-            for shard in input_shards(files):
-                pending.append((shard, task.remote(shard, text_column, encoding, eot, engine)))
-                if len(pending) >= in_flight:
-                    write_oldest()
-            while pending:
-                write_oldest()
-        finally:
-            for _, ref in pending:
-                ray.cancel(ref)
-    return counts
+    submitted = ((shard, task.remote(shard, text_column, encoding, eot, engine))
+                 for shard in input_shards(files))
+    return tokenize.write_in_order(submitted, in_flight, lambda work: _result(ray, *work),
+                                   lambda work: ray.cancel(work[1]), out_bin, out_doclens, info,
+                                   progress)
 
 
 def _result(ray, shard: InputShard, ref) -> tuple[np.ndarray, np.ndarray]:

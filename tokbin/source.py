@@ -144,7 +144,7 @@ def iter_text_batches(path: Path, text_column: str, batch_bytes: int) -> Iterato
     """Streams the documents of one data file as TextBatches of about `batch_bytes` of text."""
     readers = {".parquet": _parquet_arrays, ".jsonl": _jsonl_arrays, ".txt": _txt_arrays}
     for array in readers[path.suffix](path, text_column):
-        yield from _slice_array(array, path, text_column, batch_bytes)
+        yield from slice_text_array(array, path, text_column, batch_bytes)
 
 
 def _parquet_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
@@ -202,8 +202,8 @@ def _txt_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
         yield pa.array(lines, type=pa.large_string())
 
 
-def _slice_array(array: pa.Array, path: Path, text_column: str,
-                 batch_bytes: int) -> Iterator[TextBatch]:
+def slice_text_array(array: pa.Array, path: Path, text_column: str,
+                     batch_bytes: int) -> Iterator[TextBatch]:
     if array.null_count:
         raise TokbinError(f"{path}: column {text_column!r} has {array.null_count} null "
                           "value(s); drop or fill those rows in the dataset")

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import BinWriter, choose_dtype
 from tokbin.source import TextBatch
 
+T = TypeVar("T")
 BATCH_BYTES = 1 << 20
 DOCLENS_DTYPE = np.dtype("<u4")
 
@@ -147,15 +148,30 @@ def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[T
                     out_bin: Path, out_doclens: Path, info: EncodingInfo,
                     progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
     """Writes the tokens of `batches` to `out_bin` and their lengths to `out_doclens`."""
+    def result(future) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise TokbinError("a tokenizer worker process died (out of memory or killed); "
+                              "rerun, or lower TOKBIN_WORKERS") from None
+
+    futures = (pool.submit(_encode_in_worker, batch) for batch in batches)
+    return write_in_order(futures, 2 * workers, result, lambda future: future.cancel(),
+                          out_bin, out_doclens, info, progress)
+
+
+def write_in_order(submitted: Iterable[T], in_flight: int,
+                   result: Callable[[T], tuple[np.ndarray, np.ndarray]],
+                   cancel: Callable[[T], object], out_bin: Path, out_doclens: Path,
+                   info: EncodingInfo, progress: Callable[[int], None]) -> SplitCounts:
+    """Writes the (ids, lengths) results of `submitted` work in submission order, pulling new
+    work only while fewer than `in_flight` results are pending: output order never depends on
+    which worker finishes first, and memory stays bounded whatever the corpus size."""
     counts = SplitCounts()
     pending: deque = deque()
     with BinWriter(out_bin, info.dtype, info.n_vocab) as bins, open(out_doclens, "wb") as lens:
         def write_oldest() -> None:
-            try:
-                ids, lengths = pending.popleft().result()
-            except BrokenProcessPool:
-                raise TokbinError("a tokenizer worker process died (out of memory or killed); "
-                                  "rerun, or lower TOKBIN_WORKERS") from None
+            ids, lengths = result(pending.popleft())
             bins.write(ids)
             lens.write(memoryview(lengths))
             counts.tokens += ids.size
@@ -163,15 +179,15 @@ def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[T
             progress(lengths.size)
 
         try:
-            for batch in batches:
-                pending.append(pool.submit(_encode_in_worker, batch))
-                if len(pending) >= 2 * workers:
+            for work in submitted:
+                pending.append(work)
+                if len(pending) >= in_flight:
                     write_oldest()
             while pending:
                 write_oldest()
         finally:
-            for future in pending:
-                future.cancel()
+            for work in pending:
+                cancel(work)
     return counts
 
 
