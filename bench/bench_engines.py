@@ -116,15 +116,20 @@ def speed(stories: int) -> None:
         one_core = sample_tokens / (time.perf_counter() - started)
         share = float(fast_path_mask(texts).mean())
 
+        # The tokenizer.json cache starts empty (the first fastokens run derives it), and it
+        # must be set before the first pool starts its forkserver, whose env workers inherit.
+        os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
         rates = {}
-        for engine, workers in [("tiktoken", cores), ("fastokens", cores), ("fastokens", 1)]:
-            out = tmp / f"tokens-{engine}-{workers}"
+        runs = [("fastokens", cores, "cold tokenizer cache"), ("tiktoken", cores, ""),
+                ("fastokens", cores, ""), ("fastokens", 1, "")]
+        for engine, workers, note in runs:
+            out = tmp / f"tokens-{engine}-{workers}{note and '-cold'}"
             started = time.perf_counter()
             meta = tokenize_dataset(raw, out, ["train", "validation"], "text", "gpt2",
                                     "append", engine=engine, workers=workers)
             seconds = time.perf_counter() - started
             tokens = sum(s.tokens for s in meta.splits.values())
-            rates[(engine, workers)] = (tokens / seconds, seconds)
+            rates[(engine, workers, note)] = (tokens / seconds, seconds)
         same = all((tmp / f"tokens-fastokens-{w}" / f).read_bytes()
                    == (tmp / f"tokens-tiktoken-{cores}" / f).read_bytes()
                    for w in (cores, 1) for f in ("train.bin", "validation.bin"))
@@ -137,11 +142,15 @@ def speed(stories: int) -> None:
     print(f"| tiktoken, 1 core (encode_ordinary, in-process) | {one_core / 1e6:.2f} | "
           f"{one_core / ceiling:.2f} | |")
     print(f"| tiktoken ceiling ({cores} cores x 1 core) | {ceiling / 1e6:.2f} | 1.00 | |")
-    for (engine, workers), (rate, seconds) in rates.items():
-        print(f"| tokenize stage, {engine}, {workers} worker{'s' * (workers > 1)} | "
-              f"{rate / 1e6:.2f} | {rate / ceiling:.2f} | {seconds:.1f} |")
+    for (engine, workers, note), (rate, seconds) in rates.items():
+        print(f"| tokenize stage, {engine}, {workers} worker{'s' * (workers > 1)}"
+              f"{note and ', ' + note} | {rate / 1e6:.2f} | {rate / ceiling:.2f} | "
+              f"{seconds:.1f} |")
+    best = max(rate for (engine, _, _), (rate, _) in rates.items() if engine == "fastokens")
     print(f"\ndocuments on the fast path: {share:.2%}; fastokens bins identical to "
-          f"tiktoken's: {same}")
+          f"tiktoken's: {same}\nthe issue's target, the stage at 5x the tiktoken ceiling: "
+          f"{'met' if best >= 5 * ceiling else 'not met'} (best fastokens stage: "
+          f"{best / ceiling:.2f}x)")
 
 
 def main() -> None:

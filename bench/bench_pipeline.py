@@ -2,15 +2,17 @@
 `dvc repro`, side by side in one run on the same deterministic TinyStories-shaped corpus.
 
     python -m bench.bench_pipeline --stories 300000 [--scale 1 4] [--cache-type hardlink]
+                                   [--engine tiktoken fastokens]
 
 For each scale it generates the corpus (bench/corpus.py, kept in --work for reuse), measures
 the tokenizer ceiling (cores x one core's `encode_ordinary` tokens per CPU second on a sample
 of the corpus), runs the seed (bench/seed_pipeline.py), the llm.c-style script
-(bench/llmc_pipeline.py) and `dvc repro` in a scratch copy of this working tree (eot: none,
-download.dataset: the corpus), then a no-op `dvc repro`, checks that the seed's bins and
-tokbin's are byte-identical, and prints a table. Every run is a subprocess whose process tree
-is polled with psutil: peak RSS is the largest single process's, CPU s the tree's user+sys.
-The machine is shared, so only ratios measured in the same run mean much.
+(bench/llmc_pipeline.py) and, for each --engine, `dvc repro` in a scratch copy of this working
+tree (eot: none, download.dataset: the corpus, tokenize.engine: that engine), then a no-op
+`dvc repro`, checks that the seed's bins and tokbin's are byte-identical, and prints a table.
+Every run is a subprocess whose process tree is polled with psutil: peak RSS is the largest
+single process's, CPU s the tree's user+sys. The machine is shared, so only ratios measured in
+the same run mean much.
 """
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import psutil
 import yaml
+
+from tokbin.engines import ENGINES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation")
@@ -136,7 +141,7 @@ def run_reference(module: str, corpus: Path, out: Path, work: Path, cores: int) 
     return {"wall": m.wall, "cpu": m.cpu, "peak_rss": m.peak_rss, "stages": stages}
 
 
-def scratch_project(repo: Path, corpus: Path, cache_type: str | None) -> None:
+def scratch_project(repo: Path, corpus: Path, cache_type: str | None, engine: str) -> None:
     """A copy of this working tree with its own git repo, reading `corpus` with eot: none."""
     shutil.rmtree(repo, ignore_errors=True)
 
@@ -151,6 +156,7 @@ def scratch_project(repo: Path, corpus: Path, cache_type: str | None) -> None:
     params = yaml.safe_load(params_path.read_text())
     params["download"]["dataset"] = str(corpus)
     params["tokenize"]["eot"] = "none"
+    params["tokenize"]["engine"] = engine
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
@@ -171,8 +177,9 @@ def stage_times(m: Measured) -> dict[str, float]:
     return times
 
 
-def run_tokbin(repo: Path, corpus: Path, work: Path, cache_type: str | None) -> dict:
-    scratch_project(repo, corpus, cache_type)
+def run_tokbin(repo: Path, corpus: Path, work: Path, cache_type: str | None,
+               engine: str) -> dict:
+    scratch_project(repo, corpus, cache_type, engine)
     m = measure(["dvc", "repro"], repo, bench_env(work))
     noop = measure(["dvc", "repro"], repo, bench_env(work))
     if any("Running stage" in line for _, line in noop.lines):
@@ -207,7 +214,18 @@ def bins_identical(seed_out: Path, repo: Path) -> bool:
                            shallow=False) for split in SPLITS)
 
 
-def bench_scale(stories: int, work: Path, cores: int, cache_type: str | None) -> dict:
+def fast_path_share(corpus: Path) -> float:
+    """The share of the corpus's documents that the fastokens engine sends to fastokens."""
+    from tokbin.engines import fast_path_mask
+    from tokbin.source import iter_text_batches
+    masks = [fast_path_mask(batch.texts(), batch) for split in SPLITS
+             for path in corpus_files(corpus, split)
+             for batch in iter_text_batches(path, "text", 1 << 20)]
+    return float(np.concatenate(masks).mean())
+
+
+def bench_scale(stories: int, work: Path, cores: int, cache_type: str | None,
+                engines: list[str]) -> dict:
     corpus = make_corpus(work, stories)
     text_mb = sum(p.stat().st_size for p in (corpus / "data").glob("*.parquet")) / 1e6
     load_before = os.getloadavg()[0]
@@ -217,13 +235,23 @@ def bench_scale(stories: int, work: Path, cores: int, cache_type: str | None) ->
     seed = run_reference("bench.seed_pipeline", corpus, work / "seed-out", work, cores)
     print("== llm.c-style script ...", flush=True)
     llmc = run_reference("bench.llmc_pipeline", corpus, work / "llmc-out", work, cores)
-    print("== tokbin dvc repro ...", flush=True)
-    tokbin = run_tokbin(work / "repo", corpus, work, cache_type)
-    identical = bins_identical(work / "seed-out", work / "repo")
-    tokbin["binarize_here_mb_s"] = binarize_rates(work / "repo", work)
-    return {"stories": stories, "parquet_mb": text_mb, "tokens": tokbin["tokens"],
+    tokbin = {}
+    for engine in engines:
+        print(f"== tokbin dvc repro, tokenize.engine {engine} ...", flush=True)
+        tokbin[engine] = run_tokbin(work / f"repo-{engine}", corpus, work, cache_type, engine)
+    identical = all(bins_identical(work / "seed-out", work / f"repo-{engine}")
+                    for engine in engines)
+    binarize_here = binarize_rates(work / f"repo-{engines[0]}", work)
+    return {"stories": stories, "parquet_mb": text_mb, "tokens": tokbin[engines[0]]["tokens"],
             "ceiling": ceiling, "seed": seed, "llmc": llmc, "tokbin": tokbin,
+            "binarize_here_mb_s": binarize_here, "fast_path_share": fast_path_share(corpus),
             "identical": identical, "loadavg": [load_before, os.getloadavg()[0]]}
+
+
+def pipelines(r: dict) -> list[tuple[str, dict]]:
+    """(name, run) of every pipeline in a bench_scale result, the seed's first."""
+    return [("seed notebook", r["seed"]), ("llm.c-style", r["llmc"]),
+            *((f"tokbin {engine}", run) for engine, run in r["tokbin"].items())]
 
 
 def print_table(r: dict) -> None:
@@ -237,9 +265,7 @@ def print_table(r: dict) -> None:
               f"{'peak RSS MB':>13}{'vs seed':>9}{'of ceiling':>12}{'CPU eff':>9}")
     print(header)
     print("-" * len(header))
-    for name, key in (("seed notebook", "seed"), ("llm.c-style", "llmc"),
-                      ("tokbin dvc repro", "tokbin")):
-        run = r[key]
+    for name, run in pipelines(r):
         for stage, wall in run["stages"].items():
             print(f"{name:<20}{stage:<13}{wall:>8.2f}")
             name = ""
@@ -247,32 +273,38 @@ def print_table(r: dict) -> None:
               f"{tokens / run['wall'] / 1e6:>9.2f}{run['peak_rss'] / 1e6:>13.0f}"
               f"{seed_wall / run['wall']:>8.1f}x{tokens / run['wall'] / ceiling:>12.0%}"
               f"{tokens / run['cpu'] / c['core_rate']:>9.0%}")
-    t = r["tokbin"]
-    print(f"{'tokbin no-op repro':<20}{'total':<13}{t['noop_wall']:>8.2f}")
-    print("of ceiling: M tok/s / the ceiling; CPU eff: tokens per CPU second of the whole "
-          "process tree / one core's encode_ordinary rate (what contention cannot hide)")
-    here = t["binarize_here_mb_s"]
-    print(f"tokbin vs llm.c-style: {r['llmc']['wall'] / t['wall']:.2f}x faster; binarize "
-          f"{t['binarize_mb_s']:.0f} MB/s in the stage, {here['uint16']:.0f} MB/s again here, "
-          f"{here['uint32']:.0f} MB/s widening to uint32")
+    for engine, t in r["tokbin"].items():
+        print(f"{'tokbin no-op repro':<20}{engine:<13}{t['noop_wall']:>8.2f}")
+    print("tokbin <engine>: `dvc repro` with that tokenize.engine. of ceiling: M tok/s / the "
+          "ceiling; CPU eff: tokens per CPU second of the whole process tree / one core's "
+          "encode_ordinary rate (what contention cannot hide)")
+    print(f"documents on fastokens' fast path: {r['fast_path_share']:.2%} (the rest: tiktoken)")
+    here = r["binarize_here_mb_s"]
+    for engine, t in r["tokbin"].items():
+        print(f"tokbin {engine} vs llm.c-style: {r['llmc']['wall'] / t['wall']:.2f}x faster; "
+              f"binarize {t['binarize_mb_s']:.0f} MB/s in the stage")
+    print(f"binarize again here: {here['uint16']:.0f} MB/s, {here['uint32']:.0f} MB/s widening "
+          "to uint32")
     print(f"seed train.bin/validation.bin == tokbin's (eot none):"
           f" {'yes' if r['identical'] else 'NO'}")
 
 
 def print_scaling(results: list[dict], base: int) -> None:
     print("\nscaling (wall s per M tokens; peak RSS MB of the largest process)")
+    names = [name.replace("tokbin ", "").replace(" notebook", "").replace("-style", "")
+             for name, _ in pipelines(results[0])]
     header = (f"{'scale':<7}{'stories':>10}{'M tokens':>10}" + "".join(
-        f"{n + ' s':>12}{'s/Mtok':>8}{'RSS MB':>8}" for n in ("seed", "llm.c", "tokbin"))
-              + f"{'vs seed':>9}{'vs llm.c':>9}")
+        f"{n + ' s':>12}{'s/Mtok':>8}{'RSS MB':>8}" for n in names)
+              + "".join(f"{n + ' vs seed':>16}" for n in names[2:]))
     print(header)
     print("-" * len(header))
     for r in results:
         mtok = r["tokens"] / 1e6
-        cells = "".join(f"{r[k]['wall']:>12.1f}{r[k]['wall'] / mtok:>8.3f}"
-                        f"{r[k]['peak_rss'] / 1e6:>8.0f}" for k in ("seed", "llmc", "tokbin"))
+        runs = [run for _, run in pipelines(r)]
+        cells = "".join(f"{run['wall']:>12.1f}{run['wall'] / mtok:>8.3f}"
+                        f"{run['peak_rss'] / 1e6:>8.0f}" for run in runs)
         print(f"{r['stories'] / base:<6.0f}x{r['stories']:>10,}{mtok:>10.1f}{cells}"
-              f"{r['seed']['wall'] / r['tokbin']['wall']:>8.1f}x"
-              f"{r['llmc']['wall'] / r['tokbin']['wall']:>8.2f}x")
+              + "".join(f"{r['seed']['wall'] / run['wall']:>15.1f}x" for run in runs[2:]))
 
 
 def main() -> None:
@@ -283,6 +315,9 @@ def main() -> None:
                         help="scratch folder: corpora, outputs, the project copy")
     parser.add_argument("--cache-type", default=None,
                         help="DVC cache.type for the scratch copy (default: the project's)")
+    parser.add_argument("--engine", nargs="+", default=["tiktoken", "fastokens"],
+                        choices=ENGINES,
+                        help="tokenize.engine of each tokbin run (default: both)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0))
@@ -291,7 +326,8 @@ def main() -> None:
           f"{args.cache_type or 'as configured'}")
     results = []
     for scale in args.scale:
-        results.append(bench_scale(args.stories * scale, args.work, cores, args.cache_type))
+        results.append(bench_scale(args.stories * scale, args.work, cores, args.cache_type,
+                                   args.engine))
         print_table(results[-1])
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
     if len(results) > 1:

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from bench.text_classes import CLASSES, class_documents
+from tokbin import engines
 from tokbin.engines import (CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine,
-                            fast_path_mask, make_engine, tokenizer_json, unsafe_codepoints)
+                            derive_tokenizer_json, fast_path_mask, make_engine, tokenizer_json,
+                            unsafe_codepoints)
 from tokbin.errors import TokbinError
+from tokbin.source import TextBatch
 
 DOCS_PER_CLASS = 1000
 # Strings on which tokie, the first fast engine tried, disagrees with tiktoken.
@@ -48,6 +51,22 @@ def test_the_tokenizer_json_is_gpt2_derived_from_tiktoken_with_no_special_tokens
     assert spec["added_tokens"] == []  # so a literal <|endoftext|> is text
 
 
+def test_the_tokenizer_json_is_derived_once_and_then_read_from_the_user_cache(gpt2, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    derived = tokenizer_json.__wrapped__(gpt2)  # past the in-memory cache
+    [cached] = (tmp_path / "tokbin" / "tokenizers").iterdir()
+    assert cached.name.startswith("gpt2-v1-") and cached.read_text(encoding="utf-8") == derived
+    monkeypatch.setattr(engines, "derive_tokenizer_json", lambda encoding: pytest.fail("derived"))
+    assert tokenizer_json.__wrapped__(gpt2) == derived
+
+
+def test_an_unwritable_cache_only_costs_the_derivation(gpt2, tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    assert tokenizer_json.__wrapped__(gpt2) == derive_tokenizer_json(gpt2)
+
+
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_the_engine_equals_tiktoken_on_every_character_class(fast, gpt2, name):
     assert_exact(fast, gpt2, class_documents(name, DOCS_PER_CLASS, seed=7))
@@ -76,6 +95,15 @@ def test_the_mask_matches_a_per_character_check(gpt2):
         texts = class_documents(name, 500, seed=3)
         expected = [not any(unsafe[ord(c)] for c in t) for t in texts]
         assert fast_path_mask(texts).tolist() == expected, name
+
+
+def test_the_mask_from_a_batch_s_utf8_marks_exactly_the_documents_holding_unsafe_characters():
+    # Unsafe characters first, last, repeated and alone; safe multi-byte neighbours.
+    texts = ["\tstart", "end\t", "“ok” é", "\u2002 and \u2002 and \t", "\x0c", "日本", "",
+             "a\u3000", "👍🏽\x0b", "fine"]
+    expected = [False, False, True, False, False, True, True, False, False, True]
+    assert fast_path_mask(texts, TextBatch.from_texts(texts)).tolist() == expected
+    assert fast_path_mask(texts).tolist() == expected
 
 
 def test_tabs_unicode_spaces_and_unassigned_code_points_leave_the_fast_path():

@@ -264,6 +264,11 @@ def open_split(folder: str | os.PathLike, meta: Meta, split: str) -> list[np.mem
             for relative, info in meta.splits[split].bins()]
 
 
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/tokbin (~/.cache/tokbin): files that every project on this machine reuses."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tokbin"
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `final` (file or folder); renames it into place on success.

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, atomic_path, is_shard_file
+from tokbin.format import META_FILENAME, atomic_path, is_shard_file, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def default_cache_dir() -> Path:
     """$TOKBIN_PINNED_CACHE, else $XDG_CACHE_HOME/tokbin/pinned (~/.cache/tokbin/pinned)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tokbin" / "pinned"
+    return user_cache_dir() / "pinned"
 
 
 def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLike | None = None,

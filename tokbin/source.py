@@ -127,6 +127,13 @@ class TextBatch:
     offsets: np.ndarray
     data: bytes
 
+    @classmethod
+    def from_texts(cls, texts: list[str]) -> "TextBatch":
+        parts = [text.encode("utf-8", "surrogatepass") for text in texts]
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=offsets[1:])
+        return cls(offsets, b"".join(parts))
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 

@@ -107,7 +107,7 @@ def _encode_in_worker(batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
     except UnicodeDecodeError as e:
         raise TokbinError(f"a document is not valid UTF-8 ({e}); re-encode the dataset as UTF-8"
                           ) from None
-    ids, lengths = _worker["engine"].encode_batch(texts)
+    ids, lengths = _worker["engine"].encode_batch(texts, batch)
     ids = with_eot(ids, lengths, _worker["eot"], _worker["eot_token"])
     return ids.astype(_worker["dtype"]), lengths.astype(DOCLENS_DTYPE)
 
