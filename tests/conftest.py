@@ -110,7 +110,8 @@ TEAM_OUTPUTS = ("data/train.bin", "data/validation.bin", "data/meta.json")
 @pytest.fixture(scope="session")
 def team_origin(tmp_path_factory) -> TeamOrigin:
     """Repo A: builds the sample as data-v1 (eot append), then data-v2 (eot none); tags, commits
-    and `dvc push`es each to the project's default remote, exactly as docs/team.md says."""
+    and `dvc push`es each to the project's default remote, as the README's team section
+    says."""
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", str(home))
