@@ -206,7 +206,24 @@ def binarize_rates(repo: Path, work: Path) -> dict[str, float]:
         rates[dtype] = sum(s.bytes for s in meta.splits.values()) / 1e6 / (
             time.perf_counter() - started)
         shutil.rmtree(out)
+    rates["disk"] = disk_write_rate(work, sum(
+        (repo / "data" / "tokens" / f"{split}.bin").stat().st_size for split in SPLITS))
     return rates
+
+
+def disk_write_rate(work: Path, size: int) -> float:
+    """MB/s of the least any binarize must do for `size` bytes on this disk: write them from
+    memory in 8 MB blocks and fsync. Binarize near this rate runs at disk speed."""
+    block = np.zeros(1 << 22, np.uint16)
+    path = work / "disk-write-baseline"
+    started = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        for _ in range(0, size, block.nbytes):
+            f.write(block)
+        os.fsync(f.fileno())
+    rate = size / 1e6 / (time.perf_counter() - started)
+    path.unlink()
+    return rate
 
 
 def bins_identical(seed_out: Path, repo: Path) -> bool:
@@ -284,7 +301,8 @@ def print_table(r: dict) -> None:
         print(f"tokbin {engine} vs llm.c-style: {r['llmc']['wall'] / t['wall']:.2f}x faster; "
               f"binarize {t['binarize_mb_s']:.0f} MB/s in the stage")
     print(f"binarize again here: {here['uint16']:.0f} MB/s, {here['uint32']:.0f} MB/s widening "
-          "to uint32")
+          f"to uint32; this disk's own write speed (same bytes from memory, fsync): "
+          f"{here['disk']:.0f} MB/s")
     print(f"seed train.bin/validation.bin == tokbin's (eot none):"
           f" {'yes' if r['identical'] else 'NO'}")
 
