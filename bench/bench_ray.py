@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.corpus import write_corpus
+from tokbin import ray_executor
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_ray")
     parser.add_argument("--tiny-tasks", type=int, default=200)
     args = parser.parse_args()
+    ray_executor.keep_local_ray_on_loopback()
     import ray
 
     work = args.work

@@ -20,6 +20,7 @@ from tokbin.errors import TokbinError
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
+ray_executor.keep_local_ray_on_loopback()  # the test cluster listens on 127.0.0.1 only
 ray = pytest.importorskip("ray")
 
 TRAIN = [["Once upon a time, there was a cat.", "", "Tom said: <|endoftext|> is text here.",

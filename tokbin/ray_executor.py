@@ -114,13 +114,21 @@ def import_ray():
     return ray
 
 
+def keep_local_ray_on_loopback() -> None:
+    """A local Ray instance otherwise listens on this machine's network address; it serves this
+    machine only, so it stays on 127.0.0.1. Must run before ray is imported (Ray reads it then)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def connect(workers: int):
     """Connects to RAY_ADDRESS's cluster, or starts a local Ray with `workers` CPUs; a Ray
     already initialized in this process is used as it is. Returns the ray module."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        keep_local_ray_on_loopback()
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         # The cluster's workers import tokbin from this copy, so they run the driver's code.
         ray.init(address=address, runtime_env={"py_modules": [str(TOKBIN_PACKAGE)]})
