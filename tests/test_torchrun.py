@@ -61,6 +61,7 @@ def test_torchrun_ranks_share_out_one_epoch_disjointly_from_a_bin_and_a_shard_di
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the rank script imports tokbin from here
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # the ranks talk over loopback only
     names = ["train.bin", "shards"]
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(script), str(tmp_path), *(str(data / name) for name in names)], ROOT)
