@@ -1,4 +1,4 @@
-"""tokenize: encode every document of data/raw with tiktoken into data/tokens.
+"""tokenize: encode every document of data/raw with the configured engine into data/tokens.
 
     python -m stages.tokenize      # params: download.splits, download.text_column, tokenize.*
                                    # workers: TOKBIN_WORKERS (default: all cores)
