@@ -25,13 +25,18 @@ def main() -> None:
     meta = binarize(TOKENS_DIR, DATA_DIR, params.dtype, params.shard_tokens)
     seconds = time.perf_counter() - started
     write_reports(meta, TOKENS_DIR, REPORTS_DIR / "metrics.json", REPORTS_DIR / "doc_lengths")
-    written = sum(s.bytes for s in meta.splits.values())
+    produced = sum(s.bytes for s in meta.splits.values())
+    linked = 0
     for split, info in meta.splits.items():
+        how = f" ({len(info.shards)} shards)" if info.shards else ""
+        if not info.shards and (DATA_DIR / info.file).samefile(TOKENS_DIR / info.file):
+            linked += info.bytes
+            how = f" (ids checked, hard-linked from {TOKENS_DIR / info.file}: same bytes)"
         print(f"binarize: {split}: {info.tokens:,} {meta.dtype} tokens, "
-              f"{info.documents:,} documents -> data/{info.file}"
-              + (f" ({len(info.shards)} shards)" if info.shards else ""))
-    print(f"binarize: {written / 1e6:.1f} MB in {seconds:.2f} s "
-          f"({written / 1e6 / max(seconds, 1e-9):.0f} MB/s)")
+              f"{info.documents:,} documents -> data/{info.file}{how}")
+    print(f"binarize: {produced / 1e6:.1f} MB ({(produced - linked) / 1e6:.1f} MB copied, "
+          f"{linked / 1e6:.1f} MB linked) in {seconds:.2f} s "
+          f"({produced / 1e6 / max(seconds, 1e-9):.0f} MB/s)")
 
 
 def check_dvc_outs(splits: list[str], shard_tokens: int, dvc_yaml=Path("dvc.yaml")) -> None:

@@ -72,6 +72,17 @@ def writing(repo: Path, name: str, inner: str | None = None) -> Callable[[], boo
     return moment
 
 
+def stage_process(proc: subprocess.Popen, module: str) -> Callable[[], bool]:
+    """The moment a process running `python -m <module>` exists under `proc`."""
+    def moment() -> bool:
+        try:
+            return any(module in child.cmdline()
+                       for child in psutil.Process(proc.pid).children(recursive=True))
+        except psutil.Error:  # a child exited while being looked at
+            return False
+    return moment
+
+
 def dvc_committing(repo: Path, proc: subprocess.Popen, stage: str,
                    output: str) -> Callable[[], bool]:
     """The moment the stage's command has exited with its output in place and DVC is hashing
@@ -113,12 +124,20 @@ def builds(tmp_path_factory) -> dict[str, Path]:
     for stage in ("download", "tokenize", "binarize"):
         run(["dvc", "repro", stage], project)
         snapshots[stage] = copy_project(project, root / stage)
+    set_params(project, binarize__dtype="uint32")  # the copying binarize, not the linking one
+    run(["dvc", "repro"], project)
+    snapshots["widened"] = copy_project(project, root / "widened")
     return snapshots
 
 
 @pytest.fixture(scope="module")
 def reference(builds) -> dict[str, dict | None]:
     return outputs(builds["binarize"])
+
+
+@pytest.fixture(scope="module")
+def widened_reference(builds) -> dict[str, dict | None]:
+    return outputs(builds["widened"])
 
 
 def assert_absent_or_complete(repo: Path, reference: dict) -> None:
@@ -162,11 +181,22 @@ def test_kill_during_tokenize_leaves_no_partial_tokens_and_the_rerun_completes(
 
 
 def test_kill_during_binarize_write_leaves_no_partial_bin_and_the_rerun_completes(
-        builds, reference, tmp_path):
+        builds, widened_reference, tmp_path):
     repo = copy_project(builds["tokenize"], tmp_path / "p")
+    set_params(repo, binarize__dtype="uint32")  # widening copies, so there is a write to kill
     proc = start_repro(repo)
     kill_when(proc, writing(repo, "train.bin"), "binarize started writing train.bin")
     assert outputs(repo)["data/train.bin"] is None
+    assert_absent_or_complete(repo, widened_reference)
+    assert_resumes_to_reference(repo, widened_reference)
+
+
+def test_kill_while_binarize_checks_and_links_leaves_no_partial_bin_and_the_rerun_completes(
+        builds, reference, tmp_path):
+    repo = copy_project(builds["tokenize"], tmp_path / "p")
+    proc = start_repro(repo)
+    binarizing = stage_process(proc, "stages.binarize")
+    kill_when(proc, binarizing, "binarize started")
     assert_absent_or_complete(repo, reference)
     assert_resumes_to_reference(repo, reference)
 
@@ -265,9 +295,10 @@ def tree_bytes(path: Path) -> int:
 
 
 def run_stage_on_small_disk(builds, tmp_path, small_disk, stage: str, inputs: list[str],
-                            spare: int) -> tuple[Path, subprocess.CompletedProcess]:
+                            spare: int, **params) -> tuple[Path, subprocess.CompletedProcess]:
     """Runs one stage with data/ on a tmpfs holding its inputs and `spare` more bytes."""
     repo = copy_project(builds["fresh"], tmp_path / "p")
+    set_params(repo, **params)
     built = builds["binarize"] / "data"
     needed = sum(tree_bytes(built / name) for name in inputs)
     small_disk(repo / "data", needed + spare)
@@ -302,6 +333,17 @@ def test_disk_full_during_tokenize_is_a_clear_error_and_leaves_nothing(builds, t
 def test_disk_full_during_binarize_is_a_clear_error_and_leaves_nothing(builds, tmp_path,
                                                                        small_disk):
     repo, result = run_stage_on_small_disk(builds, tmp_path, small_disk, "binarize",
-                                           ["raw", "tokens"], spare=1 << 20)
+                                           ["raw", "tokens"], spare=1 << 20,
+                                           binarize__dtype="uint32")
     assert_disk_full_reported_and_cleaned(result, repo, "data/train.bin")
     assert not (repo / "data" / "meta.json").exists()
+
+
+def test_binarize_keeping_the_dtype_needs_no_disk_space_for_its_bins(builds, tmp_path,
+                                                                     small_disk):
+    repo, result = run_stage_on_small_disk(builds, tmp_path, small_disk, "binarize",
+                                           ["raw", "tokens"], spare=1 << 20)
+    assert (tree_bytes(builds["binarize"] / "data" / "tokens")) > 1 << 20  # more than is free
+    assert result.returncode == 0, result.stderr
+    assert digests(repo / "data" / "train.bin") == digests(builds["binarize"] / "data" /
+                                                           "train.bin")

@@ -2,7 +2,9 @@
 the eot policy, the dtype rules, meta.json, order and parallelism, and DVC's behaviour."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,38 @@ def test_explicit_uint32_widens_and_a_too_small_dtype_is_an_error(tmp_path):
     assert wide.tolist() == expected_tokens(DOCS["train"], "gpt2", "append")
     with pytest.raises(TokbinError, match="cannot hold a vocabulary of 100277"):
         build(tmp_path / "again", encoding="cl100k_base", dtype="uint16")
+
+
+def test_a_kept_dtype_hard_links_the_tokens_file_instead_of_copying_it(tmp_path):
+    meta, out = build(tmp_path)
+    for split in DOCS:
+        assert (out / f"{split}.bin").samefile(tmp_path / "tokens" / f"{split}.bin")
+        assert meta.splits[split].bytes == (out / f"{split}.bin").stat().st_size
+
+
+def test_where_no_hard_link_can_be_made_the_bin_is_copied(tmp_path, monkeypatch):
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", cross_device)
+    meta, out = build(tmp_path)
+    assert not (out / "train.bin").samefile(tmp_path / "tokens" / "train.bin")
+    assert np.fromfile(out / "train.bin", "<u2").tolist() == expected_tokens(
+        DOCS["train"], "gpt2", "append")
+
+
+@pytest.mark.parametrize("dtype", ["auto", "uint32"])
+def test_an_id_beyond_the_vocabulary_in_the_tokens_stops_binarize_with_no_bin(tmp_path, dtype):
+    build(tmp_path)
+    tokens = tmp_path / "tokens" / "train.bin"
+    ids = np.fromfile(tokens, "<u2")
+    ids[5] = 60000
+    tokens.unlink()  # it may be read-only, as DVC leaves its outputs
+    ids.tofile(tokens)
+    out = tmp_path / "again"
+    out.mkdir()
+    with pytest.raises(TokbinError, match="token id 60000 is >= n_vocab 50257.*dvc repro --force"):
+        binarize(tmp_path / "tokens", out, dtype)
+    assert list(out.iterdir()) == []
 
 
 def test_order_is_the_dataset_order_whatever_the_worker_count(tmp_path):

@@ -1,21 +1,31 @@
 """The final bins: the tokenized splits in the requested dtype, plus meta.json and reports.
 
-At heart a sequential copy: each split is streamed in chunks of `CHUNK_TOKENS`, widened or
-kept as the dtype asks, every id checked against n_vocab, and renamed into place when whole.
+Every id is checked against n_vocab, read in chunks of `CHUNK_TOKENS`. A split whose dtype
+changes (or that is cut into shards) is then a sequential copy, widened as the dtype asks. A
+split whose dtype is kept, the default, has the very bytes of its tokens file, so after the
+check that file is hard-linked into place instead of copied: DVC's hardlink cache keeps both
+outputs as one object anyway, so the copy would only cost time and page cache (it was the
+slowest step of the pipeline on large corpora). Neither file is ever written in place (every
+stage renames new files in, DVC deletes and relinks), so sharing an inode is safe; where the
+filesystem has no hard links the split is copied. Either way the bin appears whole or not at
+all.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import (DTYPES, BinWriter, Meta, SplitInfo, atomic_path, choose_dtype,
-                           is_shard_file, open_bin, read_meta, shard_file, write_meta)
+from tokbin.format import (DTYPES, BinWriter, Meta, SplitInfo, atomic_path, check_ids,
+                           choose_dtype, is_shard_file, open_bin, read_meta, shard_file,
+                           write_meta)
 from tokbin.tokenize import DOCLENS_DTYPE
 
 CHUNK_TOKENS = 1 << 22  # 8 MB of uint16: big writes that stay in the CPU's cache
@@ -31,22 +41,43 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0)
     dtype = choose_dtype(dtype, tokens_meta.n_vocab)
     splits = {}
     for split, info in tokens_meta.splits.items():
-        open_bin(tokens_dir / info.file, tokens_meta, split)  # checks its size against meta
-        chunks = read_chunks(tokens_dir / info.file, tokens_meta.np_dtype, CHUNK_TOKENS)
+        tokens = tokens_dir / info.file
+        open_bin(tokens, tokens_meta, split)  # checks its size against meta
+        chunks = read_chunks(tokens, tokens_meta.np_dtype, CHUNK_TOKENS)
         if shard_tokens:
             documents = documents_per_shard(tokens_dir / f"{split}.doclens", tokens_meta.eot,
                                             shard_tokens, info.tokens)
             splits[split] = write_shards(chunks, out_dir / split, dtype, tokens_meta.n_vocab,
                                          shard_tokens, documents)
             continue
-        with atomic_path(out_dir / info.file) as tmp, BinWriter(tmp, dtype,
-                                                                 tokens_meta.n_vocab) as out:
-            for chunk in chunks:
-                out.write(chunk)
+        with atomic_path(out_dir / info.file) as tmp:
+            if dtype != tokens_meta.dtype or not link_checked(tokens, tmp, tokens_meta):
+                with BinWriter(tmp, dtype, tokens_meta.n_vocab) as out:
+                    for chunk in chunks:
+                        out.write(chunk)
         splits[split] = dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize)
     meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits)
     write_meta(out_dir, meta)
     return meta
+
+
+# what link() says where a filesystem or its permissions allow no hard link here
+NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP,
+                errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def link_checked(tokens: Path, dest: Path, meta: Meta) -> bool:
+    """Checks every id of `tokens`, then hard-links it at `dest`; False where no link can be
+    made (the caller copies instead)."""
+    for chunk in read_chunks(tokens, meta.np_dtype, CHUNK_TOKENS):
+        check_ids(chunk, meta.n_vocab)
+    try:
+        os.link(tokens, dest)
+    except OSError as e:
+        if e.errno in NO_HARD_LINK:
+            return False
+        raise
+    return True
 
 
 def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab: int,

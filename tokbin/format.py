@@ -323,6 +323,14 @@ def remove_stale_temps(folder: str | os.PathLike) -> None:
             _remove(entry)
 
 
+def check_ids(ids: np.ndarray, n_vocab: int) -> None:
+    """Refuses ids outside the encoding's vocabulary: a model would index past its embedding."""
+    if ids.size and int(ids.max()) >= n_vocab:
+        raise TokbinError(f"token id {int(ids.max())} is >= n_vocab {n_vocab}: the tokenized "
+                          "data does not match its encoding; rebuild with "
+                          "`dvc repro --force tokenize`")
+
+
 class BinWriter:
     """Appends token ids to a bin of `dtype`, checking every id is < n_vocab.
 
@@ -342,10 +350,7 @@ class BinWriter:
         self._writeback_error: OSError | None = None
 
     def write(self, ids: np.ndarray) -> None:
-        if ids.size and int(ids.max()) >= self.n_vocab:
-            raise TokbinError(f"token id {int(ids.max())} is >= n_vocab {self.n_vocab}: the "
-                              "tokenized data does not match its encoding; rebuild with "
-                              "`dvc repro --force tokenize`")
+        check_ids(ids, self.n_vocab)
         data = memoryview(ids.astype(self.dtype, copy=False))
         self._file.write(data)
         self.tokens += ids.size
