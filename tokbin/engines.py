@@ -208,8 +208,6 @@ class FastokensEngine:
         self.encoding = encoding
         self.reference = TiktokenEngine(encoding)
         self.tokenizer = None  # loaded on first use: only workers pay the ~0.25 s it takes
-        self.fast_documents = 0
-        self.documents = 0
 
     def load(self):
         if self.tokenizer is None:
@@ -234,8 +232,6 @@ class FastokensEngine:
                      ) -> tuple[np.ndarray, np.ndarray]:
         """`utf8`: the same texts as UTF-8, when the caller has them (see fast_path_mask)."""
         fast = fast_path_mask(texts, utf8)
-        self.documents += len(texts)
-        self.fast_documents += int(fast.sum())
         if fast.all():
             ids, lengths = self.encode_fast(texts)
             self.cross_check(texts, ids, lengths)

@@ -4,7 +4,7 @@ The input is cut into **shards**: runs of consecutive parquet row groups of abou
 `TASK_BYTES` of text, or a whole ``.jsonl``/``.txt`` file. Each shard is one Ray task that
 reads its documents itself (the driver ships a path, never text: the files must be reachable
 at the same path on every node, e.g. a shared filesystem) and encodes them with the local
-path's per-batch code (`tokbin.tokenize._encode_in_worker`: same engine, same eot policy, same
+path's per-batch code (`tokbin.tokenize.BatchEncoder`: same engine, same eot policy, same
 dtype). The driver writes results strictly in shard order with at most `2 x cluster CPUs`
 tasks in flight, so its memory is bounded and the output is byte-identical to
 ``executor: local`` whatever the number of workers or the order tasks finish in.
@@ -83,19 +83,12 @@ def input_shards(files: list[Path], task_bytes: int | None = None) -> list[Input
 
 # --- worker side: a Ray task ---------------------------------------------------------------
 
-_worker_settings: tuple | None = None  # what this Ray worker process's tokenizer was set up for
-
-
 def _encode_shard(shard: InputShard, text_column: str, encoding: str, eot: str,
                   engine: str) -> tuple[np.ndarray, np.ndarray]:
     """The ids (eot placed, compact dtype) and document lengths of one shard."""
-    global _worker_settings
-    if _worker_settings != (encoding, eot, engine):  # Ray reuses worker processes across runs
-        tokenize._worker.clear()
-        tokenize._init_worker(encoding, eot, engine)
-        _worker_settings = (encoding, eot, engine)
-    parts = [tokenize._encode_in_worker(batch) for batch in shard.batches(text_column)]
-    dtype = tokenize._worker["dtype"]
+    encoder = tokenize.batch_encoder(encoding, eot, engine)
+    parts = [encoder(batch) for batch in shard.batches(text_column)]
+    dtype = encoder.info.dtype
     ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype)
     lengths = (np.concatenate([p[1] for p in parts]) if parts
                else np.zeros(0, tokenize.DOCLENS_DTYPE))

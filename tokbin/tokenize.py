@@ -1,10 +1,10 @@
 """Tokenizing a split into a bin, in parallel, streaming, in dataset order.
 
 The main process reads documents in batches of about `BATCH_BYTES` of text and hands them to
-a pool of worker processes (one per core); it writes their results strictly in submission
-order, with at most `2 x workers` batches in flight, so memory is bounded whatever the corpus
-size and the output is identical whatever the worker count. Each worker encodes every
-document on its own with `encode_ordinary` semantics (a literal <|endoftext|> is text) and
+worker processes, one per core (`ProcessEncoders`); it writes their results strictly in
+submission order, with at most `2 x workers` batches in flight, so memory is bounded whatever
+the corpus size and the output is identical whatever the worker count. Each worker encodes
+every document on its own with `encode_ordinary` semantics (a literal <|endoftext|> is text) and
 places the end-of-text id per the eot policy.
 
 Besides the bin, a split gets a lengths file ``<split>.doclens``: each document's token count
@@ -13,10 +13,11 @@ into the document-length plot.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,24 +73,6 @@ def encoding_info(name: str) -> EncodingInfo:
 
 # --- worker side -------------------------------------------------------------------------
 
-_worker: dict = {}
-
-
-def _init_worker(encoding: str, eot: str, engine: str) -> None:
-    try:
-        info = encoding_info(encoding)
-        _worker.update(engine=make_engine(engine, get_encoding(encoding)), eot=eot,
-                       eot_token=info.eot_token, dtype=info.dtype, info=info)
-    except TokbinError as e:  # kept for the first task to raise: a one-line error in the main
-        _worker["error"] = e  # process, not a traceback per worker
-
-
-def _encoding_info_in_worker() -> EncodingInfo:
-    if "error" in _worker:
-        raise _worker["error"]
-    return _worker["info"]
-
-
 def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> np.ndarray:
     """Inserts `eot_token` after (append) or before (prepend) each document."""
     if eot == "none" or not len(lengths):
@@ -99,17 +82,47 @@ def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> 
     return np.insert(ids, positions, eot_token)
 
 
-def _encode_in_worker(batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-    if "error" in _worker:
-        raise _worker["error"]
+class BatchEncoder:
+    """What a worker holds, and runs on each batch: the engine and the eot policy; returns the
+    batch's ids (eot placed, in the encoding's compact dtype) and its documents' lengths."""
+
+    def __init__(self, encoding: str, eot: str, engine: str):
+        self.info = encoding_info(encoding)
+        self.engine = make_engine(engine, get_encoding(encoding))
+        self.eot = eot
+
+    def __call__(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            texts = batch.texts()
+        except UnicodeDecodeError as e:
+            raise TokbinError(f"a document is not valid UTF-8 ({e}); re-encode the dataset as "
+                              "UTF-8") from None
+        ids, lengths = self.engine.encode_batch(texts, batch)
+        ids = with_eot(ids, lengths, self.eot, self.info.eot_token)
+        return ids.astype(self.info.dtype), lengths.astype(DOCLENS_DTYPE)
+
+
+@functools.lru_cache(maxsize=1)
+def batch_encoder(encoding: str, eot: str, engine: str) -> BatchEncoder:
+    """This process's encoder: built once per worker process (or Ray worker, which Ray reuses
+    across runs: a run with other settings builds a new one)."""
+    return BatchEncoder(encoding, eot, engine)
+
+
+def _init_worker(*settings: str) -> None:
     try:
-        texts = batch.texts()
-    except UnicodeDecodeError as e:
-        raise TokbinError(f"a document is not valid UTF-8 ({e}); re-encode the dataset as UTF-8"
-                          ) from None
-    ids, lengths = _worker["engine"].encode_batch(texts, batch)
-    ids = with_eot(ids, lengths, _worker["eot"], _worker["eot_token"])
-    return ids.astype(_worker["dtype"]), lengths.astype(DOCLENS_DTYPE)
+        batch_encoder(*settings)
+    except TokbinError:  # raised again by the first task: a one-line error in the main
+        pass             # process, not a traceback per worker
+
+
+def _encode_in_worker(settings: tuple[str, str, str], batch: TextBatch
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    return batch_encoder(*settings)(batch)
+
+
+def _encoding_info_in_worker(settings: tuple[str, str, str]) -> EncodingInfo:
+    return batch_encoder(*settings).info
 
 
 # --- main side ---------------------------------------------------------------------------
@@ -120,44 +133,54 @@ class SplitCounts:
     documents: int = 0
 
 
-def make_pool(encoding: str, eot: str, engine: str, workers: int) -> ProcessPoolExecutor:
-    """A pool whose workers each hold the encoding; created before any input is read.
+class ProcessEncoders:
+    """Batches encoded by worker processes, one per core, each holding an encoder.
 
     forkserver: workers start from a clean process, not a fork of one with reader threads.
     Every worker starts now and loads the encoding (about 0.5 s of CPU each) while the main
-    process goes on; the main process never loads it: `pool_encoding_info` asks a worker.
+    process goes on; the main process never loads it: `encoding_info` asks a worker.
     """
-    context = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(encoding, eot, engine))
-    for _ in range(workers):
-        pool.submit(int)  # a no-op: a submit that finds no idle worker starts one
-    return pool
+
+    def __init__(self, settings: tuple[str, str, str], workers: int):
+        self.settings = settings
+        context = multiprocessing.get_context("forkserver")
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                         initargs=settings)
+        for _ in range(workers):
+            self._pool.submit(int)  # a no-op: a submit that finds no idle worker starts one
+
+    def encoding_info(self) -> EncodingInfo:
+        """The encoding; a bad encoding or engine name fails here with a clear message."""
+        return _worker_died_is_an_error(
+            self._pool.submit(_encoding_info_in_worker, self.settings).result)
+
+    def submit(self, batch: TextBatch) -> Future:
+        return self._pool.submit(_encode_in_worker, self.settings, batch)
+
+    def __enter__(self) -> "ProcessEncoders":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
-def pool_encoding_info(pool: ProcessPoolExecutor) -> EncodingInfo:
-    """The pool's encoding; a bad encoding or engine name fails here with a clear message."""
+def _worker_died_is_an_error(result: Callable[[], T]) -> T:
     try:
-        return pool.submit(_encoding_info_in_worker).result()
+        return result()
     except BrokenProcessPool:
-        raise TokbinError("a tokenizer worker process died while starting (out of memory or "
-                          "killed); rerun, or lower TOKBIN_WORKERS") from None
+        raise TokbinError("a tokenizer worker process died (out of memory or killed); "
+                          "rerun, or lower TOKBIN_WORKERS") from None
 
 
-def tokenize_stream(pool: ProcessPoolExecutor, workers: int, batches: Iterable[TextBatch],
-                    out_bin: Path, out_doclens: Path, info: EncodingInfo,
-                    progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
+def tokenize_stream(encoders: ProcessEncoders, workers: int,
+                    batches: Iterable[TextBatch], out_bin: Path, out_doclens: Path,
+                    info: EncodingInfo, progress: Callable[[int], None] = lambda n: None
+                    ) -> SplitCounts:
     """Writes the tokens of `batches` to `out_bin` and their lengths to `out_doclens`."""
-    def result(future) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            raise TokbinError("a tokenizer worker process died (out of memory or killed); "
-                              "rerun, or lower TOKBIN_WORKERS") from None
-
-    futures = (pool.submit(_encode_in_worker, batch) for batch in batches)
-    return write_in_order(futures, 2 * workers, result, lambda future: future.cancel(),
-                          out_bin, out_doclens, info, progress)
+    futures = (encoders.submit(batch) for batch in batches)
+    return write_in_order(futures, 2 * workers,
+                          lambda future: _worker_died_is_an_error(future.result),
+                          lambda future: future.cancel(), out_bin, out_doclens, info, progress)
 
 
 def write_in_order(submitted: Iterable[T], in_flight: int,
@@ -215,10 +238,11 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
         for path in files[split]:
             check_text_column(path, text_column)
     split_infos = {}
-    pool_workers = workers if executor == "local" else 1  # ray: the pool only checks the names
-    with atomic_path(out_dir) as tmp, make_pool(encoding, eot, engine, pool_workers) as pool:
+    local_workers = workers if executor == "local" else 1  # ray: only checks the names
+    with atomic_path(out_dir) as tmp, ProcessEncoders((encoding, eot, engine),
+                                                      local_workers) as encoders:
         tmp.mkdir(parents=True)
-        info = pool_encoding_info(pool)
+        info = encoders.encoding_info()
         for split in splits:
             known = [count_documents(p) for p in files[split]]
             total = None if None in known else sum(known)
@@ -233,7 +257,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
                                                    tmp / f"{split}.doclens", info, workers,
                                                    bar.update)
                 else:
-                    counts = tokenize_stream(pool, workers, batches, tmp / f"{split}.bin",
+                    counts = tokenize_stream(encoders, workers, batches, tmp / f"{split}.bin",
                                              tmp / f"{split}.doclens", info, bar.update)
             if counts.documents == 0:
                 raise TokbinError(f"split {split!r} is empty (no documents in "
