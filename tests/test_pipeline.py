@@ -88,6 +88,14 @@ def test_a_kept_dtype_hard_links_the_tokens_file_instead_of_copying_it(tmp_path)
         assert meta.splits[split].bytes == (out / f"{split}.bin").stat().st_size
 
 
+def test_binarizing_again_over_its_own_links_keeps_the_bins_and_leaves_no_temporaries(tmp_path):
+    meta, out = build(tmp_path)
+    before = {split: (out / f"{split}.bin").read_bytes() for split in DOCS}
+    assert binarize(tmp_path / "tokens", out, "auto") == meta
+    assert {split: (out / f"{split}.bin").read_bytes() for split in DOCS} == before
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "validation.bin"]
+
+
 def test_where_no_hard_link_can_be_made_the_bin_is_copied(tmp_path, monkeypatch):
     def cross_device(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
