@@ -141,6 +141,15 @@ def run_reference(module: str, corpus: Path, out: Path, work: Path, cores: int) 
     return {"wall": m.wall, "cpu": m.cpu, "peak_rss": m.peak_rss, "stages": stages}
 
 
+def edit_params(repo: Path, changes: dict[str, dict]) -> None:
+    """Sets params.yaml keys, given per section."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def scratch_project(repo: Path, corpus: Path, cache_type: str | None, engine: str) -> None:
     """A copy of this working tree with its own git repo, reading `corpus` with eot: none."""
     shutil.rmtree(repo, ignore_errors=True)
@@ -152,12 +161,8 @@ def scratch_project(repo: Path, corpus: Path, cache_type: str | None, engine: st
         return skip
 
     shutil.copytree(ROOT, repo, ignore=ignore)
-    params_path = repo / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["download"]["dataset"] = str(corpus)
-    params["tokenize"]["eot"] = "none"
-    params["tokenize"]["engine"] = engine
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, {"download": {"dataset": str(corpus)},
+                       "tokenize": {"eot": "none", "engine": engine}})
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
         subprocess.run(git + cmd, cwd=repo, check=True, capture_output=True)
@@ -201,10 +206,7 @@ def binarize_report(m: Measured) -> dict[str, float]:
 def widened_binarize(repo: Path, work: Path) -> dict[str, float]:
     """The binarize stage inside `dvc repro` when it must copy: binarize.dtype uint32 (checked,
     widened, twice the bytes written). Only binarize reruns."""
-    params_path = repo / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["binarize"]["dtype"] = "uint32"
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, {"binarize": {"dtype": "uint32"}})
     m = measure(["dvc", "repro"], repo, bench_env(work))
     return {**binarize_report(m), "stage_wall": stage_times(m)["binarize"]}
 
