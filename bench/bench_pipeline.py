@@ -255,7 +255,7 @@ def fast_path_share(corpus: Path) -> float:
     """The share of the corpus's documents that the fastokens engine sends to fastokens."""
     from tokbin.engines import fast_path_mask
     from tokbin.source import iter_text_batches
-    masks = [fast_path_mask(batch.texts(), batch) for split in SPLITS
+    masks = [fast_path_mask(batch) for split in SPLITS
              for path in corpus_files(corpus, split)
              for batch in iter_text_batches(path, "text", 1 << 20)]
     return float(np.concatenate(masks).mean())

@@ -231,9 +231,9 @@ def test_dvc_repro_stops_at_the_failing_stage_with_a_non_zero_exit_and_no_bins(t
 # --- a very large document -------------------------------------------------------------------
 
 LARGE_DOCUMENT_BYTES = 16_000_000
-# Generous: the whole stage (main process, forkserver and one worker) peaks near 0.45 GB on
-# this document (about 0.15 GB of it imports); holding the document fifty times over would not
-# fit. The memory per document is bounded by BATCH_BYTES only for documents smaller than it.
+# Generous: the stage (one process, one encoding thread) peaks near 0.35 GB on this document
+# (about 0.15 GB of it imports and vocabularies); holding the document fifty times over would
+# not fit. The memory per document is bounded by BATCH_BYTES only for documents smaller than it.
 PEAK_RSS_LIMIT = 1 << 30
 
 

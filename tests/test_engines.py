@@ -14,8 +14,8 @@ import pytest
 from bench.text_classes import CLASSES, class_documents
 from tokbin import engines
 from tokbin.engines import (CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine,
-                            derive_tokenizer_json, fast_path_mask, make_engine, tokenizer_json,
-                            unsafe_codepoints)
+                            derive_tokenizer_json, documents_containing, fast_path_mask,
+                            make_engine, tokenizer_json, unsafe_codepoints)
 from tokbin.errors import TokbinError
 from tokbin.source import TextBatch
 
@@ -26,16 +26,26 @@ KNOWN_HOSTILE = ["\t'm", "x \t'll be", " \u2002\x0b", "\xa0\xa0\x0c", "\U0003310
 
 
 def reference(encoding, texts):
+    """The joined layout, by tiktoken: each text's encode_ordinary ids, then end-of-text."""
     want = [encoding.encode_ordinary(t) for t in texts]
-    return [i for w in want for i in w], [len(w) for w in want]
+    return [i for w in want for i in [*w, encoding.eot_token]], [len(w) for w in want]
 
 
 def assert_exact(engine, encoding, texts):
-    ids, lengths = engine.encode_batch(texts)
+    ids, lengths = engine.encode_batch(TextBatch.from_texts(texts))
     want_ids, want_lengths = reference(encoding, texts)
     assert lengths.tolist() == want_lengths
     assert ids.tolist() == want_ids
     assert ids.dtype == np.uint32
+
+
+def fast_texts(docs):
+    """The documents the joined fast path takes: in the class, no literal <|endoftext|>."""
+    mask = fast_path_mask(TextBatch.from_texts(docs))
+    return [t for t, ok in zip(docs, mask) if ok and SEPARATOR not in t]
+
+
+SEPARATOR = "<|endoftext|>"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +59,13 @@ def test_the_tokenizer_json_is_gpt2_derived_from_tiktoken_with_no_special_tokens
     assert len(spec["model"]["merges"]) == 50000
     assert spec["model"]["merges"][0] == "Ġ t"  # gpt2's first merge: " " + "t"
     assert spec["added_tokens"] == []  # so a literal <|endoftext|> is text
+
+
+def test_the_loaded_tokenizer_splits_on_the_separator_and_gives_it_the_eot_id(fast, gpt2):
+    ids, _ = fast.tokenizer.encode_batch_flat([f"a{SEPARATOR}{SEPARATOR} b{SEPARATOR}"])
+    assert np.frombuffer(ids, np.uint32).tolist() == [
+        *gpt2.encode_ordinary("a"), gpt2.eot_token, gpt2.eot_token,
+        *gpt2.encode_ordinary(" b"), gpt2.eot_token]
 
 
 def test_the_tokenizer_json_is_derived_once_and_then_read_from_the_user_cache(gpt2, tmp_path,
@@ -75,17 +92,20 @@ def test_the_engine_equals_tiktoken_on_every_character_class(fast, gpt2, name):
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_fastokens_alone_equals_tiktoken_on_the_documents_it_is_given(fast, gpt2, name):
     docs = class_documents(name, DOCS_PER_CLASS, seed=11)
-    texts = [t for t, ok in zip(docs, fast_path_mask(docs)) if ok]
-    ids, lengths = fast.encode_fast(texts)
-    assert (ids.tolist(), lengths.tolist()) == reference(gpt2, texts)
+    joined = fast_texts(docs)
+    ids, lengths = fast.encode_joined(TextBatch.from_texts(joined))
+    assert (ids.tolist(), lengths.tolist()) == reference(gpt2, joined)
+    separately = [t for t in docs if SEPARATOR in t and t not in joined]
+    ids, lengths = fast.encode_separately(TextBatch.from_texts(separately))
+    assert (ids.tolist(), lengths.tolist()) == reference(gpt2, separately)
 
 
 def test_every_safe_character_in_hostile_contexts_sampled(fast, gpt2):
     safe = np.flatnonzero(~unsafe_codepoints())[::37]
     contexts = ["{c}", "a{c}b", " {c}{c}", "{c}'s", "1{c}2", "\n{c} ", "  {c}x", "{c}\r\n"]
     texts = [ctx.format(c=chr(cp)) for cp in safe for ctx in contexts]
-    assert fast_path_mask(texts).all()
-    ids, lengths = fast.encode_fast(texts)
+    assert fast_path_mask(TextBatch.from_texts(texts)).all()
+    ids, lengths = fast.encode_joined(TextBatch.from_texts(texts))
     assert (ids.tolist(), lengths.tolist()) == reference(gpt2, texts)
 
 
@@ -94,52 +114,75 @@ def test_the_mask_matches_a_per_character_check(gpt2):
     for name in CLASSES:
         texts = class_documents(name, 500, seed=3)
         expected = [not any(unsafe[ord(c)] for c in t) for t in texts]
-        assert fast_path_mask(texts).tolist() == expected, name
+        assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == expected, name
 
 
-def test_the_mask_from_a_batch_s_utf8_marks_exactly_the_documents_holding_unsafe_characters():
+def test_the_mask_marks_exactly_the_documents_holding_unsafe_characters():
     # Unsafe characters first, last, repeated and alone; safe multi-byte neighbours.
     texts = ["\tstart", "end\t", "“ok” é", "\u2002 and \u2002 and \t", "\x0c", "日本", "",
              "a\u3000", "👍🏽\x0b", "fine"]
     expected = [False, False, True, False, False, True, True, False, False, True]
-    assert fast_path_mask(texts, TextBatch.from_texts(texts)).tolist() == expected
-    assert fast_path_mask(texts).tolist() == expected
+    assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == expected
 
 
 def test_tabs_unicode_spaces_and_unassigned_code_points_leave_the_fast_path():
     texts = ["plain story.", *KNOWN_HOSTILE, "“Hi,” said José. 日本語 👍🏽", "\u00a0", "",
              "\ue000 private use", "form\x0cfeed"]
-    assert fast_path_mask(texts).tolist() == [True, *[False] * len(KNOWN_HOSTILE), True, False,
-                                              True, False, False]
+    assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == [
+        True, *[False] * len(KNOWN_HOSTILE), True, False, True, False, False]
 
 
-def test_routing_keeps_document_order_and_sends_the_rest_to_tiktoken(fast, gpt2, monkeypatch):
+def test_documents_containing_finds_whole_matches_inside_one_document():
+    batch = TextBatch.from_texts(["<|endof", "text|>", "a<|endoftext|>", "", "<|endoftext|>b"])
+    assert documents_containing(batch, SEPARATOR.encode()).tolist() == [
+        False, False, True, False, True]
+
+
+def test_routing_keeps_document_order_across_the_three_routes(fast, gpt2, monkeypatch):
     plain = class_documents("ascii_plain", 50, seed=5)
     hostile = KNOWN_HOSTILE * 4
-    texts = [t for pair in zip(plain, hostile) for t in pair] + plain[len(hostile):]
-    sent_to_tiktoken = []
-    encode = fast.reference.encode_batch
-    monkeypatch.setattr(fast.reference, "encode_batch",
-                        lambda batch: sent_to_tiktoken.extend(batch) or encode(batch))
+    literal = [f"a story{SEPARATOR}", f"{SEPARATOR}“quoted”", SEPARATOR]
+    odd = [*hostile, *literal]
+    texts = [t for pair in zip(plain, odd) for t in pair] + plain[len(odd):]
+    sent = {"tiktoken": [], "separately": []}
+    to_tiktoken, separately = fast.reference.encode_batch, fast.encode_separately
+    monkeypatch.setattr(fast.reference, "encode_batch", lambda batch: sent["tiktoken"].extend(
+        batch.texts()) or to_tiktoken(batch))
+    monkeypatch.setattr(fast, "encode_separately", lambda batch: sent["separately"].extend(
+        batch.texts()) or separately(batch))
     assert_exact(fast, gpt2, texts)
-    assert sent_to_tiktoken == hostile
+    assert sent == {"tiktoken": hostile, "separately": literal}
 
 
-def test_batches_all_slow_all_fast_and_empty_are_exact(fast, gpt2):
-    for texts in [KNOWN_HOSTILE, ["one"], ["", "", "x"], [], ["\t"], ["a", "\t", "b"]]:
+def test_batches_of_each_route_alone_mixed_and_empty_are_exact(fast, gpt2):
+    for texts in [KNOWN_HOSTILE, ["one"], ["", "", "x"], [], ["\t"], ["a", "\t", "b"],
+                  [SEPARATOR], ["", SEPARATOR, ""], [f"\t{SEPARATOR}", "x", f"{SEPARATOR} y"]]:
         assert_exact(fast, gpt2, texts)
 
 
-def test_the_cross_check_stops_on_a_mismatch(fast, monkeypatch):
-    encode_fast = fast.encode_fast
+def test_a_missing_end_of_text_id_stops_the_fast_path(fast, monkeypatch):
+    real = fast.tokenizer
 
-    def off_by_one(texts):
-        ids, lengths = encode_fast(texts)
-        return ids + 1, lengths
+    class DroppingTokenizer:
+        def encode_batch_flat(self, texts):
+            ids = np.frombuffer(real.encode_batch_flat(texts)[0], np.uint32)
+            return ids[:-1].tobytes(), b""
 
-    monkeypatch.setattr(fast, "encode_fast", off_by_one)
+    monkeypatch.setattr(fast, "tokenizer", DroppingTokenizer())
+    with pytest.raises(TokbinError, match="end-of-text ids for 2 documents.*engine: tiktoken"):
+        fast.encode_batch(TextBatch.from_texts(["one", "two"]))
+
+
+def test_the_cross_check_stops_on_a_mismatch(fast, gpt2, monkeypatch):
+    encode_joined = fast.encode_joined
+
+    def off_by_one(batch):
+        ids, lengths = encode_joined(batch)
+        return np.where(ids == gpt2.eot_token, ids, ids + 1), lengths
+
+    monkeypatch.setattr(fast, "encode_joined", off_by_one)
     with pytest.raises(TokbinError, match="disagrees with tiktoken.*tokenize.engine: tiktoken"):
-        fast.encode_batch(["A perfectly ordinary story."])
+        fast.encode_batch(TextBatch.from_texts(["A perfectly ordinary story."]))
 
 
 def test_the_cross_check_samples_one_document_in_n_at_least_one_per_batch(fast, gpt2,
@@ -147,18 +190,28 @@ def test_the_cross_check_samples_one_document_in_n_at_least_one_per_batch(fast, 
     checked = []
 
     class CountingEncoding:
+        eot_token = gpt2.eot_token
+
         def encode_ordinary(self, text):
             checked.append(text)
             return gpt2.encode_ordinary(text)
 
     monkeypatch.setattr(fast, "encoding", CountingEncoding())
     texts = class_documents("ascii_plain", 3 * CROSS_CHECK_ONE_IN, seed=1)
-    fast.encode_batch(texts)
+    fast.encode_batch(TextBatch.from_texts(texts))
     assert len(checked) == 3
-    fast.encode_batch(texts)  # the same batch: the same sample
+    fast.encode_batch(TextBatch.from_texts(texts))  # the same batch: the same sample
     assert checked[3:] == checked[:3]
-    fast.encode_batch(texts[:1])
+    fast.encode_batch(TextBatch.from_texts(texts[:1]))
     assert len(checked) == 7
+
+
+def test_a_thread_copy_shares_the_tokenizer_and_owns_its_tiktoken_encoding(fast, gpt2):
+    copy = fast.thread_copy()
+    assert copy.tokenizer is fast.tokenizer
+    assert copy.encoding is not fast.encoding and copy.reference.encoding is copy.encoding
+    assert copy.encoding._mergeable_ranks == gpt2._mergeable_ranks
+    assert_exact(copy, gpt2, class_documents("mixed", 200, seed=4))
 
 
 def test_r50k_base_is_fast_and_other_encodings_fall_back_to_tiktoken(capsys):

@@ -1,11 +1,12 @@
 """Tokenizing a split into a bin, in parallel, streaming, in dataset order.
 
-The main process reads documents in batches of about `BATCH_BYTES` of text and hands them to
-worker processes, one per core (`ProcessEncoders`); it writes their results strictly in
+The main thread reads documents in batches of about `BATCH_BYTES` of text and hands them to a
+pool of encoding threads, one per core (`ThreadEncoders`); it writes their results strictly in
 submission order, with at most `2 x workers` batches in flight, so memory is bounded whatever
-the corpus size and the output is identical whatever the worker count. Each worker encodes
-every document on its own with `encode_ordinary` semantics (a literal <|endoftext|> is text) and
-places the end-of-text id per the eot policy.
+the corpus size and the output is identical whatever the thread count. Every document is
+encoded on its own with `encode_ordinary` semantics (a literal <|endoftext|> is text); the
+engines return a batch in the joined layout (each document followed by the end-of-text id)
+and `place_eot` turns that into the eot policy's.
 
 Besides the bin, a split gets a lengths file ``<split>.doclens``: each document's token count
 (without the end-of-text id) as little-endian uint32, in document order; binarize turns it
@@ -14,11 +15,10 @@ into the document-length plot.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
+import threading
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
@@ -71,20 +71,21 @@ def encoding_info(name: str) -> EncodingInfo:
     return EncodingInfo(name, enc.n_vocab, enc.eot_token, choose_dtype("auto", enc.n_vocab))
 
 
-# --- worker side -------------------------------------------------------------------------
+# --- encoding a batch ---------------------------------------------------------------------
 
-def with_eot(ids: np.ndarray, lengths: np.ndarray, eot: str, eot_token: int) -> np.ndarray:
-    """Inserts `eot_token` after (append) or before (prepend) each document."""
-    if eot == "none" or not len(lengths):
-        return ids
-    ends = np.cumsum(lengths)
-    positions = ends if eot == "append" else ends - lengths
-    return np.insert(ids, positions, eot_token)
+def place_eot(ids: np.ndarray, lengths: np.ndarray, eot: str) -> np.ndarray:
+    """The batch's ids per the eot policy, from the engines' joined layout (every document
+    followed by the end-of-text id, which is already eot: append)."""
+    if eot == "prepend":  # d1 E d2 E .. dn E -> E d1 E d2 .. E dn: a rotation by one
+        return np.roll(ids, 1)
+    if eot == "none":
+        return np.delete(ids, np.cumsum(lengths + 1) - 1)
+    return ids
 
 
 class BatchEncoder:
-    """What a worker holds, and runs on each batch: the engine and the eot policy; returns the
-    batch's ids (eot placed, in the encoding's compact dtype) and its documents' lengths."""
+    """What encodes each batch: the engine and the eot policy; returns the batch's ids (eot
+    placed, in the encoding's compact dtype) and its documents' lengths."""
 
     def __init__(self, encoding: str, eot: str, engine: str):
         self.info = encoding_info(encoding)
@@ -93,39 +94,25 @@ class BatchEncoder:
 
     def __call__(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
         try:
-            texts = batch.texts()
+            ids, lengths = self.engine.encode_batch(batch)
         except UnicodeDecodeError as e:
-            raise TokbinError(f"a document is not valid UTF-8 ({e}); re-encode the dataset as "
-                              "UTF-8") from None
-        ids, lengths = self.engine.encode_batch(texts, batch)
-        ids = with_eot(ids, lengths, self.eot, self.info.eot_token)
+            raise TokbinError(f"a document is not valid UTF-8 ({e.reason} at byte {e.start} of "
+                              "its batch); re-encode the dataset as UTF-8") from None
+        ids = place_eot(ids, lengths, self.eot)
         return ids.astype(self.info.dtype), lengths.astype(DOCLENS_DTYPE)
+
+    def thread_copy(self) -> "BatchEncoder":
+        copy = object.__new__(BatchEncoder)
+        copy.info, copy.eot, copy.engine = self.info, self.eot, self.engine.thread_copy()
+        return copy
 
 
 @functools.lru_cache(maxsize=1)
 def batch_encoder(encoding: str, eot: str, engine: str) -> BatchEncoder:
-    """This process's encoder: built once per worker process (or Ray worker, which Ray reuses
-    across runs: a run with other settings builds a new one)."""
+    """This process's encoder: built once per process (a Ray worker, which Ray reuses across
+    runs, builds a new one for a run with other settings)."""
     return BatchEncoder(encoding, eot, engine)
 
-
-def _init_worker(*settings: str) -> None:
-    try:
-        batch_encoder(*settings)
-    except TokbinError:  # raised again by the first task: a one-line error in the main
-        pass             # process, not a traceback per worker
-
-
-def _encode_in_worker(settings: tuple[str, str, str], batch: TextBatch
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    return batch_encoder(*settings)(batch)
-
-
-def _encoding_info_in_worker(settings: tuple[str, str, str]) -> EncodingInfo:
-    return batch_encoder(*settings).info
-
-
-# --- main side ---------------------------------------------------------------------------
 
 @dataclass
 class SplitCounts:
@@ -133,53 +120,47 @@ class SplitCounts:
     documents: int = 0
 
 
-class ProcessEncoders:
-    """Batches encoded by worker processes, one per core, each holding an encoder.
+class ThreadEncoders:
+    """Batches encoded by a pool of threads, one per core.
 
-    forkserver: workers start from a clean process, not a fork of one with reader threads.
-    Every worker starts now and loads the encoding (about 0.5 s of CPU each) while the main
-    process goes on; the main process never loads it: `encoding_info` asks a worker.
+    Both engines encode in Rust with the GIL released, so threads keep the cores busy with
+    one load of the vocabularies and nothing copied between processes. The encoder loads on a
+    pool thread (about 0.4 s) while the main thread starts reading; each thread then encodes
+    with its own `thread_copy` of it.
     """
 
     def __init__(self, settings: tuple[str, str, str], workers: int):
-        self.settings = settings
-        context = multiprocessing.get_context("forkserver")
-        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                         initargs=settings)
-        for _ in range(workers):
-            self._pool.submit(int)  # a no-op: a submit that finds no idle worker starts one
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tokbin-encode")
+        self._loaded = self._pool.submit(batch_encoder, *settings)
+        self._per_thread = threading.local()
 
     def encoding_info(self) -> EncodingInfo:
         """The encoding; a bad encoding or engine name fails here with a clear message."""
-        return _worker_died_is_an_error(
-            self._pool.submit(_encoding_info_in_worker, self.settings).result)
+        return self._loaded.result().info
 
     def submit(self, batch: TextBatch) -> Future:
-        return self._pool.submit(_encode_in_worker, self.settings, batch)
+        return self._pool.submit(self._encode, batch)
 
-    def __enter__(self) -> "ProcessEncoders":
+    def _encode(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
+        encoder = getattr(self._per_thread, "encoder", None)
+        if encoder is None:
+            encoder = self._per_thread.encoder = self._loaded.result().thread_copy()
+        return encoder(batch)
+
+    def __enter__(self) -> "ThreadEncoders":
         return self
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(cancel_futures=True)
 
 
-def _worker_died_is_an_error(result: Callable[[], T]) -> T:
-    try:
-        return result()
-    except BrokenProcessPool:
-        raise TokbinError("a tokenizer worker process died (out of memory or killed); "
-                          "rerun, or lower TOKBIN_WORKERS") from None
-
-
-def tokenize_stream(encoders: ProcessEncoders, workers: int,
+def tokenize_stream(encoders: ThreadEncoders, workers: int,
                     batches: Iterable[TextBatch], out_bin: Path, out_doclens: Path,
                     info: EncodingInfo, progress: Callable[[int], None] = lambda n: None
                     ) -> SplitCounts:
     """Writes the tokens of `batches` to `out_bin` and their lengths to `out_doclens`."""
     futures = (encoders.submit(batch) for batch in batches)
-    return write_in_order(futures, 2 * workers,
-                          lambda future: _worker_died_is_an_error(future.result),
+    return write_in_order(futures, 2 * workers, lambda future: future.result(),
                           lambda future: future.cancel(), out_bin, out_doclens, info, progress)
 
 
@@ -225,9 +206,11 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
     from tqdm.auto import tqdm
 
     from tokbin.format import Meta, Source, SplitInfo, atomic_path, write_meta
-    from tokbin.source import check_text_column, count_documents, iter_text_batches, read_source
+    from tokbin.source import (check_text_column, count_documents, iter_text_batches,
+                               read_source, use_lean_arrow_memory)
 
     workers = workers or default_workers()
+    use_lean_arrow_memory()
     source = read_source(raw_dir)
     files = {}
     for split in splits:
@@ -239,8 +222,8 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
             check_text_column(path, text_column)
     split_infos = {}
     local_workers = workers if executor == "local" else 1  # ray: only checks the names
-    with atomic_path(out_dir) as tmp, ProcessEncoders((encoding, eot, engine),
-                                                      local_workers) as encoders:
+    with atomic_path(out_dir) as tmp, ThreadEncoders((encoding, eot, engine),
+                                                     local_workers) as encoders:
         tmp.mkdir(parents=True)
         info = encoders.encoding_info()
         for split in splits:
