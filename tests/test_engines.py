@@ -125,6 +125,14 @@ def test_the_mask_marks_exactly_the_documents_holding_unsafe_characters():
     assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == expected
 
 
+def test_the_mask_is_the_same_with_many_distinct_unsafe_characters_in_a_batch():
+    # Beyond a few distinct unsafe characters the mask scans per document, not per character.
+    unsafe = [chr(cp) for cp in np.flatnonzero(unsafe_codepoints()[:0x3000])[:40]]
+    texts = [f"safe {i} “quoted”" if i % 3 else f"x{unsafe[i % 40]}y" for i in range(120)]
+    expected = [bool(i % 3) for i in range(120)]
+    assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == expected
+
+
 def test_tabs_unicode_spaces_and_unassigned_code_points_leave_the_fast_path():
     texts = ["plain story.", *KNOWN_HOSTILE, "“Hi,” said José. 日本語 👍🏽", "\u00a0", "",
              "\ue000 private use", "form\x0cfeed"]
@@ -156,7 +164,8 @@ def test_routing_keeps_document_order_across_the_three_routes(fast, gpt2, monkey
 
 def test_batches_of_each_route_alone_mixed_and_empty_are_exact(fast, gpt2):
     for texts in [KNOWN_HOSTILE, ["one"], ["", "", "x"], [], ["\t"], ["a", "\t", "b"],
-                  [SEPARATOR], ["", SEPARATOR, ""], [f"\t{SEPARATOR}", "x", f"{SEPARATOR} y"]]:
+                  [SEPARATOR], ["", SEPARATOR, ""], [f"\t{SEPARATOR}", "x", f"{SEPARATOR} y"],
+                  ["<|endof", "text|>"], ["x<|", "|>", "<|endoftext|", ">"]]:
         assert_exact(fast, gpt2, texts)
 
 
