@@ -109,16 +109,20 @@ def differential(per_class: int) -> int:
 
 
 STAGE_RUN = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from tokbin.tokenize import tokenize_dataset
+
+def peak_rss_mb():  # VmHWM: this process image's own peak (ru_maxrss can carry the parent's)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 raw, out, engine, workers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 started = time.perf_counter()
 meta = tokenize_dataset(raw, out, ["train", "validation"], "text", "gpt2", "append",
                         engine=engine, workers=workers)
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "tokens": sum(s.tokens for s in meta.splits.values()),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
