@@ -189,9 +189,9 @@ def _split_into_merge(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, byt
 TOKENIZER_JSON_VERSION = 1
 
 
-@functools.cache
 def tokenizer_json(encoding) -> str:
-    """`derive_tokenizer_json(encoding)`, kept on disk for every later run.
+    """`derive_tokenizer_json(encoding)`, kept on disk for every later run (not in memory: a
+    process loads it once, and the text is 13 MB of str).
 
     Deriving takes ~0.6 s of CPU, loading the file ~1 ms. The file is named by a hash of the
     vocabulary it was derived from (and TOKENIZER_JSON_VERSION), so another vocabulary or a
