@@ -156,10 +156,15 @@ class TextBatch:
         if not mask.any():
             return TextBatch(np.zeros(1, np.int64), b"")
         bits = pa.py_buffer(np.packbits(mask, bitorder="little"))
-        selected = self.arrow().filter(pa.Array.from_buffers(pa.bool_(), len(mask), [None, bits]))
-        _, offsets, data = selected.buffers()
-        offsets = np.frombuffer(offsets, np.int64)[selected.offset:][:len(selected) + 1]
-        return TextBatch(offsets - offsets[0], memoryview(data)[offsets[0]:offsets[-1]].tobytes())
+        return TextBatch.from_arrow(
+            self.arrow().filter(pa.Array.from_buffers(pa.bool_(), len(mask), [None, bits])))
+
+    @classmethod
+    def from_arrow(cls, array: pa.LargeStringArray) -> "TextBatch":
+        """The documents of a non-empty large_string array (or slice of one), bytes copied."""
+        offsets = _offsets_of(array)
+        return cls(offsets - offsets[0], memoryview(array.buffers()[2])[offsets[0]:offsets[-1]]
+                   .tobytes())
 
     def joined(self, separator: str) -> str:
         """The documents as one text, each followed by `separator` (joined in Arrow's C++)."""
@@ -268,13 +273,16 @@ def slice_text_array(array: pa.Array, path: Path, text_column: str,
                           "value(s); drop or fill those rows in the dataset")
     if not pa.types.is_large_string(array.type):
         array = array.cast(pa.large_string())
-    _, offsets_buf, data_buf = array.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset:array.offset + len(array) + 1]
+    offsets = _offsets_of(array)
     start = 0
     while start < len(array):
         # The first document whose end passes start + batch_bytes closes the batch.
         stop = int(np.searchsorted(offsets, offsets[start] + batch_bytes, side="left"))
         stop = min(max(stop, start + 1), len(array))
-        lo, hi = int(offsets[start]), int(offsets[stop])
-        yield TextBatch(offsets[start:stop + 1] - lo, bytes(memoryview(data_buf)[lo:hi]))
+        yield TextBatch.from_arrow(array.slice(start, stop - start))
         start = stop
+
+
+def _offsets_of(array: pa.LargeStringArray) -> np.ndarray:
+    """The array's document offsets into its data buffer (a view, honouring a slice)."""
+    return np.frombuffer(array.buffers()[1], np.int64)[array.offset:array.offset + len(array) + 1]
