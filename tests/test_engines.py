@@ -20,9 +20,10 @@ from tokbin.errors import TokbinError
 from tokbin.source import TextBatch
 
 DOCS_PER_CLASS = 1000
-# Strings on which tokie, the first fast engine tried, disagrees with tiktoken.
-KNOWN_HOSTILE = ["\t'm", "x \t'll be", " \u2002\x0b", "\xa0\xa0\x0c", "\U00033108蕳",
-                 "a\tb\t\tc", "tab\tthen\n\t's"]
+# Strings on which tokie, the first fast engine tried, disagrees with tiktoken: non-ASCII
+# whitespace and unassigned code points (routed to tiktoken), and tabs (ASCII: fast path).
+KNOWN_HOSTILE = [" \u2002\x0b", "\xa0\xa0\x0c", "\U00033108蕳", "a\u3000\tb"]
+TOKIE_TAB_CASES = ["\t'm", "x \t'll be", "a\tb\t\tc", "tab\tthen\n\t's", "\x0b\x0c\t 's"]
 
 
 def reference(encoding, texts):
@@ -119,8 +120,8 @@ def test_the_mask_matches_a_per_character_check(gpt2):
 
 def test_the_mask_marks_exactly_the_documents_holding_unsafe_characters():
     # Unsafe characters first, last, repeated and alone; safe multi-byte neighbours.
-    texts = ["\tstart", "end\t", "“ok” é", "\u2002 and \u2002 and \t", "\x0c", "日本", "",
-             "a\u3000", "👍🏽\x0b", "fine"]
+    texts = ["\u2002start", "end\u2002", "“ok” é", "\u2002 and \u2002 and \t", "\x85", "日本",
+             "", "a\u3000", "👍🏽\ue000", "fine\t"]
     expected = [False, False, True, False, False, True, True, False, False, True]
     assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == expected
 
@@ -133,11 +134,18 @@ def test_the_mask_is_the_same_with_many_distinct_unsafe_characters_in_a_batch():
     assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == expected
 
 
-def test_tabs_unicode_spaces_and_unassigned_code_points_leave_the_fast_path():
+def test_unicode_spaces_and_unassigned_code_points_leave_the_fast_path_and_ascii_stays():
     texts = ["plain story.", *KNOWN_HOSTILE, "“Hi,” said José. 日本語 👍🏽", "\u00a0", "",
-             "\ue000 private use", "form\x0cfeed"]
+             "\ue000 private use", *TOKIE_TAB_CASES, "form\x0cfeed", "".join(map(chr, range(128)))]
     assert fast_path_mask(TextBatch.from_texts(texts)).tolist() == [
-        True, *[False] * len(KNOWN_HOSTILE), True, False, True, False, False]
+        True, *[False] * len(KNOWN_HOSTILE), True, False, True, False,
+        *[True] * (len(TOKIE_TAB_CASES) + 2)]
+
+
+def test_tabs_vertical_tabs_and_form_feeds_are_exact_on_the_fast_path(fast, gpt2):
+    texts = [*TOKIE_TAB_CASES, *class_documents("ascii_tabs", 300, seed=13)]
+    assert fast_path_mask(TextBatch.from_texts(texts)).all()
+    assert_exact(fast, gpt2, texts)
 
 
 def test_documents_containing_finds_whole_matches_inside_one_document():
@@ -153,11 +161,11 @@ def test_routing_keeps_document_order_across_the_three_routes(fast, gpt2, monkey
     odd = [*hostile, *literal]
     texts = [t for pair in zip(plain, odd) for t in pair] + plain[len(odd):]
     sent = {"tiktoken": [], "separately": []}
-    to_tiktoken, separately = fast.reference.encode_batch, fast.encode_separately
-    monkeypatch.setattr(fast.reference, "encode_batch", lambda batch: sent["tiktoken"].extend(
-        batch.texts()) or to_tiktoken(batch))
-    monkeypatch.setattr(fast, "encode_separately", lambda batch: sent["separately"].extend(
-        batch.texts()) or separately(batch))
+    to_tiktoken, separately = fast.reference.encode_texts, fast.encode_separately
+    monkeypatch.setattr(fast.reference, "encode_texts", lambda texts: sent["tiktoken"].extend(
+        texts) or to_tiktoken(texts))
+    monkeypatch.setattr(fast, "encode_separately", lambda batch, members: sent["separately"]
+                        .extend(batch.texts(members)) or separately(batch, members))
     assert_exact(fast, gpt2, texts)
     assert sent == {"tiktoken": hostile, "separately": literal}
 
@@ -185,8 +193,8 @@ def test_a_missing_end_of_text_id_stops_the_fast_path(fast, monkeypatch):
 def test_the_cross_check_stops_on_a_mismatch(fast, gpt2, monkeypatch):
     encode_joined = fast.encode_joined
 
-    def off_by_one(batch):
-        ids, lengths = encode_joined(batch)
+    def off_by_one(batch, members):
+        ids, lengths = encode_joined(batch, members)
         return np.where(ids == gpt2.eot_token, ids, ids + 1), lengths
 
     monkeypatch.setattr(fast, "encode_joined", off_by_one)

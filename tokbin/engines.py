@@ -14,7 +14,6 @@ time (`CROSS_CHECK_ONE_IN`); any disagreement stops the stage. See docs/fast_eng
 """
 from __future__ import annotations
 
-import bisect
 import functools
 import hashlib
 import json
@@ -79,21 +78,20 @@ def own_copy(encoding):
 
 # --- the fast path's character class ------------------------------------------------------
 
-# Whitespace is where byte-level BPE engines drift from tiktoken's regex (tokie: "\t'm",
-# " \u2002\x0b"); only space, LF and CR, which every engine handles alike, are let through.
-_UNSAFE_ASCII = "\t\x0b\x0c"
-
-
 def codepoint_is_unsafe(cp: int) -> bool:
     """True where a document holding chr(cp) must go to tiktoken.
 
-    Unsafe: tab, vertical tab, form feed, every non-ASCII whitespace, control, surrogate and
-    private-use character, and every code point unassigned in this Python's Unicode database.
-    Unassigned code points are letters or digits in some engine's newer Unicode tables and
-    not in tiktoken's (tokie reads U+33108 as a letter), so they cannot be trusted.
+    Unsafe: every non-ASCII whitespace, control, surrogate and private-use character, and
+    every code point unassigned in this Python's Unicode database. Whitespace is where
+    byte-level BPE engines drift from tiktoken's regex (tokie: " \u2002\x0b"); unassigned code
+    points are letters or digits in some engine's newer Unicode tables and not in tiktoken's
+    (tokie reads U+33108 as a letter), so they cannot be trusted. All of ASCII is safe,
+    tab, vertical tab and form feed included: every regex engine reads the same ASCII
+    whitespace, and fastokens matched tiktoken on every one of the differential run's
+    documents holding them (docs/fast_engine.md; tokie did not, on tabs).
     """
     if cp < 0x80:
-        return chr(cp) in _UNSAFE_ASCII
+        return False
     if not (cp < 0x40000 or 0xE0000 <= cp < 0xE1000):  # planes 4 to 13, 15, 16: nothing to trust
         return True
     char = chr(cp)
@@ -113,20 +111,28 @@ def unsafe_codepoints() -> np.ndarray:
 def fast_path_mask(batch: TextBatch) -> np.ndarray:
     """True for each document whose every character is in the fast engine's proven class.
 
-    The work is on the batch's bytes, not per document: the batch's few distinct non-ASCII
+    The work is on the batch's bytes, not per document, and in numpy, which runs without the
+    GIL while the other encoding threads hold it: the batch's few distinct non-ASCII
     characters are found with one vectorized pass (every byte of a multi-byte character is
     >= 0x80, so the bytes >= 0x80, kept in order, are those characters' UTF-8), and only
     documents holding an unsafe character are looked up (`documents_containing`).
     """
+    if batch.data.isascii():
+        return np.ones(len(batch), dtype=bool)
     data = np.frombuffer(batch.data, dtype=np.uint8)
     non_ascii = data[data >= 0x80].tobytes().decode("utf-8", "surrogatepass")
-    unsafe = {c for c in set(non_ascii) if _char_is_unsafe(c)} | set(_UNSAFE_ASCII)
+    distinct = np.unique(np.frombuffer(non_ascii.encode("utf-32-le", "surrogatepass"),
+                                       dtype=np.uint32))
+    unsafe = [chr(cp) for cp in distinct.tolist() if _char_is_unsafe(chr(cp))]
+    if not unsafe:
+        return np.ones(len(batch), dtype=bool)
     if len(unsafe) <= _FINDS_AT_MOST:
         return ~documents_containing(batch, *(c.encode("utf-8", "surrogatepass") for c in unsafe))
     # Many distinct unsafe characters (random or binary-like text): one pass per document
     # instead of a pass over the batch per character.
-    data, offsets = batch.data, batch.offsets.tolist()
-    return np.fromiter((unsafe.isdisjoint(data[a:b].decode("utf-8", "surrogatepass"))
+    unsafe_set = set(unsafe)
+    text, offsets = batch.data, batch.offsets.tolist()
+    return np.fromiter((unsafe_set.isdisjoint(text[a:b].decode("utf-8", "surrogatepass"))
                         for a, b in zip(offsets, offsets[1:])), dtype=bool, count=len(batch))
 
 
@@ -134,23 +140,20 @@ _FINDS_AT_MOST = 16
 
 
 def documents_containing(batch: TextBatch, *needles: bytes) -> np.ndarray:
-    """True for each document holding any of `needles`, by memchr-speed finds over the whole
-    batch.
+    """True for each document holding any of `needles`, found in numpy over the whole batch:
+    where a needle's first byte is, then which of those places hold its next bytes.
 
     A find is exact for a needle that is whole characters' UTF-8: it can only match at a
     character boundary. A match across two documents is ruled out by its end.
     """
+    data = np.frombuffer(batch.data, dtype=np.uint8)
     found = np.zeros(len(batch), dtype=bool)
-    ends = batch.offsets[1:].tolist()
     for needle in needles:
-        at = batch.data.find(needle)
-        while at >= 0:
-            document = bisect.bisect_right(ends, at)
-            if at + len(needle) <= ends[document]:
-                found[document] = True
-                at = batch.data.find(needle, ends[document])  # on from the next document
-            else:
-                at = batch.data.find(needle, at + 1)
+        at = np.flatnonzero(data[:max(len(data) - len(needle) + 1, 0)] == needle[0])
+        for k in range(1, len(needle)):
+            at = at[data[at + k] == needle[k]]
+        document = np.searchsorted(batch.offsets, at, side="right") - 1
+        found[document[at + len(needle) <= batch.offsets[document + 1]]] = True
     return found
 
 
@@ -299,53 +302,64 @@ class FastokensEngine:
 
     def encode_batch(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
         fast = fast_path_mask(batch)
-        holds_separator = fast & documents_containing(batch, self.separator.encode())
-        if (fast & ~holds_separator).all():
-            return self.encode_checked(batch, self.encode_joined)
-        joined, separately, slow = fast & ~holds_separator, holds_separator, ~fast
-        results = [self.encode_checked(batch.select(joined), self.encode_joined),
-                   self.encode_checked(batch.select(separately), self.encode_separately),
-                   self.reference.encode_batch(batch.select(slow))]
-        return interleave(np.select([joined, separately, slow], [0, 1, 2]), results)
+        separately = fast & documents_containing(batch, self.separator.encode())
+        joined = fast & ~separately
+        if joined.all():
+            return self.encode_checked(self.encode_joined, batch, joined)
+        results = [self.encode_checked(self.encode_joined, batch, joined),
+                   self.encode_checked(self.encode_separately, batch, separately),
+                   self.reference.encode_texts(batch.texts(~fast))]
+        return interleave(np.select([joined, separately], [0, 1], 2), results)
 
-    def encode_checked(self, batch: TextBatch, encode) -> tuple[np.ndarray, np.ndarray]:
-        ids, lengths = encode(batch)
-        self.cross_check(batch, ids, lengths)
+    def encode_checked(self, encode, batch: TextBatch, members: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        ids, lengths = encode(batch, members)
+        self.cross_check(batch, members, ids, lengths)
         return ids, lengths
 
-    def encode_joined(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-        """fastokens on the fast documents of `batch`, none holding the separator's text."""
-        if not len(batch):
+    def encode_joined(self, batch: TextBatch, members: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """fastokens on the documents of `batch` (those where `members` is True, when given),
+        none holding the separator's text."""
+        texts = batch.joined(self.separator, members)
+        if not texts:
             return _NO_IDS, np.zeros(0, np.int64)
-        ids, _ = self.tokenizer.encode_batch_flat([batch.joined(self.separator)])
+        ids, _ = self.tokenizer.encode_batch_flat(texts)
         ids = np.frombuffer(ids, dtype=np.uint32)
         ends = np.flatnonzero(ids == self.encoding.eot_token)
-        if len(ends) != len(batch):  # only separators give the id: routing keeps it out of text
-            raise TokbinError(f"fastokens returned {len(ends)} end-of-text ids for {len(batch)} "
+        documents = len(batch) if members is None else int(np.count_nonzero(members))
+        if len(ends) != documents:  # only separators give the id: routing keeps it out of text
+            raise TokbinError(f"fastokens returned {len(ends)} end-of-text ids for {documents} "
                               "documents; set tokenize.engine: tiktoken")
         return ids, np.diff(ends, prepend=-1) - 1
 
-    def encode_separately(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
+    def encode_separately(self, batch: TextBatch, members: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
         """fastokens on fast documents that hold the separator's text (encoded as text), one
         string per document: the slower way, for the few documents the joined one cannot take."""
-        if not len(batch):
+        texts = batch.texts(members)
+        if not texts:
             return _NO_IDS, np.zeros(0, np.int64)
-        ids, offsets = self.tokenizer.encode_batch_flat(batch.texts(), split_special_tokens=True)
+        ids, offsets = self.tokenizer.encode_batch_flat(texts, split_special_tokens=True)
         offsets = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
         ids = np.insert(np.frombuffer(ids, dtype=np.uint32), offsets[1:],
                         self.encoding.eot_token)
         return ids, np.diff(offsets)
 
-    def cross_check(self, batch: TextBatch, ids: np.ndarray, lengths: np.ndarray) -> None:
-        """Re-encodes a deterministic sample of `batch` with tiktoken; any difference stops."""
-        if not len(batch):
+    def cross_check(self, batch: TextBatch, members: np.ndarray | None, ids: np.ndarray,
+                    lengths: np.ndarray) -> None:
+        """Re-encodes with tiktoken a deterministic sample of the documents of `batch` (those
+        where `members` is True, when given) that were encoded into `ids` and `lengths`; any
+        difference stops."""
+        chosen = np.arange(len(batch)) if members is None else np.flatnonzero(members)
+        if not len(chosen):
             return
-        # The sample depends only on the batch's content, so reruns check the same documents.
-        rng = random.Random(zlib.crc32(batch.document(0)) + len(batch))
-        sample = rng.sample(range(len(batch)), math.ceil(len(batch) / CROSS_CHECK_ONE_IN))
+        # The sample depends only on the documents' content, so reruns check the same ones.
+        rng = random.Random(zlib.crc32(batch.document(chosen[0])) + len(chosen))
+        sample = rng.sample(range(len(chosen)), math.ceil(len(chosen) / CROSS_CHECK_ONE_IN))
         ends = np.cumsum(lengths + 1) - 1
         for i in sample:
-            text = batch.document(i).decode("utf-8")
+            text = batch.document(chosen[i]).decode("utf-8")
             got = ids[ends[i] - lengths[i]:ends[i]]
             want = self.encoding.encode_ordinary(text)
             if got.tolist() != want:

@@ -140,9 +140,15 @@ class TextBatch:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def texts(self) -> list[str]:
-        data, offsets = self.data, self.offsets.tolist()
-        return [data[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
+    def texts(self, members: np.ndarray | None = None) -> list[str]:
+        """The documents as strings (only those where `members` is True, when given)."""
+        data, offsets = self.data, self.offsets
+        if members is None:
+            bounds = offsets.tolist()
+            return [data[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:])]
+        chosen = np.flatnonzero(members)
+        return [data[a:b].decode("utf-8")
+                for a, b in zip(offsets[chosen].tolist(), offsets[chosen + 1].tolist())]
 
     def document(self, i: int) -> bytes:
         return self.data[self.offsets[i]:self.offsets[i + 1]]
@@ -151,14 +157,6 @@ class TextBatch:
         """The documents as an Arrow array over the same memory (nothing copied)."""
         return _string_array_from(self.offsets, self.data)
 
-    def select(self, mask: np.ndarray) -> "TextBatch":
-        """The documents where `mask` is True, in order."""
-        if not mask.any():
-            return TextBatch(np.zeros(1, np.int64), b"")
-        bits = pa.py_buffer(np.packbits(mask, bitorder="little"))
-        return TextBatch.from_arrow(
-            self.arrow().filter(pa.Array.from_buffers(pa.bool_(), len(mask), [None, bits])))
-
     @classmethod
     def from_arrow(cls, array: pa.LargeStringArray) -> "TextBatch":
         """The documents of a non-empty large_string array (or slice of one), bytes copied."""
@@ -166,16 +164,29 @@ class TextBatch:
         return cls(offsets - offsets[0], memoryview(array.buffers()[2])[offsets[0]:offsets[-1]]
                    .tobytes())
 
-    def joined(self, separator: str) -> str:
-        """The documents as one text, each followed by `separator` (joined in Arrow's C++)."""
-        # An empty last document puts the separator after the last real one.
-        with_empty_last = _string_array_from(np.append(self.offsets, self.offsets[-1]), self.data)
-        as_one_list = pa.LargeListArray.from_arrays(
-            pa.Array.from_buffers(pa.int64(), 2, [None, pa.py_buffer(
-                np.array([0, len(with_empty_last)]))]), with_empty_last)
+    def joined(self, separator: str, members: np.ndarray | None = None) -> list[str]:
+        """The documents (those where `members` is True, when given), each followed by
+        `separator`: one text per run of consecutive members, joined in Arrow's C++ straight
+        from the batch's buffer (no copy of the other documents, no string per document)."""
+        n = len(self)
+        if members is None:
+            members = np.ones(n, dtype=bool)
+        if not members.any():
+            return []
+        # Runs of members and of non-members alternate; every run becomes a list of documents.
+        edges = np.flatnonzero(np.diff(members, prepend=~members[:1]))
+        run_is_member = members[edges]
+        # An empty document closing each run puts the separator after its last real one.
+        run_ends = np.append(edges[1:], n)
+        values = _string_array_from(np.insert(self.offsets, run_ends, self.offsets[run_ends]),
+                                    self.data)
+        lists = pa.LargeListArray.from_arrays(
+            pa.Array.from_buffers(pa.int64(), len(edges) + 1, [None, pa.py_buffer(
+                np.append(edges + np.arange(len(edges)), n + len(edges)))]), values)
         sep = separator.encode()
-        return pc.binary_join(as_one_list, _string_array_from(np.array([0, len(sep)]), sep)
-                              )[0].as_py()
+        runs = pc.binary_join(lists, _string_array_from(np.arange(len(edges) + 1) * len(sep),
+                                                        sep * len(edges)))
+        return [runs[int(i)].as_py() for i in np.flatnonzero(run_is_member)]
 
 
 def _string_array_from(offsets: np.ndarray, data: bytes) -> pa.LargeStringArray:
