@@ -12,7 +12,7 @@ disagreed on the documents routing sends to tiktoken. Exit status 1 on any misma
 or (2).
 
 The speed run builds TinyStories-shaped corpora (bench.corpus) and times tokbin's tokenize
-path (tokenize_dataset in a fresh process, one encoding thread per core) with each engine,
+path (tokenize_dataset in a fresh process, one worker per core) with each engine,
 next to tiktoken's one-core rate and the ceiling a perfect tiktoken pool could reach (cores x
 one-core rate).
 Run it on a quiet machine: other load shows up as a lower speedup.
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,26 +112,31 @@ import json, sys, time
 from pathlib import Path
 from tokbin.tokenize import tokenize_dataset
 
-def peak_rss_mb():  # VmHWM: this process image's own peak (ru_maxrss can carry the parent's)
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 raw, out, engine, workers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 started = time.perf_counter()
 meta = tokenize_dataset(raw, out, ["train", "validation"], "text", "gpt2", "append",
                         engine=engine, workers=workers)
 print(json.dumps({"seconds": time.perf_counter() - started,
-                  "tokens": sum(s.tokens for s in meta.splits.values()),
-                  "peak_rss_mb": peak_rss_mb()}))
+                  "tokens": sum(s.tokens for s in meta.splits.values())}))
 """
 
 
 def run_stage(raw: Path, out: Path, engine: str, workers: int, env: dict) -> dict:
     """tokenize_dataset in a fresh process, as `dvc repro` runs it (timed from its call, so
-    without the interpreter's start and imports, about 0.3 s)."""
-    done = subprocess.run([sys.executable, "-c", STAGE_RUN, str(raw), str(out), engine,
-                           str(workers)], env={**env, "TQDM_DISABLE": "1"}, check=True,
-                          capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    without the interpreter's start and imports, about 0.3 s), with the peak RSS of the
+    largest process of its tree (its worker processes included; sampled every 50 ms)."""
+    from bench.bench_pipeline import measure
+    run = measure([sys.executable, "-c", STAGE_RUN, str(raw), str(out), engine, str(workers)],
+                  Path.cwd(), {**env, "TQDM_DISABLE": "1"})
+    return {**json.loads(run.lines[-1][1]), "peak_rss_mb": run.peak_rss / 2**20}
+
+
+def executor_of(raw: Path, workers: int) -> str:
+    """How the local executor runs this corpus: worker processes or threads."""
+    from tokbin.tokenize import worth_processes
+    if workers > 1 and worth_processes(sorted(raw.glob("data/*.parquet"))):
+        return f"{workers} processes"
+    return f"{workers} thread{'s' * (workers > 1)}"
 
 
 def speed(stories_list: list[int]) -> None:
@@ -143,6 +147,7 @@ def speed(stories_list: list[int]) -> None:
     encoding = get_encoding("gpt2")
     one_core = None
     rows = []
+    executors: dict[int, dict[int, str]] = {}
     for stories in stories_list:
         with tempfile.TemporaryDirectory(prefix="bench_engines_") as tmp:
             tmp = Path(tmp)
@@ -170,6 +175,7 @@ def speed(stories_list: list[int]) -> None:
             for engine, workers, note in runs:
                 out = tmp / f"tokens-{engine}-{workers}{note and '-cold'}"
                 results[(engine, workers, note)] = run_stage(raw, out, engine, workers, env)
+                executors.setdefault(stories, {})[workers] = executor_of(raw, workers)
             same = all((tmp / f"tokens-fastokens-{w}" / f).read_bytes()
                        == (tmp / f"tokens-tiktoken-{cores}" / f).read_bytes()
                        for w in (cores, 1) for f in ("train.bin", "validation.bin"))
@@ -184,8 +190,8 @@ def speed(stories_list: list[int]) -> None:
     for stories, results, fast_share, separately_share, same in rows:
         for (engine, workers, note), r in results.items():
             rate = r["tokens"] / r["seconds"]
-            print(f"| {stories:,} | {r['tokens'] / 1e6:.1f} | {engine}, {workers} "
-                  f"thread{'s' * (workers > 1)}{note and ', ' + note} | {rate / 1e6:.2f} | "
+            print(f"| {stories:,} | {r['tokens'] / 1e6:.1f} | {engine}, "
+                  f"{executors[stories][workers]}{note and ', ' + note} | {rate / 1e6:.2f} | "
                   f"{rate / ceiling:.2f} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
     print()
     for stories, results, fast_share, separately_share, same in rows:

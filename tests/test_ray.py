@@ -16,6 +16,7 @@ import pytest
 
 from conftest import make_project, run
 from tokbin import ray_executor
+from tokbin.source import InputShard, input_shards
 from tokbin.errors import TokbinError
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
@@ -67,14 +68,13 @@ def tokenize(raw: Path, out: Path, executor: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
-def test_input_shards_cover_every_row_group_once_in_order(raw, task_per_row_group):
+def test_input_shards_cover_every_row_group_once_in_order(raw):
     files = sorted((raw / "data").glob("train-*.parquet"))
-    shards = ray_executor.input_shards(files)
+    shards = input_shards(files, task_bytes=1)
     assert [(Path(s.path).name, s.row_groups) for s in shards] == (
         [(files[0].name, (g,)) for g in range(10)] + [(files[1].name, (g,)) for g in range(5)])
-    assert ray_executor.input_shards(files, task_bytes=1 << 30) == [
-        ray_executor.InputShard(str(files[0]), tuple(range(10))),
-        ray_executor.InputShard(str(files[1]), tuple(range(5)))]
+    assert input_shards(files, task_bytes=1 << 30) == [
+        InputShard(str(files[0]), tuple(range(10))), InputShard(str(files[1]), tuple(range(5)))]
 
 
 def test_ray_output_is_byte_identical_to_local_whatever_order_tasks_finish_in(

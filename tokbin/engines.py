@@ -25,6 +25,7 @@ import sys
 import unicodedata
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -192,6 +193,24 @@ def _split_into_merge(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, byt
 TOKENIZER_JSON_VERSION = 1
 
 
+def tokenizer_json_path(encoding) -> Path:
+    """Where `tokenizer_json` keeps the tokenizer.json of `encoding`'s vocabulary."""
+    ranks = encoding._mergeable_ranks  # private in tiktoken, stable across its releases
+    digest = hashlib.sha256(b"".join(len(token).to_bytes(2, "little") + token
+                                     for token in sorted(ranks, key=ranks.get))).hexdigest()
+    return (user_cache_dir() / "tokenizers"
+            / f"{encoding.name}-v{TOKENIZER_JSON_VERSION}-{digest[:32]}.json")
+
+
+def _limit_fastokens_threads() -> None:
+    # One encoding thread or process per core already fills the machine: fastokens must not
+    # add threads of its own, neither its rayon pool (read when the pool starts, on first
+    # encode) nor its BPE thread (read when a tokenizer is built; by default it runs BPE on a
+    # second thread beside the pre-tokenizer: 8% more CPU for the same work).
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["FASTOKENS_BPE_THREADS"] = "1"
+
+
 def tokenizer_json(encoding) -> str:
     """`derive_tokenizer_json(encoding)`, kept on disk for every later run (not in memory: a
     process loads it once, and the text is 13 MB of str).
@@ -200,11 +219,7 @@ def tokenizer_json(encoding) -> str:
     vocabulary it was derived from (and TOKENIZER_JSON_VERSION), so another vocabulary or a
     newer derivation never reads it; it is written atomically, so no reader sees half of it.
     """
-    ranks = encoding._mergeable_ranks  # private in tiktoken, stable across its releases
-    digest = hashlib.sha256(b"".join(len(token).to_bytes(2, "little") + token
-                                     for token in sorted(ranks, key=ranks.get))).hexdigest()
-    path = (user_cache_dir() / "tokenizers"
-            / f"{encoding.name}-v{TOKENIZER_JSON_VERSION}-{digest[:32]}.json")
+    path = tokenizer_json_path(encoding)
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
@@ -286,12 +301,7 @@ class FastokensEngine:
 
     def _load(self):
         import fastokens
-        # One encoding thread per core already fills the machine: fastokens must not add
-        # threads of its own, neither its rayon pool (read when the pool starts, on first
-        # encode) nor its BPE thread (read when a tokenizer is built; by default it runs BPE
-        # on a second thread beside the pre-tokenizer: 8% more CPU for the same work).
-        os.environ["RAYON_NUM_THREADS"] = "1"
-        os.environ["FASTOKENS_BPE_THREADS"] = "1"
+        _limit_fastokens_threads()
         tokenizer = fastokens.Tokenizer.from_json_str(tokenizer_json(self.encoding))
         [(_, eot)] = tokenizer.add_tokens([_SpecialToken(self.separator)])
         if eot != self.encoding.eot_token:
@@ -389,17 +399,25 @@ def interleave(route: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
     return np.concatenate(parts), lengths
 
 
+def effective_engine(name: str, encoding_name: str) -> str:
+    """The engine that encodes `encoding_name` when `name` is asked for: fastokens falls back
+    to tiktoken for encodings it was not tested on, and says so (once, from the process that
+    asks, before any worker starts)."""
+    if name not in ENGINES:
+        raise TokbinError(f"unknown tokenize.engine {name!r}; valid engines: "
+                          f"{', '.join(ENGINES)}")
+    if name == "fastokens" and encoding_name not in FAST_ENCODINGS:
+        _announce(f"tokenize.engine fastokens supports {', '.join(FAST_ENCODINGS)}; "
+                  f"encoding {encoding_name} is tokenized with tiktoken (same tokens, "
+                  "tiktoken's speed)")
+        return "tiktoken"
+    return name
+
+
 def make_engine(name: str, encoding):
-    if name == "tiktoken":
-        return TiktokenEngine(encoding)
-    if name == "fastokens":
-        if encoding.name not in FAST_ENCODINGS:
-            _announce(f"tokenize.engine fastokens supports {', '.join(FAST_ENCODINGS)}; "
-                      f"encoding {encoding.name} is tokenized with tiktoken (same tokens, "
-                      "tiktoken's speed)")
-            return TiktokenEngine(encoding)
+    if effective_engine(name, encoding.name) == "fastokens":
         return FastokensEngine(encoding)
-    raise TokbinError(f"unknown tokenize.engine {name!r}; valid engines: {', '.join(ENGINES)}")
+    return TiktokenEngine(encoding)
 
 
 def _announce(message: str) -> None:

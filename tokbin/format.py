@@ -358,6 +358,38 @@ class BinWriter:
         if self._unsynced >= self.WRITEBACK_BYTES:
             self._start_writeback()
 
+    def append_file(self, path: Path, count: int) -> None:
+        """Appends the `count` ids that `path` holds, in this bin's dtype and already checked
+        against n_vocab by whoever wrote it (`check_ids`), by a copy inside the kernel."""
+        self._file.flush()
+        size = count * self.dtype.itemsize
+        with open(path, "rb") as source:
+            if os.fstat(source.fileno()).st_size != size:
+                raise TokbinError(f"{path} holds {os.fstat(source.fileno()).st_size} bytes, not "
+                                  f"the {size} of {count} ids; rerun")
+            copy = getattr(os, "copy_file_range", None)
+            done = 0
+            while done < size:
+                try:
+                    if copy is None:
+                        raise OSError(errno.ENOSYS, "no copy_file_range")
+                    copied = copy(source.fileno(), self._file.fileno(), size - done)
+                except OSError as e:
+                    if e.errno not in (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    source.seek(done)
+                    shutil.copyfileobj(source, self._file, 8 << 20)
+                    self._file.flush()
+                    copied = size - done
+                if copied == 0:
+                    raise TokbinError(f"{path} ended early; rerun")
+                done += copied
+        self._file.seek(0, os.SEEK_END)  # the buffered file learns where the kernel wrote
+        self.tokens += count
+        self._unsynced += size
+        if self._unsynced >= self.WRITEBACK_BYTES:
+            self._start_writeback()
+
     def _start_writeback(self) -> None:
         if self._writeback is not None and self._writeback.is_alive():
             return  # the running fdatasync is still busy; the next one will cover these bytes

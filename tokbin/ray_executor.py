@@ -20,65 +20,18 @@ for this process with one CPU per tokenizer worker (TOKBIN_WORKERS, default all 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from tokbin import tokenize
 from tokbin.errors import TokbinError
-from tokbin.source import TextBatch, slice_text_array, iter_text_batches
+from tokbin.source import InputShard, input_shards
 
 TASK_BYTES = 8 << 20  # text per task: ~1 s of encoding, so Ray's ~ms per task is noise
 TASK_RETRIES = 3
 TOKBIN_PACKAGE = Path(__file__).resolve().parent
-
-
-@dataclass(frozen=True)
-class InputShard:
-    """One task's input: `row_groups` of a parquet file, or a whole file when None."""
-    path: str  # absolute: workers do not share the driver's working directory
-    row_groups: tuple[int, ...] | None = None
-
-    def batches(self, text_column: str) -> Iterator[TextBatch]:
-        path = Path(self.path)
-        if self.row_groups is None:
-            yield from iter_text_batches(path, text_column, tokenize.BATCH_BYTES)
-            return
-        for record_batch in pq.ParquetFile(path).iter_batches(
-                batch_size=8192, row_groups=list(self.row_groups), columns=[text_column]):
-            yield from slice_text_array(record_batch.column(0), path, text_column,
-                                    tokenize.BATCH_BYTES)
-
-    def __str__(self) -> str:
-        if self.row_groups is None:
-            return self.path
-        return f"{self.path} (row groups {self.row_groups[0]}-{self.row_groups[-1]})"
-
-
-def input_shards(files: list[Path], task_bytes: int | None = None) -> list[InputShard]:
-    """The shards of a split's files in document order; parquet row groups are grouped until
-    their uncompressed size reaches `task_bytes` (default TASK_BYTES)."""
-    task_bytes = task_bytes or TASK_BYTES
-    shards = []
-    for path in files:
-        path = path.resolve()
-        if path.suffix != ".parquet":
-            shards.append(InputShard(str(path)))
-            continue
-        metadata = pq.ParquetFile(path).metadata
-        group, size = [], 0
-        for index in range(metadata.num_row_groups):
-            group.append(index)
-            size += metadata.row_group(index).total_byte_size
-            if size >= task_bytes:
-                shards.append(InputShard(str(path), tuple(group)))
-                group, size = [], 0
-        if group:
-            shards.append(InputShard(str(path), tuple(group)))
-    return shards
 
 
 # --- worker side: a Ray task ---------------------------------------------------------------
@@ -86,13 +39,9 @@ def input_shards(files: list[Path], task_bytes: int | None = None) -> list[Input
 def _encode_shard(shard: InputShard, text_column: str, encoding: str, eot: str,
                   engine: str) -> tuple[np.ndarray, np.ndarray]:
     """The ids (eot placed, compact dtype) and document lengths of one shard."""
-    encoder = tokenize.batch_encoder(encoding, eot, engine)
-    parts = [encoder(batch) for batch in shard.batches(text_column)]
-    dtype = encoder.info.dtype
-    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype)
-    lengths = (np.concatenate([p[1] for p in parts]) if parts
-               else np.zeros(0, tokenize.DOCLENS_DTYPE))
-    return ids, lengths
+    parts = [np.zeros(0, tokenize.batch_encoder(encoding, eot, engine).info.dtype)]
+    lengths = tokenize.encode_shard(shard, text_column, (encoding, eot, engine), parts.append)
+    return np.concatenate(parts), lengths
 
 
 # --- driver side ---------------------------------------------------------------------------
@@ -141,7 +90,7 @@ def tokenize_files_on_ray(files: list[Path], text_column: str, encoding: str, eo
     task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_encode_shard)
     in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     submitted = ((shard, task.remote(shard, text_column, encoding, eot, engine))
-                 for shard in input_shards(files))
+                 for shard in input_shards(files, TASK_BYTES))
     return tokenize.write_in_order(submitted, in_flight, lambda work: _result(ray, *work),
                                    lambda work: ray.cancel(work[1]), out_bin, out_doclens, info,
                                    progress)

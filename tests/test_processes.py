@@ -1,0 +1,188 @@
+"""The local executor's worker processes (large parquet datasets): the same bins as its
+threads, and every failure stops with a clear error, leaves no output and no process behind.
+
+The tests lower the size from which processes are used, and cut a shard per row group, so
+that a small dataset runs many shards on two workers.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.text_classes import CLASSES, class_documents
+from tokbin import tokenize
+from tokbin.errors import TokbinError
+from tokbin.source import materialize
+from tokbin.tokenize import tokenize_dataset
+
+TEXTS = [t for name in CLASSES for t in class_documents(name, 60, seed=21)]
+
+
+def write_dataset(root: Path, train: list, validation: list, validation_as_jsonl=False) -> Path:
+    """Two train parquet files of many small row groups; validation as parquet or JSON Lines."""
+    (root / "data").mkdir(parents=True)
+    half = len(train) // 2
+    for index, part in enumerate([train[:half], train[half:]]):
+        pq.write_table(pa.table({"text": pa.array(part, type=pa.string())}),
+                       root / "data" / f"train-0000{index}-of-00002.parquet", row_group_size=40)
+    if validation_as_jsonl:
+        (root / "data" / "validation-00000-of-00001.jsonl").write_text(
+            "".join(json.dumps({"text": t}) + "\n" for t in validation), encoding="utf-8")
+    else:
+        pq.write_table(pa.table({"text": validation}),
+                       root / "data" / "validation-00000-of-00001.parquet", row_group_size=40)
+    return root
+
+
+def downloaded(tmp_path: Path, **kw) -> Path:
+    raw = tmp_path / "raw"
+    materialize(str(write_dataset(tmp_path / "dataset", **kw)), "main", ["train", "validation"],
+                "text", raw)
+    return raw
+
+
+def use_processes(monkeypatch) -> list[str]:
+    """Worker processes for any dataset, a shard per row group; returns the list of the splits
+    they will have written."""
+    monkeypatch.setattr(tokenize, "PROCESSES_FROM_BYTES", 0)
+    monkeypatch.setattr(tokenize, "SHARD_BYTES", 1)
+    written, real = [], tokenize.tokenize_shards
+
+    def recording(encoders, workers, shards, text_column, spill_dir, out_bin, *args):
+        written.append(out_bin.stem)
+        return real(encoders, workers, shards, text_column, spill_dir, out_bin, *args)
+
+    monkeypatch.setattr(tokenize, "tokenize_shards", recording)
+    return written
+
+
+@pytest.fixture
+def shards_written(monkeypatch) -> list[str]:
+    return use_processes(monkeypatch)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize("engine,eot", [("fastokens", "append"), ("fastokens", "prepend"),
+                                        ("fastokens", "none"), ("tiktoken", "append")])
+def test_worker_processes_write_the_same_bins_as_threads(tmp_path, monkeypatch, engine, eot):
+    raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:100])
+    tokenize_dataset(raw, tmp_path / "threads", ["train", "validation"], "text", "gpt2", eot,
+                     engine=engine, workers=2)
+    written = use_processes(monkeypatch)
+    tokenize_dataset(raw, tmp_path / "processes", ["train", "validation"], "text", "gpt2", eot,
+                     engine=engine, workers=2)
+    assert written == ["train", "validation"]
+    assert outputs(tmp_path / "processes") == outputs(tmp_path / "threads")
+    assert not list((tmp_path / "processes").glob(".*"))  # no spill folder left
+
+
+def test_a_jsonl_split_beside_parquet_ones_is_read_by_threads_with_the_same_bins(
+        tmp_path, monkeypatch):
+    raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:100], validation_as_jsonl=True)
+    tokenize_dataset(raw, tmp_path / "threads", ["train", "validation"], "text", "gpt2",
+                     "append", engine="fastokens", workers=2)
+    written = use_processes(monkeypatch)
+    tokenize_dataset(raw, tmp_path / "mixed", ["train", "validation"], "text", "gpt2", "append",
+                     engine="fastokens", workers=2)
+    assert written == ["train"]
+    assert outputs(tmp_path / "mixed") == outputs(tmp_path / "threads")
+
+
+def test_small_datasets_and_one_worker_use_threads(tmp_path, monkeypatch):
+    raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:100])
+    written = []
+    monkeypatch.setattr(tokenize, "tokenize_shards", lambda *a: written.append(a))
+    tokenize_dataset(raw, tmp_path / "small", ["train", "validation"], "text", "gpt2", "append",
+                     engine="fastokens", workers=2)  # far below PROCESSES_FROM_BYTES
+    monkeypatch.setattr(tokenize, "PROCESSES_FROM_BYTES", 0)
+    tokenize_dataset(raw, tmp_path / "one", ["train", "validation"], "text", "gpt2", "append",
+                     engine="fastokens", workers=1)
+    assert written == []
+
+
+def test_bad_data_in_a_worker_is_its_own_clear_error_and_leaves_no_output(
+        tmp_path, shards_written):
+    raw = downloaded(tmp_path, train=[*TEXTS[:300], None, *TEXTS[300:]], validation=TEXTS[:50])
+    with pytest.raises(TokbinError, match="null value.*drop or fill those rows"):
+        tokenize_dataset(raw, tmp_path / "out", ["train", "validation"], "text", "gpt2",
+                         "append", engine="fastokens", workers=2)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_an_unknown_encoding_fails_from_the_workers_with_its_own_message(tmp_path,
+                                                                        shards_written):
+    raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:50])
+    with pytest.raises(TokbinError, match="unknown tiktoken encoding 'gpt3'"):
+        tokenize_dataset(raw, tmp_path / "out", ["train"], "text", "gpt3", "append",
+                         engine="tiktoken", workers=2)
+    assert not (tmp_path / "out").exists()
+
+
+def workers_of(process: psutil.Process) -> list[psutil.Process]:
+    """The pool's workers: children of the fork server, itself a child of `process`."""
+    return [p for child in process.children() for p in child.children()]
+
+
+def test_a_killed_worker_stops_the_split_with_a_clear_error_and_no_output(tmp_path,
+                                                                         shards_written):
+    raw = downloaded(tmp_path, train=TEXTS * 20, validation=TEXTS[:50])
+    failure = []
+
+    def run():
+        try:
+            tokenize_dataset(raw, tmp_path / "out", ["train", "validation"], "text", "gpt2",
+                             "append", engine="fastokens", workers=2)
+        except TokbinError as e:
+            failure.append(str(e))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not workers_of(psutil.Process()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim = workers_of(psutil.Process())[0]
+    victim.send_signal(signal.SIGKILL)
+    runner.join(60)
+    assert not runner.is_alive()
+    assert failure and "worker process died" in failure[0] and "rerun" in failure[0]
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+KILLED_MAIN = """
+import sys
+from pathlib import Path
+from tokbin import tokenize
+tokenize.PROCESSES_FROM_BYTES, tokenize.SHARD_BYTES = 0, 1
+tokenize.tokenize_dataset(Path(sys.argv[1]), Path(sys.argv[2]), ["train"], "text", "gpt2",
+                          "append", engine="fastokens", workers=2)
+"""
+
+
+def test_workers_die_with_a_killed_main_process(tmp_path):
+    raw = downloaded(tmp_path, train=TEXTS * 40, validation=TEXTS[:50])
+    main = subprocess.Popen([sys.executable, "-c", KILLED_MAIN, str(raw), str(tmp_path / "out")],
+                            cwd=Path(__file__).parents[1])
+    process = psutil.Process(main.pid)
+    deadline = time.monotonic() + 30
+    while len(workers_of(process)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = workers_of(process)
+    assert len(workers) == 2, "the workers did not start"
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive
+    assert not (tmp_path / "out").exists()
