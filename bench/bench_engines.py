@@ -1,6 +1,6 @@
 """Tokenizer engines against tiktoken: exactness over a million documents, and speed.
 
-    python -m bench.bench_engines --differential 60000   # 14 classes x 60,000 documents plus
+    python -m bench.bench_engines --differential 60000   # 15 classes x 60,000 documents plus
                                                          # every safe code point in 8 contexts
     python -m bench.bench_engines --stories 300000 1200000   # the tokenize stage's speed
 

@@ -62,6 +62,13 @@ def ascii_tabs(rng):
                                                         "\t\n", " \t\t "])
 
 
+def ascii_whitespace(rng):
+    """Runs of tab, vertical tab, form feed, CR, LF and space between ASCII words and
+    contractions: every ASCII whitespace, which the fast path takes."""
+    return _join(rng, lambda: rng.choice([_word(rng, ASCII_WORD), rng.choice(CONTRACTIONS)]),
+                 [_spaces(rng, " \t\x0b\x0c\r\n", longest=4) for _ in range(6)])
+
+
 def crlf(rng):
     """CR, LF and CRLF line ends, blank lines, trailing spaces."""
     return _join(rng, lambda: _word(rng, string.ascii_letters + ".,!"),
@@ -156,7 +163,7 @@ def mixed(rng):
     return "".join(rng.choice(GENERATORS[:-2])(rng)[:200] for _ in range(rng.randint(2, 5)))
 
 
-GENERATORS = [ascii_plain, ascii_tabs, crlf, unicode_whitespace, curly_quotes, accents, cjk,
+GENERATORS = [ascii_plain, ascii_tabs, ascii_whitespace, crlf, unicode_whitespace, curly_quotes, accents, cjk,
               emoji, digits, contractions, long_whitespace, endoftext, random_unicode, mixed]
 CLASSES = {g.__name__: g for g in GENERATORS}
 

@@ -158,3 +158,22 @@ def clone(origin: TeamOrigin, dest: Path) -> Path:
     """Repo B: a fresh `git clone` of the origin (its tags included, no data)."""
     run(["git", "clone", "-q", str(origin.repo), str(dest)], dest.parent)
     return dest
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mounts a tmpfs of a chosen size at a folder; unmounts it after the test."""
+    mounted = []
+
+    def mount(folder: Path, size_bytes: int) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs",
+                                 str(folder)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

@@ -271,25 +271,6 @@ def test_a_reader_opening_train_bin_during_a_rebuild_gets_a_whole_file_or_a_clea
 
 # --- disk full -------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """Mounts a tmpfs of a chosen size at a folder; unmounts it after the test."""
-    mounted = []
-
-    def mount(folder: Path, size_bytes: int) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs",
-                                 str(folder)], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
 def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 

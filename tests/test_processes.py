@@ -131,6 +131,16 @@ def test_an_unknown_encoding_fails_from_the_workers_with_its_own_message(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_full_disk_under_the_workers_spill_files_is_a_clear_error_and_leaves_nothing(
+        tmp_path, shards_written, small_disk):
+    raw = downloaded(tmp_path, train=TEXTS * 20, validation=TEXTS[:50])
+    disk = small_disk(tmp_path / "small", 256 << 10)  # the bins need about 1.5 MB
+    with pytest.raises(TokbinError, match="disk full while writing .*out: .*then rerun"):
+        tokenize_dataset(raw, disk / "out", ["train", "validation"], "text", "gpt2", "append",
+                         engine="fastokens", workers=2)
+    assert list(disk.iterdir()) == []
+
+
 def workers_of(process: psutil.Process) -> list[psutil.Process]:
     """The pool's workers: children of the fork server, itself a child of `process`."""
     return [p for child in process.children() for p in child.children()]
