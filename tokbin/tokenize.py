@@ -5,10 +5,10 @@ Two local executors, one output. When a dataset's parquet files hold at least
 of worker processes, one per core, reads and encodes them (`ProcessEncoders`): each process
 has its own GIL, which the threads of one process share (making the `str` fastokens needs
 holds it, a third of the work). Smaller datasets, and ``.jsonl``/``.txt`` files, which have no
-row groups, are read by the main thread in batches of about `BATCH_BYTES` of text for a pool of encoding
-threads (`ThreadEncoders`), which starts at once where processes take ~0.5 s. Either way the
-main thread writes results strictly in submission order, with at most `2 x workers` in
-flight, so memory is bounded whatever the corpus size and the output is identical whatever
+row groups, are read by the main thread in batches of about `BATCH_BYTES` of text for a pool
+of encoding threads (`ThreadEncoders`), which start at once where processes take ~0.6 s.
+Either way the main thread writes results strictly in submission order, with a few per worker
+in flight, so memory is bounded whatever the corpus size and the output is identical whatever
 the executor and worker count. Every document is encoded on its own with `encode_ordinary`
 semantics (a literal <|endoftext|> is text); the engines return a batch in the joined layout
 (each document followed by the end-of-text id) and `place_eot` turns that into the eot
