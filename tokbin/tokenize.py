@@ -351,9 +351,12 @@ def write_in_order(submitted: Iterable[T], in_flight: int,
 
 
 def worth_processes(files: list[Path]) -> bool:
-    """Whether worker processes pay for their start (~0.5 s): parquet files (all a dataset's
-    splits together) holding at least PROCESSES_FROM_BYTES of text."""
+    """Whether worker processes pay for their start (~0.6 s): parquet files (all a dataset's
+    splits together) holding at least PROCESSES_FROM_BYTES of text, and a fork server to start
+    them from (not on Windows)."""
     import pyarrow.parquet as pq
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
     size = 0
     for path in files:
         if path.suffix == ".parquet":
