@@ -196,3 +196,14 @@ def test_workers_die_with_a_killed_main_process(tmp_path):
     gone, alive = psutil.wait_procs(workers, timeout=20)
     assert not alive
     assert not (tmp_path / "out").exists()
+
+
+def test_a_spill_file_of_another_size_than_its_worker_reported_is_refused(tmp_path):
+    from tokbin.format import BinWriter
+    spill = tmp_path / "0.ids"
+    spill.write_bytes(b"\x01\x00" * 5)
+    with BinWriter(tmp_path / "out.bin", "uint16", 50257) as bins:
+        bins.append_file(spill, 5)
+        with pytest.raises(TokbinError, match="holds 10 bytes, not the 12 of 6 ids"):
+            bins.append_file(spill, 6)
+    assert (tmp_path / "out.bin").read_bytes() == b"\x01\x00" * 5

@@ -271,16 +271,21 @@ def _load_encoder(settings: tuple[str, str, str]) -> EncodingInfo:
     return batch_encoder(*settings).info
 
 
-def _encode_shard_to_file(shard: InputShard, text_column: str,
-                          settings: tuple[str, str, str], spill: str) -> np.ndarray:
+def _encode_shard_to_file(shard: InputShard, text_column: str, settings: tuple[str, str, str],
+                          spill: str) -> tuple[int, np.ndarray]:
+    """The shard's ids written to `spill`: returns how many, and its documents' lengths."""
     n_vocab = batch_encoder(*settings).info.n_vocab
+    written = 0
 
     def write_ids(ids: np.ndarray) -> None:
+        nonlocal written
         check_ids(ids, n_vocab)  # here, so that the main process appends the file unread
         f.write(memoryview(ids))
+        written += ids.size
 
     with open(spill, "wb") as f:
-        return encode_shard(shard, text_column, settings, write_ids)
+        lengths = encode_shard(shard, text_column, settings, write_ids)
+    return written, lengths
 
 
 def tokenize_shards(encoders: ProcessEncoders, workers: int, shards: list[InputShard],
@@ -289,14 +294,17 @@ def tokenize_shards(encoders: ProcessEncoders, workers: int, shards: list[InputS
                     ) -> SplitCounts:
     """Writes the tokens of `shards` to `out_bin` and their lengths to `out_doclens`."""
     spill_dir.mkdir()
-    submitted = ((spill_dir / f"{index}.ids", shard, encoders.submit(shard, text_column,
-                                                                      spill_dir / f"{index}.ids"))
-                 for index, shard in enumerate(shards))
+
+    def submit(index: int, shard: InputShard) -> tuple[Path, InputShard, Future]:
+        spill = spill_dir / f"{index}.ids"
+        return spill, shard, encoders.submit(shard, text_column, spill)
 
     def spilled(work) -> tuple[SpilledIds, np.ndarray]:
         spill, shard, future = work
-        lengths = encoders.result(future, f"tokenizing {shard}")
-        return SpilledIds(spill, os.path.getsize(spill) // np.dtype(info.dtype).itemsize), lengths
+        count, lengths = encoders.result(future, f"tokenizing {shard}")
+        return SpilledIds(spill, count), lengths
+
+    submitted = (submit(index, shard) for index, shard in enumerate(shards))
 
     # Results wait as files, not in memory: a deeper queue keeps every worker busy.
     counts = write_in_order(submitted, 4 * workers, spilled, lambda work: work[2].cancel(),
