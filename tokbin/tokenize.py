@@ -402,10 +402,10 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
             check_text_column(path, text_column)
     engine = effective_engine(engine, encoding)  # checks the name, tells of a fallback
     settings = (encoding, eot, engine)
-    in_processes = {split: all(p.suffix == ".parquet" for p in files[split]) for split in splits}
-    if not (executor == "local" and workers > 1
-            and worth_processes([p for split in splits for p in files[split]])):
-        in_processes = dict.fromkeys(splits, False)
+    use_processes = (executor == "local" and workers > 1
+                     and worth_processes([p for split in splits for p in files[split]]))
+    in_processes = {split: use_processes and all(p.suffix == ".parquet" for p in files[split])
+                    for split in splits}
     split_infos = {}
     with atomic_path(out_dir) as tmp, ExitStack() as executors:
         processes = threads = None
