@@ -154,10 +154,6 @@ class TextBatch:
     def document(self, i: int) -> bytes:
         return self.data[self.offsets[i]:self.offsets[i + 1]]
 
-    def arrow(self) -> pa.LargeStringArray:
-        """The documents as an Arrow array over the same memory (nothing copied)."""
-        return _string_array_from(self.offsets, self.data)
-
     @classmethod
     def from_arrow(cls, array: pa.StringArray | pa.LargeStringArray) -> "TextBatch":
         """The documents of a non-empty string or large_string array (or slice of one), bytes
@@ -313,8 +309,7 @@ class InputShard:
             return
         for record_batch in pq.ParquetFile(path).iter_batches(
                 batch_size=8192, row_groups=list(self.row_groups), columns=[text_column]):
-            yield from slice_text_array(record_batch.column(0), path, text_column,
-                                    BATCH_BYTES)
+            yield from slice_text_array(record_batch.column(0), path, text_column, BATCH_BYTES)
 
     def __str__(self) -> str:
         if self.row_groups is None:
