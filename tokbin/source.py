@@ -125,8 +125,8 @@ def check_text_column(path: Path, text_column: str) -> None:
 class TextBatch:
     """Documents as UTF-8 bytes: document i is data[offsets[i]:offsets[i+1]].
 
-    Two buffers instead of many Python strings: what the reader makes, what an engine routes
-    on, and what crosses to a Ray task.
+    Two buffers instead of many Python strings: what the reader makes and what an engine
+    routes and encodes.
     """
     offsets: np.ndarray
     data: bytes
