@@ -11,7 +11,7 @@ tiktoken's encode_ordinary; it also counts how often fastokens alone would have
 disagreed on the documents routing sends to tiktoken. Exit status 1 on any mismatch in (1)
 or (2).
 
-The speed run builds TinyStories-shaped corpora (bench.corpus) and times tokbin's tokenize
+The speed run builds TinyStories-shaped corpora (tests.support.corpus) and times tokbin's tokenize
 path (tokenize_dataset in a fresh process, one worker per core) with each engine,
 next to tiktoken's one-core rate and the ceiling a perfect tiktoken pool could reach (cores x
 one-core rate).
@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.text_classes import CLASSES, class_documents
-from tokbin.engines import (FastokensEngine, documents_containing, fast_path_mask,
-                            unsafe_codepoints)
-from tokbin.source import TextBatch
-from tokbin.tokenize import default_workers, get_encoding
+from tests.support.text_classes import CLASSES, class_documents
+from tokbin.encode import get_encoding
+from tokbin.engines import FastokensEngine
+from tokbin.executors import default_workers
+from tokbin.fast_path import documents_containing, fast_path_mask, unsafe_codepoints
+from tokbin.format import token_ends
+from tokbin.readers import TextBatch
 
 CONTEXTS = ["{c}", "a{c}b", " {c}{c}", "{c}'s", "1{c}2", "\n{c} ", "  {c}x", "{c}\r\n"]
 CHUNK = 5000
@@ -58,7 +60,7 @@ def differing_documents(ids, lengths, want_ids, want_lengths) -> int:
     if np.array_equal(lengths, want_lengths):
         if np.array_equal(ids, want_ids):
             return 0
-        ends = np.cumsum(lengths + 1) - 1
+        ends = token_ends(lengths) - 1
         return sum(not np.array_equal(ids[e - n:e + 1], want_ids[e - n:e + 1])
                    for e, n in zip(ends, lengths))
     return int((lengths != want_lengths).sum())  # a lower bound; any count > 0 fails
@@ -133,15 +135,16 @@ def run_stage(raw: Path, out: Path, engine: str, workers: int, env: dict) -> dic
 
 def executor_of(raw: Path, workers: int) -> str:
     """How the local executor runs this corpus: worker processes or threads."""
-    from tokbin.tokenize import worth_processes
+    from tokbin.executors import worth_processes
     if workers > 1 and worth_processes(sorted(raw.glob("data/*.parquet"))):
         return f"{workers} processes"
     return f"{workers} thread{'s' * (workers > 1)}"
 
 
 def speed(stories_list: list[int]) -> None:
-    from bench.corpus import write_corpus
-    from tokbin.source import iter_text_batches, materialize
+    from tests.support.corpus import write_corpus
+    from tokbin.readers import iter_text_batches
+    from tokbin.source import materialize
 
     cores = default_workers()
     encoding = get_encoding("gpt2")

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import torch
 
-import tokbin.loader
+import tokbin.tokens
 from tokbin.loader import BinLoader
 
 SHAPES = [(64, 256), (12, 1024)]
@@ -87,7 +87,7 @@ def measure_speed(path: str, dtype, seconds: float, rounds: int) -> None:
 def measure_rss(path: str, dtype, batches: int, budget: int) -> None:
     """RSS every tenth of the run, with `budget` as the loader's mapped-pages budget."""
     process = psutil.Process()
-    tokbin.loader.RELEASE_MAPPED_BYTES = budget
+    tokbin.tokens.RELEASE_MAPPED_BYTES = budget
     loader = BinLoader(path, 64, 256, dtype=dtype, prefetch=2)
     samples, start = [process.memory_info().rss], time.perf_counter()
     for i in range(1, batches + 1):
@@ -129,7 +129,7 @@ def main() -> None:
         if args.rss_batches:
             # The default budget (1 GiB) is above this bin: RSS rises by about the bin's size,
             # then stays flat. A budget of a third of the bin shows the release at work.
-            default = tokbin.loader.RELEASE_MAPPED_BYTES
+            default = tokbin.tokens.RELEASE_MAPPED_BYTES
             measure_rss(str(path), dtype, args.rss_batches, default)
             measure_rss(str(path), dtype, args.rss_batches, min(default, size // 3))
 

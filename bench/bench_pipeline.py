@@ -4,9 +4,9 @@
     python -m bench.bench_pipeline --stories 300000 [--scale 1 4] [--cache-type hardlink]
                                    [--engine tiktoken fastokens]
 
-For each scale it generates the corpus (bench/corpus.py, kept in --work for reuse), measures
+For each scale it generates the corpus (tests/support/corpus.py, kept in --work for reuse), measures
 the tokenizer ceiling (cores x one core's `encode_ordinary` tokens per CPU second on a sample
-of the corpus), runs the seed (bench/seed_pipeline.py), the llm.c-style script
+of the corpus), runs the seed (tests/support/seed_pipeline.py), the llm.c-style script
 (bench/llmc_pipeline.py) and, for each --engine, `dvc repro` in a scratch copy of this working
 tree (eot: none, download.dataset: the corpus, tokenize.engine: that engine), then a no-op
 `dvc repro`, checks that the seed's bins and tokbin's are byte-identical, and prints a table.
@@ -33,7 +33,7 @@ import numpy as np
 import psutil
 import yaml
 
-from tokbin.engines import ENGINES
+from tokbin.params import ENGINES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation")
@@ -102,7 +102,7 @@ def make_corpus(work: Path, stories: int) -> Path:
     if not done.exists():
         shutil.rmtree(corpus, ignore_errors=True)
         print(f"generating {stories:,} stories in {corpus} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "bench.corpus", "--stories", str(stories),
+        subprocess.run([sys.executable, "-m", "tests.support.corpus", "--stories", str(stories),
                         "--out", str(corpus)], cwd=ROOT, check=True)
         done.touch()
     return corpus
@@ -131,7 +131,7 @@ def tokenizer_ceiling(corpus: Path, cores: int) -> dict:
 
 
 def run_reference(module: str, corpus: Path, out: Path, work: Path, cores: int) -> dict:
-    """bench.seed_pipeline or bench.llmc_pipeline: stage times from its JSON line."""
+    """tests.support.seed_pipeline or bench.llmc_pipeline: stage times from its JSON line."""
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work / "hf-cache", ignore_errors=True)  # datasets' cache: a cold start
     m = measure([sys.executable, "-m", module, str(corpus), str(out), "--num-proc", str(cores)],
@@ -253,8 +253,8 @@ def bins_identical(seed_out: Path, repo: Path) -> bool:
 
 def fast_path_share(corpus: Path) -> float:
     """The share of the corpus's documents that the fastokens engine sends to fastokens."""
-    from tokbin.engines import fast_path_mask
-    from tokbin.source import iter_text_batches
+    from tokbin.fast_path import fast_path_mask
+    from tokbin.readers import iter_text_batches
     masks = [fast_path_mask(batch) for split in SPLITS
              for path in corpus_files(corpus, split)
              for batch in iter_text_batches(path, "text", 1 << 20)]
@@ -269,7 +269,7 @@ def bench_scale(stories: int, work: Path, cores: int, cache_type: str | None,
     print(f"\n== {stories:,} stories: tokenizer ceiling ...", flush=True)
     ceiling = tokenizer_ceiling(corpus, cores)
     print("== seed notebook pipeline ...", flush=True)
-    seed = run_reference("bench.seed_pipeline", corpus, work / "seed-out", work, cores)
+    seed = run_reference("tests.support.seed_pipeline", corpus, work / "seed-out", work, cores)
     print("== llm.c-style script ...", flush=True)
     llmc = run_reference("bench.llmc_pipeline", corpus, work / "llmc-out", work, cores)
     tokbin = {}

@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.corpus import write_corpus
+from tests.support.corpus import write_corpus
 from tokbin import ray_executor
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset

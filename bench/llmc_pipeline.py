@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from bench.reference_cli import run_reference
+from tests.support.reference_cli import run_reference
 
 SHARD_SIZE = 10**8  # fineweb.py's default --shard_size
 HEADER_MAGIC, HEADER_VERSION = 20240520, 1

@@ -1,59 +1,77 @@
-"""binarize: data/tokens -> data/<split>.bin + data/meta.json, reports/metrics.json and the
-document-length plots in reports/doc_lengths/.
+"""binarize: TOKENS_DIR -> the final bins (one per split, named on the command line), their
+meta.json beside them, reports/metrics.json and the document-length plots.
 
-    python -m stages.binarize      # params: binarize.dtype, binarize.shard_tokens
+    python -m stages.binarize data/tokens data/train.bin data/validation.bin --reports reports
+        # params: binarize.dtype, binarize.shard_tokens
 """
+import argparse
 import time
 from pathlib import Path
 
-import yaml
-
 from tokbin.binarize import binarize, write_reports
 from tokbin.errors import TokbinError
-from tokbin.format import read_meta, remove_stale_temps
+from tokbin.format import read_meta
+from tokbin.fsio import remove_stale_temps
 from tokbin.params import load_params
 from tokbin.stage import run_stage
 
-TOKENS_DIR, DATA_DIR, REPORTS_DIR = Path("data/tokens"), Path("data"), Path("reports")
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.binarize")
+    parser.add_argument("tokens_dir", type=Path, help="the tokenize stage's output (data/tokens)")
+    parser.add_argument("bins", type=Path, nargs="+",
+                        help="one output per split: data/<split>.bin, or a shard directory "
+                             "data/<split> with binarize.shard_tokens > 0")
+    parser.add_argument("--reports", type=Path, required=True, help="where metrics and plots go")
+    args = parser.parse_args()
     params = load_params().binarize
-    remove_stale_temps(DATA_DIR)
-    check_dvc_outs(list(read_meta(TOKENS_DIR).splits), params.shard_tokens)
+    out_dir = check_outputs(args.bins, list(read_meta(args.tokens_dir).splits),
+                            params.shard_tokens)
+    remove_stale_temps(out_dir)
     started = time.perf_counter()
-    meta = binarize(TOKENS_DIR, DATA_DIR, params.dtype, params.shard_tokens)
+    meta = binarize(args.tokens_dir, out_dir, params.dtype, params.shard_tokens)
     seconds = time.perf_counter() - started
-    write_reports(meta, TOKENS_DIR, REPORTS_DIR / "metrics.json", REPORTS_DIR / "doc_lengths")
+    write_reports(meta, args.tokens_dir, args.reports / "metrics.json",
+                  args.reports / "doc_lengths")
     produced = sum(s.bytes for s in meta.splits.values())
     linked = 0
     for split, info in meta.splits.items():
         how = f" ({len(info.shards)} shards)" if info.shards else ""
-        if not info.shards and (DATA_DIR / info.file).samefile(TOKENS_DIR / info.file):
+        tokens_file = args.tokens_dir / info.file
+        if not info.shards and (out_dir / info.file).samefile(tokens_file):
             linked += info.bytes
-            how = f" (ids checked, hard-linked from {TOKENS_DIR / info.file}: same bytes)"
+            how = f" (ids checked, hard-linked from {tokens_file}: same bytes)"
         print(f"binarize: {split}: {info.tokens:,} {meta.dtype} tokens, "
-              f"{info.documents:,} documents -> data/{info.file}{how}")
+              f"{info.documents:,} documents -> {out_dir / info.file}{how}")
     print(f"binarize: {produced / 1e6:.1f} MB ({(produced - linked) / 1e6:.1f} MB copied, "
           f"{linked / 1e6:.1f} MB linked) in {seconds:.2f} s "
           f"({produced / 1e6 / max(seconds, 1e-9):.0f} MB/s)")
 
 
-def check_dvc_outs(splits: list[str], shard_tokens: int, dvc_yaml=Path("dvc.yaml")) -> None:
-    """Fails before any work when dvc.yaml's binarize outs are not the layout shard_tokens
-    gives (data/<split>.bin, or data/<split> shard directories): DVC itself would only say, after
-    the run, that an output does not exist."""
-    if not dvc_yaml.exists():  # run by hand outside the pipeline
-        return
-    stage = yaml.safe_load(dvc_yaml.read_text()).get("stages", {}).get("binarize", {})
-    declared = {out if isinstance(out, str) else next(iter(out)) for out in stage.get("outs", [])}
-    layout = [f"data/{split}" if shard_tokens else f"data/{split}.bin" for split in splits]
-    other = [f"data/{split}.bin" if shard_tokens else f"data/{split}" for split in splits]
-    if not set(layout) <= declared:
+def check_outputs(bins: list[Path], splits: list[str], shard_tokens: int) -> Path:
+    """The folder of the outputs named on the command line, once they are exactly the layout
+    binarize writes for `splits` (data/<split>.bin, or data/<split> shard directories):
+    checked before any work, as DVC itself would only say after the run that an output does
+    not exist."""
+    folders = {path.parent for path in bins}
+    if len(folders) != 1:
+        raise TokbinError(f"the bins {', '.join(map(str, bins))} must share one folder (their "
+                          "meta.json goes beside them); fix the binarize command in dvc.yaml")
+    folder = folders.pop()
+    layout = [folder / (split if shard_tokens else f"{split}.bin") for split in splits]
+    if sorted(bins) == sorted(layout):
+        return folder
+    other = [folder / (f"{split}.bin" if shard_tokens else split) for split in splits]
+    if sorted(bins) == sorted(other):
         raise TokbinError(f"binarize.shard_tokens is {shard_tokens}, so binarize writes "
-                          f"{', '.join(layout)}, but dvc.yaml's binarize outs are "
-                          f"{', '.join(sorted(declared))}; in dvc.yaml replace "
-                          f"{', '.join(other)} with {', '.join(layout)} (docs/scale_out.md)")
+                          f"{', '.join(map(str, layout))}, but dvc.yaml's binarize stage names "
+                          f"{', '.join(map(str, bins))}; in dvc.yaml replace "
+                          f"{', '.join(map(str, other))} with {', '.join(map(str, layout))} "
+                          "(in its command and its outs; docs/scale_out.md)")
+    raise TokbinError(f"the tokenized splits are {', '.join(splits)}, so binarize writes "
+                      f"{', '.join(map(str, layout))}, but dvc.yaml's binarize stage names "
+                      f"{', '.join(map(str, bins))}; make its command and outs name one output "
+                      "per split of download.splits")
 
 
 if __name__ == "__main__":

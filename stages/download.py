@@ -1,26 +1,28 @@
-"""download: fetch the configured splits' data files into data/raw (Hub layout + source.json).
+"""download: fetch the configured splits' data files into RAW_DIR (Hub layout + source.json).
 
-    python -m stages.download      # params: download.*
+    python -m stages.download data/raw      # params: download.*
 """
+import argparse
 from pathlib import Path
 
-from tokbin.format import atomic_path, remove_stale_temps
+from tokbin.fsio import atomic_path, remove_stale_temps
 from tokbin.params import load_params
 from tokbin.source import materialize
 from tokbin.stage import run_stage
 
-RAW_DIR = Path("data/raw")
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.download")
+    parser.add_argument("raw_dir", type=Path, help="where the data files go (data/raw)")
+    raw_dir = parser.parse_args().raw_dir
     params = load_params().download
-    remove_stale_temps(RAW_DIR.parent)
-    with atomic_path(RAW_DIR) as tmp:
+    remove_stale_temps(raw_dir.parent)
+    with atomic_path(raw_dir) as tmp:
         tmp.mkdir(parents=True)
         record = materialize(params.dataset, params.revision, params.splits,
                              params.text_column, tmp)
-    at = f" at {record['sha']}" if record["sha"] else ""
-    for split, files in record["files"].items():
+    at = f" at {record.sha}" if record.sha else ""
+    for split, files in record.files.items():
         print(f"download: {split}: {len(files)} file(s) from {params.dataset}{at}")
 
 

@@ -1,24 +1,28 @@
-"""tokenize: encode every document of data/raw with the configured engine into data/tokens.
+"""tokenize: encode every document of RAW_DIR with the configured engine into TOKENS_DIR.
 
-    python -m stages.tokenize      # params: download.splits, download.text_column, tokenize.*
-                                   # workers: TOKBIN_WORKERS (default: all cores)
+    python -m stages.tokenize data/raw data/tokens
+        # params: download.splits, download.text_column, tokenize.*
+        # workers: TOKBIN_WORKERS (default: all cores)
 """
+import argparse
 import time
 from pathlib import Path
 
-from tokbin.format import remove_stale_temps
+from tokbin.fsio import remove_stale_temps
 from tokbin.params import load_params
 from tokbin.stage import run_stage
 from tokbin.tokenize import tokenize_dataset
 
-RAW_DIR, TOKENS_DIR = Path("data/raw"), Path("data/tokens")
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.tokenize")
+    parser.add_argument("raw_dir", type=Path, help="the download stage's output (data/raw)")
+    parser.add_argument("tokens_dir", type=Path, help="where the compact bins go (data/tokens)")
+    args = parser.parse_args()
     params = load_params()
-    remove_stale_temps(TOKENS_DIR.parent)
+    remove_stale_temps(args.tokens_dir.parent)
     started = time.perf_counter()
-    meta = tokenize_dataset(RAW_DIR, TOKENS_DIR, params.download.splits,
+    meta = tokenize_dataset(args.raw_dir, args.tokens_dir, params.download.splits,
                             params.download.text_column, params.tokenize.encoding,
                             params.tokenize.eot, params.tokenize.engine,
                             executor=params.tokenize.executor)

@@ -45,6 +45,15 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
     return result
 
 
+def stage_command(repo: Path, name: str) -> list[str]:
+    """A stage's command as dvc.yaml gives it, run with this interpreter (as `dvc repro` runs
+    it from the repo root)."""
+    import shlex
+    import yaml
+    words = shlex.split(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]["cmd"])
+    return [sys.executable if words[0] == "python" else words[0], *words[1:]]
+
+
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", ".dvc/config",
                  ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 

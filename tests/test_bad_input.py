@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import make_project, run, write_parquet_dataset
+from conftest import make_project, run, write_parquet_dataset, stage_command
 from tokbin.errors import TokbinError
 from tokbin.format import DTYPES, Meta, Source, SplitInfo, write_meta
 from tokbin.loader import BinLoader
@@ -37,7 +37,7 @@ def project(tmp_path: Path, **params) -> Path:
 
 
 def stage(repo: Path, name: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", f"stages.{name}"], repo, check=False)
+    return run(stage_command(repo, name), repo, check=False)
 
 
 def assert_fails_clearly(result: subprocess.CompletedProcess, repo: Path, name: str,
@@ -67,7 +67,7 @@ def test_nulls_in_the_text_column_are_refused(tmp_path):
     repo = project(tmp_path)
     write_parquet_dataset(repo / "dataset", {"train": ["fine", None, "also fine"],
                                              "validation": ["ok"]})
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     assert_fails_clearly(stage(repo, "tokenize"), repo, "tokenize", "'text'", "1 null",
                          "drop or fill those rows")
 
@@ -89,7 +89,7 @@ def test_a_non_string_value_in_a_jsonl_dataset_is_refused(tmp_path):
     (repo / "dataset").mkdir()
     (repo / "dataset" / "train.jsonl").write_text('{"text": "a story"}\n{"text": 42}\n')
     (repo / "dataset" / "validation.jsonl").write_text('{"text": "a story"}\n')
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     assert_fails_clearly(stage(repo, "tokenize"), repo, "tokenize", "holds a int", "not text",
                          "must be a string")
 
@@ -107,7 +107,7 @@ def test_a_missing_split_names_the_patterns_looked_for_and_the_files_found(tmp_p
 def test_an_empty_split_is_refused(tmp_path):
     repo = project(tmp_path)
     write_parquet_dataset(repo / "dataset", {"train": DOCS["train"], "validation": []})
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     assert_fails_clearly(stage(repo, "tokenize"), repo, "tokenize", "split 'validation' is empty",
                          "remove it from download.splits")
 
@@ -171,7 +171,7 @@ def test_invalid_utf8_in_a_local_text_file_names_the_line(tmp_path):
     (repo / "dataset").mkdir()
     (repo / "dataset" / "train.txt").write_bytes(b"a good line\nbad \xff\xfe line\n")
     (repo / "dataset" / "validation.txt").write_bytes(b"fine\n")
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     assert_fails_clearly(stage(repo, "tokenize"), repo, "tokenize", "train.txt:2",
                          "invalid UTF-8", "re-encode the file as UTF-8")
 
@@ -181,7 +181,7 @@ def test_invalid_utf8_in_a_local_text_file_names_the_line(tmp_path):
 def test_an_unknown_tiktoken_encoding_lists_the_known_ones(tmp_path):
     repo = project(tmp_path, tokenize__encoding="gpt5")
     write_parquet_dataset(repo / "dataset", DOCS)
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     assert_fails_clearly(stage(repo, "tokenize"), repo, "tokenize", "unknown tiktoken encoding "
                          "'gpt5'", "cl100k_base", "set tokenize.encoding")
 
@@ -189,8 +189,8 @@ def test_an_unknown_tiktoken_encoding_lists_the_known_ones(tmp_path):
 def test_an_explicit_dtype_too_small_for_the_vocabulary_is_refused(tmp_path):
     repo = project(tmp_path, tokenize__encoding="cl100k_base", binarize__dtype="uint16")
     write_parquet_dataset(repo / "dataset", DOCS)
-    run([sys.executable, "-m", "stages.download"], repo)
-    run([sys.executable, "-m", "stages.tokenize"], repo)
+    run(stage_command(repo, "download"), repo)
+    run(stage_command(repo, "tokenize"), repo)
     assert_fails_clearly(stage(repo, "binarize"), repo, "binarize",
                          "uint16 cannot hold a vocabulary of 100277", "auto or uint32")
 
@@ -253,7 +253,7 @@ def peak_rss_of_tree(proc: psutil.Popen) -> int:
 
 
 def test_a_single_document_of_tens_of_megabytes_is_tokenized_with_bounded_memory(tmp_path):
-    from bench.corpus import story
+    from support.corpus import story
     rng, parts, size = random.Random(0), [], 0
     while size < LARGE_DOCUMENT_BYTES:
         parts.append(story(rng))
@@ -261,10 +261,10 @@ def test_a_single_document_of_tens_of_megabytes_is_tokenized_with_bounded_memory
     repo = project(tmp_path)
     write_parquet_dataset(repo / "dataset", {"train": [" ".join(parts), "small"],
                                              "validation": ["v"]})
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     log = tmp_path / "tokenize.log"
     with open(log, "w") as out:
-        proc = psutil.Popen([sys.executable, "-m", "stages.tokenize"], cwd=repo,
+        proc = psutil.Popen(stage_command(repo, "tokenize"), cwd=repo,
                             env={**os.environ, "TOKBIN_WORKERS": "1"}, stdout=out, stderr=out)
         peak = peak_rss_of_tree(proc)
     assert proc.returncode == 0, log.read_text()

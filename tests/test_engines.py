@@ -11,13 +11,13 @@ import json
 import numpy as np
 import pytest
 
-from bench.text_classes import CLASSES, class_documents
-from tokbin import engines
-from tokbin.engines import (CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine,
-                            derive_tokenizer_json, documents_containing, fast_path_mask,
-                            make_engine, tokenizer_json, unsafe_codepoints)
+from support.text_classes import CLASSES, class_documents
+from tokbin import fast_path
+from tokbin.engines import CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine, make_engine
 from tokbin.errors import TokbinError
-from tokbin.source import TextBatch
+from tokbin.fast_path import (derive_tokenizer_json, documents_containing, fast_path_mask,
+                              tokenizer_json, unsafe_codepoints)
+from tokbin.readers import TextBatch
 
 DOCS_PER_CLASS = 1000
 # Strings on which tokie, the first fast engine tried, disagrees with tiktoken: non-ASCII
@@ -75,7 +75,7 @@ def test_the_tokenizer_json_is_derived_once_and_then_read_from_the_user_cache(gp
     derived = tokenizer_json(gpt2)
     [cached] = (tmp_path / "tokbin" / "tokenizers").iterdir()
     assert cached.name.startswith("gpt2-v1-") and cached.read_text(encoding="utf-8") == derived
-    monkeypatch.setattr(engines, "derive_tokenizer_json", lambda encoding: pytest.fail("derived"))
+    monkeypatch.setattr(fast_path, "derive_tokenizer_json", lambda encoding: pytest.fail("derived"))
     assert tokenizer_json(gpt2) == derived
 
 
@@ -232,7 +232,7 @@ def test_a_thread_copy_shares_the_tokenizer_and_owns_its_tiktoken_encoding(fast,
 
 
 def test_r50k_base_is_fast_and_other_encodings_fall_back_to_tiktoken(capsys):
-    from tokbin.tokenize import get_encoding
+    from tokbin.encode import get_encoding
     r50k = get_encoding("r50k_base")
     assert_exact(make_engine("fastokens", r50k), r50k, class_documents("mixed", 300, seed=2))
     cl100k = get_encoding("cl100k_base")

@@ -23,10 +23,11 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import make_project, run, set_params
-from bench.corpus import write_corpus
+from conftest import make_project, run, set_params, stage_command
+from support.corpus import write_corpus
 from tokbin.errors import TokbinError
-from tokbin.format import TEMP_MARKER, open_bin, read_meta
+from tokbin.format import open_bin, read_meta
+from tokbin.fsio import TEMP_MARKER
 
 # Big enough that tokenize takes seconds and binarize's write a moment (about 4.5 MB of
 # uint16 tokens), small enough to rebuild several times within the test budget.
@@ -285,7 +286,7 @@ def run_stage_on_small_disk(builds, tmp_path, small_disk, stage: str, inputs: li
     small_disk(repo / "data", needed + spare)
     for name in inputs:
         shutil.copytree(built / name, repo / "data" / name)
-    return repo, run([sys.executable, "-m", f"stages.{stage}"], repo, check=False)
+    return repo, run(stage_command(repo, stage), repo, check=False)
 
 
 def assert_disk_full_reported_and_cleaned(result, repo: Path, output: str) -> None:

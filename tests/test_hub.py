@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_project
+from conftest import make_project, stage_command
 from tokbin.format import read_meta
 
 REPO = "acme/stories"
@@ -120,7 +120,7 @@ def run_stage(project: Path, endpoint: str, stage: str = "download", check: bool
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1",
            "HF_HUB_ETAG_TIMEOUT": "5", "HF_HOME": str(project / ".hf-home")}
     env.pop("HF_HUB_OFFLINE", None)
-    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=project, env=env,
+    result = subprocess.run(stage_command(project, stage), cwd=project, env=env,
                             capture_output=True, text=True)
     if check:
         assert result.returncode == 0, result.stderr

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import tokbin.loader
+import tokbin.tokens
 from tokbin import BinLoader, TokbinError
 from tokbin.format import DTYPES, Meta, SplitInfo, Source, write_meta
 
@@ -325,15 +325,15 @@ def rss_growth(path: Path, batches: int) -> int:
 def test_rss_stays_bounded_while_batches_touch_all_of_a_large_bin(tmp_path, monkeypatch,
                                                                   measured):
     if not measured:  # as on a system without /proc: each row is assumed to map 64 KiB
-        monkeypatch.setattr(tokbin.loader, "_resident_file_bytes", lambda: None)
+        monkeypatch.setattr(tokbin.tokens, "_resident_file_bytes", lambda: None)
     path = tmp_path / "big.bin"
     np.zeros(32 << 20, dtype=np.uint16).tofile(path)         # 64 MiB
-    monkeypatch.setattr(tokbin.loader, "CHECK_EVERY_ROWS", 64)  # every batch
-    monkeypatch.setattr(tokbin.loader, "RELEASE_MAPPED_BYTES", 1 << 62)
+    monkeypatch.setattr(tokbin.tokens, "CHECK_EVERY_ROWS", 64)  # every batch
+    monkeypatch.setattr(tokbin.tokens, "RELEASE_MAPPED_BYTES", 1 << 62)
     unbounded = rss_growth(path, 400)
     if unbounded < 32 << 20:
         pytest.skip("this OS does not count a memmap's read pages in RSS")
-    monkeypatch.setattr(tokbin.loader, "RELEASE_MAPPED_BYTES", 4 << 20)
+    monkeypatch.setattr(tokbin.tokens, "RELEASE_MAPPED_BYTES", 4 << 20)
     bounded = rss_growth(path, 400)
     assert bounded < 16 << 20, f"RSS grew {bounded >> 20} MiB (unbounded: {unbounded >> 20} MiB)"
 

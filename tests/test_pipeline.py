@@ -169,7 +169,7 @@ def test_jsonl_and_txt_datasets_read_like_parquet(tmp_path):
 
 
 def test_eot_none_equals_the_seed_notebooks_bins(tmp_path):
-    from bench.seed_pipeline import seed_prepare
+    from support.seed_pipeline import seed_prepare
     docs = {"train": [f"Once upon a time {i}, “a” cat\tsat." * (1 + i % 5) for i in range(300)],
             "validation": [f"The end {i}." for i in range(30)]}
     _, out = build(tmp_path, docs=docs, eot="none")

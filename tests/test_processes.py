@@ -1,8 +1,8 @@
 """The local executor's worker processes (large parquet datasets): the same bins as its
 threads, and every failure stops with a clear error, leaves no output and no process behind.
 
-The tests lower the size from which processes are used, and cut a shard per row group, so
-that a small dataset runs many shards on two workers.
+The tests lower the size from which processes are used, and cut a work unit per row group, so
+that a small dataset runs many units on two workers.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.text_classes import CLASSES, class_documents
-from tokbin import tokenize
+from support.text_classes import CLASSES, class_documents
+from tokbin import executors
 from tokbin.errors import TokbinError
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
@@ -52,22 +52,22 @@ def downloaded(tmp_path: Path, **kw) -> Path:
 
 
 def use_processes(monkeypatch) -> list[str]:
-    """Worker processes for any dataset, a shard per row group; returns the list of the splits
+    """Worker processes for any dataset, a work unit per row group; returns the list of the splits
     they will have written."""
-    monkeypatch.setattr(tokenize, "PROCESSES_FROM_BYTES", 0)
-    monkeypatch.setattr(tokenize, "SHARD_BYTES", 1)
-    written, real = [], tokenize.tokenize_shards
+    monkeypatch.setattr(executors, "PROCESSES_FROM_BYTES", 0)
+    monkeypatch.setattr(executors, "UNIT_BYTES", 1)
+    written, real = [], executors.ProcessExecutor.tokenize_split
 
-    def recording(encoders, workers, shards, text_column, spill_dir, out_bin, *args):
+    def recording(self, files, text_column, out_bin, *args):
         written.append(out_bin.stem)
-        return real(encoders, workers, shards, text_column, spill_dir, out_bin, *args)
+        return real(self, files, text_column, out_bin, *args)
 
-    monkeypatch.setattr(tokenize, "tokenize_shards", recording)
+    monkeypatch.setattr(executors.ProcessExecutor, "tokenize_split", recording)
     return written
 
 
 @pytest.fixture
-def shards_written(monkeypatch) -> list[str]:
+def splits_in_processes(monkeypatch) -> list[str]:
     return use_processes(monkeypatch)
 
 
@@ -104,17 +104,18 @@ def test_a_jsonl_split_beside_parquet_ones_is_read_by_threads_with_the_same_bins
 def test_small_datasets_and_one_worker_use_threads(tmp_path, monkeypatch):
     raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:100])
     written = []
-    monkeypatch.setattr(tokenize, "tokenize_shards", lambda *a: written.append(a))
+    monkeypatch.setattr(executors.ProcessExecutor, "tokenize_split",
+                        lambda *a: written.append(a))
     tokenize_dataset(raw, tmp_path / "small", ["train", "validation"], "text", "gpt2", "append",
                      engine="fastokens", workers=2)  # far below PROCESSES_FROM_BYTES
-    monkeypatch.setattr(tokenize, "PROCESSES_FROM_BYTES", 0)
+    monkeypatch.setattr(executors, "PROCESSES_FROM_BYTES", 0)
     tokenize_dataset(raw, tmp_path / "one", ["train", "validation"], "text", "gpt2", "append",
                      engine="fastokens", workers=1)
     assert written == []
 
 
 def test_bad_data_in_a_worker_is_its_own_clear_error_and_leaves_no_output(
-        tmp_path, shards_written):
+        tmp_path, splits_in_processes):
     raw = downloaded(tmp_path, train=[*TEXTS[:300], None, *TEXTS[300:]], validation=TEXTS[:50])
     with pytest.raises(TokbinError, match="null value.*drop or fill those rows"):
         tokenize_dataset(raw, tmp_path / "out", ["train", "validation"], "text", "gpt2",
@@ -123,7 +124,7 @@ def test_bad_data_in_a_worker_is_its_own_clear_error_and_leaves_no_output(
 
 
 def test_an_unknown_encoding_fails_from_the_workers_with_its_own_message(tmp_path,
-                                                                        shards_written):
+                                                                        splits_in_processes):
     raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:50])
     with pytest.raises(TokbinError, match="unknown tiktoken encoding 'gpt3'"):
         tokenize_dataset(raw, tmp_path / "out", ["train"], "text", "gpt3", "append",
@@ -132,7 +133,7 @@ def test_an_unknown_encoding_fails_from_the_workers_with_its_own_message(tmp_pat
 
 
 def test_a_full_disk_under_the_workers_spill_files_is_a_clear_error_and_leaves_nothing(
-        tmp_path, shards_written, small_disk):
+        tmp_path, splits_in_processes, small_disk):
     raw = downloaded(tmp_path, train=TEXTS * 20, validation=TEXTS[:50])
     disk = small_disk(tmp_path / "small", 256 << 10)  # the bins need about 1.5 MB
     with pytest.raises(TokbinError, match="disk full while writing .*out: .*then rerun"):
@@ -147,7 +148,7 @@ def workers_of(process: psutil.Process) -> list[psutil.Process]:
 
 
 def test_a_killed_worker_stops_the_split_with_a_clear_error_and_no_output(tmp_path,
-                                                                         shards_written):
+                                                                         splits_in_processes):
     raw = downloaded(tmp_path, train=TEXTS * 20, validation=TEXTS[:50])
     failure = []
 
@@ -174,8 +175,8 @@ def test_a_killed_worker_stops_the_split_with_a_clear_error_and_no_output(tmp_pa
 KILLED_MAIN = """
 import sys
 from pathlib import Path
-from tokbin import tokenize
-tokenize.PROCESSES_FROM_BYTES, tokenize.SHARD_BYTES = 0, 1
+from tokbin import executors, tokenize
+executors.PROCESSES_FROM_BYTES, executors.UNIT_BYTES = 0, 1
 tokenize.tokenize_dataset(Path(sys.argv[1]), Path(sys.argv[2]), ["train"], "text", "gpt2",
                           "append", engine="fastokens", workers=2)
 """

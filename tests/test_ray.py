@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_project, run
+from conftest import make_project, run, stage_command
 from tokbin import ray_executor
-from tokbin.source import InputShard, input_shards
+from tokbin.readers import WorkUnit, work_units
 from tokbin.errors import TokbinError
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
@@ -68,25 +68,25 @@ def tokenize(raw: Path, out: Path, executor: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
-def test_input_shards_cover_every_row_group_once_in_order(raw):
+def test_work_units_cover_every_row_group_once_in_order(raw):
     files = sorted((raw / "data").glob("train-*.parquet"))
-    shards = input_shards(files, task_bytes=1)
-    assert [(Path(s.path).name, s.row_groups) for s in shards] == (
+    units = work_units(files, unit_bytes=1)
+    assert [(Path(s.path).name, s.row_groups) for s in units] == (
         [(files[0].name, (g,)) for g in range(10)] + [(files[1].name, (g,)) for g in range(5)])
-    assert input_shards(files, task_bytes=1 << 30) == [
-        InputShard(str(files[0]), tuple(range(10))), InputShard(str(files[1]), tuple(range(5)))]
+    assert work_units(files, unit_bytes=1 << 30) == [
+        WorkUnit(str(files[0]), tuple(range(10))), WorkUnit(str(files[1]), tuple(range(5)))]
 
 
 def test_ray_output_is_byte_identical_to_local_whatever_order_tasks_finish_in(
         cluster, raw, tmp_path, monkeypatch, task_per_row_group):
-    encode = ray_executor._encode_shard
+    encode = ray_executor._encode_unit
 
-    def early_shards_finish_last(shard, *args):
-        if shard.row_groups is not None:
-            time.sleep(0.5 if shard.row_groups[0] % 4 == 0 else 0)
-        return encode(shard, *args)
+    def early_units_finish_last(unit, *args):
+        if unit.row_groups is not None:
+            time.sleep(0.5 if unit.row_groups[0] % 4 == 0 else 0)
+        return encode(unit, *args)
 
-    monkeypatch.setattr(ray_executor, "_encode_shard", early_shards_finish_last)
+    monkeypatch.setattr(ray_executor, "_encode_unit", early_units_finish_last)
     local = tokenize(raw, tmp_path / "local", "local")
     assert tokenize(raw, tmp_path / "ray", "ray") == local
     assert set(local) == {"meta.json", "train.bin", "train.doclens", "validation.bin",
@@ -95,16 +95,16 @@ def test_ray_output_is_byte_identical_to_local_whatever_order_tasks_finish_in(
 
 def test_a_killed_task_is_retried_by_ray_and_the_output_is_still_identical(
         cluster, raw, tmp_path, monkeypatch, task_per_row_group):
-    encode = ray_executor._encode_shard
+    encode = ray_executor._encode_unit
     marker = tmp_path / "killed-once"
 
-    def killed_on_first_attempt(shard, *args):
-        if shard.row_groups == (3,) and not marker.exists():
+    def killed_on_first_attempt(unit, *args):
+        if unit.row_groups == (3,) and not marker.exists():
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-task
-        return encode(shard, *args)
+        return encode(unit, *args)
 
-    monkeypatch.setattr(ray_executor, "_encode_shard", killed_on_first_attempt)
+    monkeypatch.setattr(ray_executor, "_encode_unit", killed_on_first_attempt)
     assert tokenize(raw, tmp_path / "ray", "ray") == tokenize(raw, tmp_path / "local", "local")
     assert marker.exists()
 
@@ -112,14 +112,14 @@ def test_a_killed_task_is_retried_by_ray_and_the_output_is_still_identical(
 def test_a_task_that_dies_on_every_attempt_is_a_tokbin_error_and_no_output(
         cluster, raw, tmp_path, monkeypatch, task_per_row_group):
     monkeypatch.setattr(ray_executor, "TASK_RETRIES", 1)
-    encode = ray_executor._encode_shard
+    encode = ray_executor._encode_unit
 
-    def always_killed(shard, *args):
-        if shard.row_groups == (2,):
+    def always_killed(unit, *args):
+        if unit.row_groups == (2,):
             os.kill(os.getpid(), signal.SIGKILL)
-        return encode(shard, *args)
+        return encode(unit, *args)
 
-    monkeypatch.setattr(ray_executor, "_encode_shard", always_killed)
+    monkeypatch.setattr(ray_executor, "_encode_unit", always_killed)
     with pytest.raises(TokbinError, match=r"row groups 2-2\) failed 2 times"):
         tokenize(raw, tmp_path / "ray", "ray")
     assert not (tmp_path / "ray").exists()
@@ -145,9 +145,9 @@ def test_executor_ray_without_ray_installed_says_how_to_install_it(raw, tmp_path
 def test_the_stage_connects_to_the_cluster_named_by_RAY_ADDRESS(cluster, tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", download__dataset="./sample",
                            tokenize__executor="ray")
-    run([sys.executable, "-m", "stages.download"], project)
+    run(stage_command(project, "download"), project)
     monkeypatch.setenv("RAY_ADDRESS", cluster)
-    result = run([sys.executable, "-m", "stages.tokenize"], project)
+    result = run(stage_command(project, "tokenize"), project)
     assert f"Connecting to existing Ray cluster at address: {cluster}" in result.stderr
     local = tmp_path / "local"
     tokenize_dataset(project / "data" / "raw", local, ["train", "validation"], "text", "gpt2",

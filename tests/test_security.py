@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_project, run, write_parquet_dataset
+from conftest import ROOT, make_project, run, write_parquet_dataset, stage_command
 from tokbin.errors import TokbinError
 from tokbin.format import Meta
 
@@ -237,7 +237,7 @@ def test_a_hub_token_in_the_environment_is_never_written_to_the_outputs(tmp_path
     monkeypatch.setenv("HF_TOKEN", secret)
     repo = make_project(tmp_path / "project", download__dataset="./dataset")
     write_parquet_dataset(repo / "dataset", {"train": ["a"], "validation": ["b"]})
-    run([sys.executable, "-m", "stages.download"], repo)
+    run(stage_command(repo, "download"), repo)
     written = [p for p in (repo / "data").rglob("*") if p.is_file()]
     assert written
     assert not [p for p in written if secret.encode() in p.read_bytes()]

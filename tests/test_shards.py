@@ -122,12 +122,14 @@ def test_a_split_whose_name_is_another_folder_is_not_overwritten(tokens, tmp_pat
 
 
 def use_shard_outs(project: Path) -> None:
-    """The dvc.yaml change docs/scale_out.md describes: shard directories as outs."""
+    """The dvc.yaml change docs/scale_out.md describes: shard directories instead of bins, in
+    the binarize command and its outs."""
     path = project / "dvc.yaml"
     pipeline = yaml.safe_load(path.read_text())
-    outs = pipeline["stages"]["binarize"]["outs"]
-    pipeline["stages"]["binarize"]["outs"] = [
-        out.removesuffix(".bin") if isinstance(out, str) else out for out in outs]
+    binarize = pipeline["stages"]["binarize"]
+    binarize["cmd"] = binarize["cmd"].replace(".bin ", " ")
+    binarize["outs"] = [out.removesuffix(".bin") if isinstance(out, str) else out
+                        for out in binarize["outs"]]
     path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
 
 

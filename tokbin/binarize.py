@@ -1,14 +1,13 @@
 """The final bins: the tokenized splits in the requested dtype, plus meta.json and reports.
 
-Every id is checked against n_vocab, read in chunks of `CHUNK_TOKENS`. A split whose dtype
-changes (or that is cut into shards) is then a sequential copy, widened as the dtype asks. A
-split whose dtype is kept, the default, has the very bytes of its tokens file, so after the
-check that file is hard-linked into place instead of copied: DVC's hardlink cache keeps both
-outputs as one object anyway, so the copy would only cost time and page cache (it was the
-slowest step of the pipeline on large corpora). Neither file is ever written in place (every
-stage renames new files in, DVC deletes and relinks), so sharing an inode is safe; where the
-filesystem has no hard links the split is copied. Either way the bin appears whole or not at
-all.
+Every id is checked against n_vocab, read in chunks. A split whose dtype changes (or that is
+cut into shards) is then a sequential copy, widened as the dtype asks. A split whose dtype is
+kept, the default, has the very bytes of its tokens file, so after the check that file is
+hard-linked into place instead of copied: DVC's hardlink cache keeps both outputs as one
+object anyway, so the copy would only cost time and page cache. Neither file is ever written
+in place (every stage renames new files in, DVC deletes and relinks), so sharing an inode is
+safe; where the filesystem has no hard links the split is copied. Either way the bin appears
+whole or not at all.
 """
 from __future__ import annotations
 
@@ -23,12 +22,11 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import (DTYPES, BinWriter, Meta, SplitInfo, atomic_path, check_ids,
-                           choose_dtype, is_shard_file, open_bin, read_meta, shard_file,
-                           write_meta)
-from tokbin.tokenize import DOCLENS_DTYPE
+from tokbin.format import (DOCLENS_DTYPE, DTYPES, BinWriter, Meta, SplitInfo, check_ids,
+                           choose_dtype, doclens_file, is_shard_file, open_bin, read_chunks,
+                           read_meta, shard_file, token_ends, write_meta)
+from tokbin.fsio import atomic_path, write_text_atomic
 
-CHUNK_TOKENS = 1 << 22  # 8 MB of uint16: big writes that stay in the CPU's cache
 HISTOGRAM_BUCKETS = 50
 
 
@@ -43,9 +41,9 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0)
     for split, info in tokens_meta.splits.items():
         tokens = tokens_dir / info.file
         open_bin(tokens, tokens_meta, split)  # checks its size against meta
-        chunks = read_chunks(tokens, tokens_meta.np_dtype, CHUNK_TOKENS)
+        chunks = read_chunks(tokens, tokens_meta.np_dtype)
         if shard_tokens:
-            documents = documents_per_shard(tokens_dir / f"{split}.doclens", tokens_meta.eot,
+            documents = documents_per_shard(tokens_dir / doclens_file(split), tokens_meta.eot,
                                             shard_tokens, info.tokens)
             splits[split] = write_shards(chunks, out_dir / split, dtype, tokens_meta.n_vocab,
                                          shard_tokens, documents)
@@ -69,7 +67,7 @@ NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOT
 def link_checked(tokens: Path, dest: Path, meta: Meta) -> bool:
     """Checks every id of `tokens`, then hard-links it at `dest`; False where no link can be
     made (the caller copies instead)."""
-    for chunk in read_chunks(tokens, meta.np_dtype, CHUNK_TOKENS):
+    for chunk in read_chunks(tokens, meta.np_dtype):
         check_ids(chunk, meta.n_vocab)
     try:
         os.link(tokens, dest)
@@ -123,25 +121,12 @@ def documents_per_shard(doclens: Path, eot: str, shard_tokens: int, tokens: int)
     shards = max(1, -(-tokens // shard_tokens))
     counts = np.zeros(shards, np.int64)
     start = 0  # the first token of the next document
-    for lengths in read_chunks(doclens, DOCLENS_DTYPE, CHUNK_TOKENS):
-        sizes = lengths.astype(np.int64) + (eot != "none")
-        starts = start + np.cumsum(sizes) - sizes
+    for lengths in read_chunks(doclens, DOCLENS_DTYPE):
+        ends = start + token_ends(lengths, eot != "none")
+        starts = ends - lengths - (eot != "none")
         counts += np.bincount(np.minimum(starts // shard_tokens, shards - 1), minlength=shards)
-        start += int(sizes.sum())
+        start = int(ends[-1]) if len(ends) else start
     return counts.tolist()
-
-
-def read_chunks(path: Path, dtype: np.dtype, chunk_tokens: int) -> Iterator[np.ndarray]:
-    """The ids of a bin, `chunk_tokens` at a time, read into one reused buffer.
-
-    Plain reads, not slices of a memmap: mapped pages read stay in the process's resident
-    memory until it unmaps them, so a memmap copy's RSS grows to the file's size; this one's
-    stays at one buffer whatever the corpus size.
-    """
-    buffer = np.empty(chunk_tokens, dtype)
-    with open(path, "rb", buffering=0) as f:
-        while size := f.readinto(buffer):
-            yield buffer[:size // dtype.itemsize]
 
 
 def write_reports(meta: Meta, tokens_dir: Path, metrics_path: Path, plots_dir: Path) -> None:
@@ -150,17 +135,16 @@ def write_reports(meta: Meta, tokens_dir: Path, metrics_path: Path, plots_dir: P
     metrics = {split: {"tokens": s.tokens, "documents": s.documents, "bytes": s.bytes}
                for split, s in meta.splits.items()}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
     plots_dir.mkdir(parents=True, exist_ok=True)
     for split in meta.splits:
-        lengths = np.memmap(tokens_dir / f"{split}.doclens", dtype=DOCLENS_DTYPE, mode="r")
-        chunks = [lengths[i:i + CHUNK_TOKENS] for i in range(0, len(lengths), CHUNK_TOKENS)]
-        width = _bucket_width(max(int(c.max()) for c in chunks))
-        counts = sum(np.bincount(c // width, minlength=HISTOGRAM_BUCKETS) for c in chunks)
+        doclens = tokens_dir / doclens_file(split)
+        longest = max(int(c.max()) for c in read_chunks(doclens, DOCLENS_DTYPE))
+        width = _bucket_width(longest)
+        counts = sum(np.bincount(c // width, minlength=HISTOGRAM_BUCKETS)
+                     for c in read_chunks(doclens, DOCLENS_DTYPE))
         rows = "".join(f"{i * width},{n}\n" for i, n in enumerate(counts.tolist()))
-        with atomic_path(plots_dir / f"{split}.csv") as tmp:
-            tmp.write_text("tokens,documents\n" + rows)
+        write_text_atomic(plots_dir / f"{split}.csv", "tokens,documents\n" + rows)
 
 
 def _bucket_width(longest: int) -> int:

@@ -10,7 +10,6 @@ records for it when the folder is inside a DVC project.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -18,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tokbin.dvclock import file_md5, find_dvc_lock, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, Meta, meta_path, open_bin, read_meta
-
-SCAN_TOKENS = 1 << 24  # ids read per step when scanning a bin: bounded memory for any size
-HASH_BYTES = 1 << 24
+from tokbin.format import META_FILENAME, Meta, meta_path, open_bin, read_chunks, read_meta
 
 
 @dataclass
@@ -32,48 +29,23 @@ class BinStats:
     eot_count: int
 
 
-def scan_bin(data: np.ndarray, eot_token: int) -> BinStats:
-    """The largest id (and where) and the number of end-of-text ids, read in steps."""
-    stats = BinStats(max_id=-1, max_at=-1, eot_count=0)
-    for start in range(0, len(data), SCAN_TOKENS):
-        chunk = np.asarray(data[start:start + SCAN_TOKENS])
+def scan_bin(path: Path, meta: Meta) -> BinStats:
+    """The largest id (and where) and the number of end-of-text ids, read in chunks."""
+    stats, start = BinStats(max_id=-1, max_at=-1, eot_count=0), 0
+    for chunk in read_chunks(path, meta.np_dtype):
         at = int(chunk.argmax())
         if int(chunk[at]) > stats.max_id:
             stats.max_id, stats.max_at = int(chunk[at]), start + at
-        stats.eot_count += int(np.count_nonzero(chunk == eot_token))
+        stats.eot_count += int(np.count_nonzero(chunk == meta.eot_token))
+        start += len(chunk)
     return stats
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def find_dvc_lock(folder: Path) -> Path | None:
-    """The dvc.lock of the project holding `folder`: the nearest one in it or above it."""
-    for candidate in [folder, *folder.parents]:
-        if (candidate / "dvc.lock").is_file():
-            return candidate / "dvc.lock"
-    return None
 
 
 def recorded_md5s(lock: Path) -> dict[Path, str]:
     """md5 of every file output dvc.lock records, by resolved path (folders are left out)."""
-    import yaml
-    try:
-        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-    except yaml.YAMLError as e:
-        raise TokbinError(f"{lock} is not valid YAML ({e}); restore it from git") from None
-    md5s = {}
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            md5 = out.get("md5", "")
-            if md5 and not md5.endswith(".dir"):
-                md5s[(lock.parent / out["path"]).resolve()] = md5
-    return md5s
+    outputs = lock_outputs(lock.read_text(encoding="utf-8"), str(lock))
+    return {(lock.parent / path).resolve(): out["md5"] for path, out in outputs.items()
+            if not out["md5"].endswith(".dir")}
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -89,11 +61,11 @@ def split_problems(folder: Path, meta: Meta, split: str) -> list[str]:
                             "rebuild with `dvc repro` or fetch it with `dvc pull`")
             continue
         try:
-            data = open_bin(path, meta, split, bin_info)
+            open_bin(path, meta, split, bin_info)  # checks its size
         except TokbinError as e:
             problems.append(str(e))
             continue
-        stats = scan_bin(data, meta.eot_token)
+        stats = scan_bin(path, meta)
         eot_count += stats.eot_count
         if stats.max_id >= meta.n_vocab:
             problems.append(f"{relative}: token id {stats.max_id} at position {stats.max_at} is "
@@ -157,7 +129,7 @@ def verify(data: Path) -> int:
 # --- inspect ---------------------------------------------------------------------------------
 
 def inspect(path: Path, windows: int, window_tokens: int, seed: int) -> int:
-    from tokbin.tokenize import get_encoding
+    from tokbin.encode import get_encoding
     meta = read_meta(path)
     folder = meta_path(path).parent
     if path.is_dir():
@@ -179,7 +151,7 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int) -> int:
     for split in shown:
         for relative, info in meta.splits[split].bins():
             data = open_bin(folder / relative, meta, split, info)
-            stats = scan_bin(data, meta.eot_token)
+            stats = scan_bin(folder / relative, meta)
             print(f"== {relative}: largest id {stats.max_id} (n_vocab {meta.n_vocab}), "
                   f"{stats.eot_count:,} end-of-text ids ({meta.eot_token})")
             length = min(window_tokens, len(data))

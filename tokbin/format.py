@@ -1,7 +1,4 @@
-"""The tokbin data format: token bins and the meta.json that describes them.
-
-This module is the single definition of the format: the stages write through it and the
-loader and the CLI read through it.
+"""The tokbin data format: every file the pipeline writes and reads back, defined once.
 
 A **bin** (``<split>.bin``) is a flat array of token ids: little-endian unsigned integers of
 ``dtype`` (``uint16`` or ``uint32``), no header, documents in dataset order. Around each document
@@ -35,40 +32,40 @@ bin as above). Shard i holds tokens [i*N, (i+1)*N) of the split, so the shards c
 order are byte for byte the split's single bin; a document may straddle two shards. The split's
 entry then has one more field, ``shards``, listing the same four fields per shard (``file``
 relative to the split's folder; ``documents``: documents that start in the shard), and its own
-four fields are the shards' totals::
+four fields are the shards' totals.
 
-      "splits": {"train": {"file": "train", "tokens": 250, "documents": 7, "bytes": 500,
-                           "shards": [{"file": "000000.bin", "tokens": 200, "documents": 5,
-                                       "bytes": 400},
-                                      {"file": "000001.bin", "tokens": 50, "documents": 2,
-                                       "bytes": 100}]}}
+**<split>.doclens** (the tokenize stage's, beside its bins): each document's token count,
+without the end-of-text id, as little-endian uint32, in document order.
+
+**source.json** (the download stage's, in data/raw): what was downloaded, as
+``{"dataset", "revision", "sha"}`` as in meta.json's source, plus ``"files"``: per split the
+data files' paths relative to data/raw, in reading order.
 
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
-guesses. Files are written under a temporary name in the same folder and renamed into place,
-so a reader sees either no file or a complete one.
+guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import json
 import os
-import shutil
-import threading
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from tokbin import schema
 from tokbin.errors import TokbinError
+from tokbin.fsio import Writeback, copy_into, write_text_atomic
 
 FORMAT_NAME = "tokbin"
 FORMAT_VERSION = 1
 META_FILENAME = "meta.json"
+SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+DOCLENS_DTYPE = np.dtype("<u4")
 EOT_POLICIES = ("append", "prepend", "none")
-TEMP_MARKER = ".tmp-"
+REBUILD = "rebuild it with `dvc repro`"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +114,8 @@ class Meta:
 
     @classmethod
     def from_json(cls, text: str, where: str = META_FILENAME) -> "Meta":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TokbinError(f"{where} is not valid JSON ({e}); rebuild it with `dvc repro` "
-                              "or restore it with `dvc pull`") from None
-        fields = _check_object(raw, {"format": str, "version": int, "encoding": str,
-                                     "n_vocab": int, "eot_token": int, "eot": str, "dtype": str,
-                                     "source": dict, "splits": dict}, where)
+        raw = _load_json(text, where)
+        fields = _fields(raw, cls, where, header={"format": str, "version": int})
         if fields["format"] != FORMAT_NAME:
             raise TokbinError(f"{where}: format is {fields['format']!r}, expected {FORMAT_NAME!r}")
         if fields["version"] != FORMAT_VERSION:
@@ -135,8 +126,7 @@ class Meta:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
         if fields["eot"] not in EOT_POLICIES:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
-        source = Source(**_check_object(fields["source"], {"dataset": str, "revision": (str, None),
-                                                           "sha": (str, None)}, f"{where}: source"))
+        source = Source(**_fields(fields["source"], Source, f"{where}: source"))
         splits = {name: _parse_split(split, fields["dtype"], f"{where}: splits.{name}")
                   for name, split in fields["splits"].items()}
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
@@ -144,12 +134,52 @@ class Meta:
                    source=source, splits=splits)
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceRecord:
+    """source.json: the dataset's identity and the data files taken per split."""
+    dataset: str
+    revision: str | None
+    sha: str | None
+    files: dict[str, list[str]]
+
+    @property
+    def source(self) -> Source:
+        return Source(self.dataset, self.revision, self.sha)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+
+def _load_json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TokbinError(f"{where} is not valid JSON ({e}); {REBUILD} or restore it with "
+                          "`dvc pull`") from None
+
+
+def _fields(raw, cls, where: str, header: dict | None = None) -> dict:
+    """`raw` checked to be a JSON object with exactly `cls`'s fields (and `header`'s)."""
+    if not isinstance(raw, dict):
+        raise TokbinError(f"{where} must be a JSON object, got {type(raw).__name__}")
+    unknown, missing = schema.key_differences(raw, cls, header)
+    if unknown or missing:
+        raise TokbinError(f"{where}: unknown fields {unknown}, missing fields {missing}; it was "
+                          f"not written by this version of tokbin: {REBUILD}")
+    for key, hint in {**schema.fields_of(cls), **(header or {})}.items():
+        if key in raw and not schema.matches(raw[key], hint):
+            raise TokbinError(f"{where}: field {key!r} has the wrong type ({raw[key]!r})")
+    return raw
+
+
 def _parse_split(raw, dtype: str, where: str, shard: bool = False) -> SplitInfo:
-    schema = {"file": str, "tokens": int, "documents": int, "bytes": int}
-    if not shard and isinstance(raw, dict) and "shards" in raw:
-        schema["shards"] = list
-    fields = _check_object(raw, schema, where)
+    fields = dict(_fields(raw, SplitInfo, where))
     if "shards" in fields:
+        if fields["shards"] is None:
+            raise TokbinError(f"{where}: field 'shards' has the wrong type (None)")
+        if shard:
+            raise TokbinError(f"{where}: unknown fields ['shards'], missing fields []; it was "
+                              f"not written by this version of tokbin: {REBUILD}")
         shards = tuple(_parse_split(s, dtype, f"{where}.shards[{i}]", shard=True)
                        for i, s in enumerate(fields["shards"]))
         totals = {key: sum(getattr(s, key) for s in shards)
@@ -176,37 +206,27 @@ def is_shard_file(name: str) -> bool:
     return name.endswith(".bin") and name.removesuffix(".bin").isdigit()
 
 
-def _check_object(raw, schema: dict, where: str) -> dict:
-    """Checks that `raw` is a JSON object with exactly `schema`'s keys and value types."""
-    if not isinstance(raw, dict):
-        raise TokbinError(f"{where} must be a JSON object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(schema))
-    missing = sorted(set(schema) - set(raw))
-    if unknown or missing:
-        raise TokbinError(f"{where}: unknown fields {unknown}, missing fields {missing}; it was "
-                          "not written by this version of tokbin: rebuild it with `dvc repro`")
-    for key, kinds in schema.items():
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        value = raw[key]
-        ok = any(value is None if k is None else
-                 isinstance(value, k) and not (k is int and isinstance(value, bool))
-                 for k in kinds)
-        if not ok:
-            raise TokbinError(f"{where}: field {key!r} has the wrong type ({value!r})")
-    return raw
+def doclens_file(split: str) -> str:
+    return f"{split}.doclens"
 
 
 def choose_dtype(requested: str, n_vocab: int) -> str:
     """`auto` picks uint16 when every id fits (n_vocab <= 65536), else uint32."""
     if requested == "auto":
         return "uint16" if n_vocab <= 1 << 16 else "uint32"
-    if requested not in DTYPES:
-        raise TokbinError(f"binarize.dtype {requested!r} is not one of auto, {', '.join(DTYPES)}")
     if n_vocab > np.iinfo(DTYPES[requested]).max + 1:
         raise TokbinError(f"binarize.dtype {requested} cannot hold a vocabulary of {n_vocab} ids; "
                           "set binarize.dtype to auto or uint32")
     return requested
 
+
+def token_ends(lengths: np.ndarray, separated: bool = True) -> np.ndarray:
+    """Where each document ends (exclusive) in a stream of the documents of `lengths` tokens,
+    each with one end-of-text id when `separated`."""
+    return np.cumsum(lengths.astype(np.int64) + separated)
+
+
+# --- reading -----------------------------------------------------------------------------------
 
 def meta_path(path: str | os.PathLike) -> Path:
     """meta.json for a data folder, a meta.json path, or a bin inside a data folder."""
@@ -227,10 +247,20 @@ def read_meta(path: str | os.PathLike) -> Meta:
 
 
 def write_meta(folder: str | os.PathLike, meta: Meta) -> Path:
-    path = Path(folder) / META_FILENAME
-    with atomic_path(path) as tmp:
-        tmp.write_text(meta.to_json(), encoding="utf-8")
-    return path
+    return write_text_atomic(Path(folder) / META_FILENAME, meta.to_json())
+
+
+def read_source(raw_dir: Path) -> SourceRecord:
+    where = raw_dir / SOURCE_FILENAME
+    try:
+        text = where.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TokbinError(f"{where} not found: run the download stage (`dvc repro`)") from None
+    return SourceRecord(**_fields(_load_json(text, str(where)), SourceRecord, str(where)))
+
+
+def write_source(raw_dir: Path, record: SourceRecord) -> Path:
+    return write_text_atomic(raw_dir / SOURCE_FILENAME, record.to_json())
 
 
 def open_bin(path: str | os.PathLike, meta: Meta, split: str,
@@ -265,63 +295,25 @@ def open_split(folder: str | os.PathLike, meta: Meta, split: str) -> list[np.mem
             for relative, info in meta.splits[split].bins()]
 
 
-def user_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/tokbin (~/.cache/tokbin): files that every project on this machine reuses."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tokbin"
+CHUNK_TOKENS = 1 << 22  # 8 MB of uint16 per read: big reads that stay in the CPU's cache
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path beside `final` (file or folder); renames it into place on success.
+def read_chunks(path: Path, dtype: np.dtype, chunk_tokens: int = CHUNK_TOKENS
+                ) -> Iterator[np.ndarray]:
+    """The ids of a bin (or lengths of a doclens file), `chunk_tokens` at a time, read into one
+    reused buffer.
 
-    On any error the temporary is removed and `final` is untouched, so readers never see a
-    partial output. A temporary left by a killed process is removed by `remove_stale_temps`.
+    Plain reads, not slices of a memmap: mapped pages read stay in the process's resident
+    memory until it unmaps them, so a memmap copy's RSS grows to the file's size; this one's
+    stays at one buffer whatever the corpus size.
     """
-    final = Path(final)
-    tmp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}")
-    _remove(tmp)
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if final.is_dir() and not final.is_symlink():
-            _remove(final)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        written = _tree_bytes(tmp)
-        _remove(tmp)  # first, so the free space reported below is what a rerun will have
-        raise disk_full_error(final, written) from None
-    finally:
-        _remove(tmp)
+    buffer = np.empty(chunk_tokens, dtype)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            yield buffer[:size // dtype.itemsize]
 
 
-def disk_full_error(final: Path, written: int) -> TokbinError:
-    free = shutil.disk_usage(final.parent).free
-    return TokbinError(f"disk full while writing {final}: it needs more than the "
-                       f"{written / 1e6:.1f} MB written before the disk filled and only "
-                       f"{free / 1e6:.1f} MB are free (the partial output was removed); free "
-                       f"space on that disk or move {final.parent} to a bigger one, then rerun "
-                       "`dvc repro`")
-
-
-def _tree_bytes(path: Path) -> int:
-    if path.is_dir() and not path.is_symlink():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size if path.exists() else 0
-
-
-def remove_stale_temps(folder: str | os.PathLike) -> None:
-    """Removes temporaries left in `folder` by writers that are no longer running."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for entry in folder.iterdir():
-        name, _, pid = entry.name.rpartition(TEMP_MARKER)
-        if name.startswith(".") and pid.isdigit() and not _pid_alive(int(pid)):
-            _remove(entry)
-
+# --- writing -----------------------------------------------------------------------------------
 
 def check_ids(ids: np.ndarray, n_vocab: int) -> None:
     """Refuses ids outside the encoding's vocabulary: a model would index past its embedding."""
@@ -332,89 +324,40 @@ def check_ids(ids: np.ndarray, n_vocab: int) -> None:
 
 
 class BinWriter:
-    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab.
-
-    Every `WRITEBACK_BYTES` a helper thread fdatasyncs what is written so far, so the disk
-    writes while this process goes on producing ids, and the final fsync (atomic_path's)
-    waits for the last few megabytes instead of the whole file.
-    """
+    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab; the file is
+    fdatasynced as it grows (`Writeback`), every `WRITEBACK_BYTES`."""
 
     WRITEBACK_BYTES = 64 << 20
 
     def __init__(self, path: Path, dtype: str, n_vocab: int):
         self.path, self.dtype, self.n_vocab = path, DTYPES[dtype], n_vocab
         self.tokens = 0
-        self._file = open(path, "wb")
-        self._unsynced = 0
-        self._writeback: threading.Thread | None = None
-        self._writeback_error: OSError | None = None
+        self._file: BinaryIO = open(path, "wb")
+        self._writeback = Writeback(self._file, self.WRITEBACK_BYTES)
 
     def write(self, ids: np.ndarray) -> None:
         check_ids(ids, self.n_vocab)
         data = memoryview(ids.astype(self.dtype, copy=False))
         self._file.write(data)
         self.tokens += ids.size
-        self._unsynced += data.nbytes
-        if self._unsynced >= self.WRITEBACK_BYTES:
-            self._start_writeback()
+        self._writeback.wrote(data.nbytes)
 
     def append_file(self, path: Path, count: int) -> None:
         """Appends the `count` ids that `path` holds, in this bin's dtype and already checked
         against n_vocab by whoever wrote it (`check_ids`), by a copy inside the kernel."""
-        self._file.flush()
         size = count * self.dtype.itemsize
         with open(path, "rb") as source:
-            if os.fstat(source.fileno()).st_size != size:
-                raise TokbinError(f"{path} holds {os.fstat(source.fileno()).st_size} bytes, not "
-                                  f"the {size} of {count} ids; rerun")
-            copy = getattr(os, "copy_file_range", None)
-            done = 0
-            while done < size:
-                try:
-                    if copy is None:
-                        raise OSError(errno.ENOSYS, "no copy_file_range")
-                    copied = copy(source.fileno(), self._file.fileno(), size - done)
-                except OSError as e:
-                    if e.errno not in (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
-                        raise
-                    source.seek(done)
-                    shutil.copyfileobj(source, self._file, 8 << 20)
-                    self._file.flush()
-                    copied = size - done
-                if copied == 0:
-                    raise TokbinError(f"{path} ended early; rerun")
-                done += copied
-        self._file.seek(0, os.SEEK_END)  # the buffered file learns where the kernel wrote
+            actual = os.fstat(source.fileno()).st_size
+            if actual != size:
+                raise TokbinError(f"{path} holds {actual} bytes, not the {size} of {count} ids; "
+                                  "rerun")
+            copy_into(source, self._file, size)
         self.tokens += count
-        self._unsynced += size
-        if self._unsynced >= self.WRITEBACK_BYTES:
-            self._start_writeback()
-
-    def _start_writeback(self) -> None:
-        if self._writeback is not None and self._writeback.is_alive():
-            return  # the running fdatasync is still busy; the next one will cover these bytes
-        self._raise_writeback_error()
-        self._file.flush()
-        self._unsynced = 0
-        self._writeback = threading.Thread(target=self._fdatasync, daemon=True)
-        self._writeback.start()
-
-    def _fdatasync(self) -> None:
-        try:
-            os.fdatasync(self._file.fileno())
-        except OSError as e:  # reported by the writer: the kernel tells a write error only once
-            self._writeback_error = e
-
-    def _raise_writeback_error(self) -> None:
-        if self._writeback_error is not None:
-            error, self._writeback_error = self._writeback_error, None
-            raise error
+        self._writeback.wrote(size)
 
     def close(self) -> None:
         try:
-            if self._writeback is not None:
-                self._writeback.join()
-            self._raise_writeback_error()
+            self._writeback.finish()
         finally:
             self._file.close()
 
@@ -423,53 +366,3 @@ class BinWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """A killed writer stays a zombie until its parent reaps it (init may take seconds): it
-    answers kill(pid, 0) but will never finish its temporary."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc (macOS) or already gone
-        return False
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        import shutil
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _fsync_tree(path: Path) -> None:
-    paths = [path] if not path.is_dir() else [p for p in path.rglob("*") if p.is_file()]
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    if path.is_dir():
-        for d in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-            _fsync_dir(d)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,37 +1,51 @@
-"""Fetching a dataset's data files from the Hugging Face Hub, pinned to one commit.
+"""The Hugging Face Hub: resolve a dataset revision to its commit, list its files, fetch some.
 
 The requested revision (branch, tag or sha) is resolved to its commit sha once and every file
-is fetched at that sha, so a branch that moves mid-download cannot mix two versions. Only the
-configured splits' data files are fetched. `HF_ENDPOINT` and `HF_TOKEN` are honoured as
-huggingface_hub honours them.
+is fetched at that sha, so a branch that moves mid-download cannot mix two versions.
+`HF_ENDPOINT` and `HF_TOKEN` are honoured as huggingface_hub honours them.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from tokbin.errors import TokbinError
-from tokbin.source import _check_splits_found, select_split_files
 
 OFFLINE_HINT = ("use a local directory instead (download.dataset: path/to/dir, laid out as "
                 "data/<split>-*.parquet) or the bundled sample: "
                 "`dvc exp run -S download.dataset=./sample`")
 
 
-def download_hub_files(repo_id: str, revision: str, splits: list[str],
-                       out: Path) -> tuple[str, dict[str, list[str]]]:
-    from huggingface_hub import HfApi, hf_hub_download, constants
+def resolve(repo_id: str, revision: str) -> tuple[str, list[str]]:
+    """The commit sha `revision` names in Hub dataset `repo_id`, and the repo's file names."""
+    from huggingface_hub import HfApi
+    with _hub_errors(repo_id, revision):
+        info = HfApi().dataset_info(repo_id, revision=revision, timeout=30)
+    if len(info.sha or "") != 40:
+        raise TokbinError(f"the Hub returned no commit sha for {repo_id}@{revision}")
+    return info.sha, [s.rfilename for s in info.siblings or []]
+
+
+def fetch(repo_id: str, sha: str, names: list[str], out: Path) -> None:
+    """Downloads `names` of `repo_id` at commit `sha` into `out`, at their repo paths."""
+    from huggingface_hub import hf_hub_download
+    with _hub_errors(repo_id, sha):
+        for name in names:
+            hf_hub_download(repo_id, name, repo_type="dataset", revision=sha, local_dir=out)
+    shutil.rmtree(out / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, revision: str) -> Iterator[None]:
+    """huggingface_hub's errors as TokbinErrors that say what to change."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
                                         RepositoryNotFoundError, RevisionNotFoundError)
     endpoint = constants.ENDPOINT
     try:
-        info = HfApi().dataset_info(repo_id, revision=revision, timeout=30)
-        sha = info.sha
-        names = [s.rfilename for s in info.siblings or []]
-        files = {split: select_split_files(names, split) for split in splits}
-        _check_splits_found(files, f"Hub dataset {repo_id}@{sha}", names)
-        for name in (n for split_files in files.values() for n in split_files):
-            hf_hub_download(repo_id, name, repo_type="dataset", revision=sha, local_dir=out)
+        yield
     except RevisionNotFoundError:
         raise TokbinError(f"revision {revision!r} not found in Hub dataset {repo_id}; set "
                           "download.revision to an existing branch, tag or commit") from None
@@ -55,7 +69,3 @@ def download_hub_files(repo_id: str, revision: str, splits: list[str],
             raise TokbinError(f"the Hugging Face Hub ({endpoint}) is unreachable "
                               f"({type(e).__name__}: {e}); {OFFLINE_HINT}") from None
         raise
-    if len(sha or "") != 40:
-        raise TokbinError(f"the Hub returned no commit sha for {repo_id}@{revision}")
-    shutil.rmtree(out / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
-    return sha, files

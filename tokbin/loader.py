@@ -15,13 +15,13 @@ How a batch is made:
 - CUDA: the buffer is pinned host memory, copied with `non_blocking=True` in the compact dtype
   (a quarter of the seed's int64 traffic for uint16) and widened to int64 on the device. The
   bytes travel as int16/int32, which every backend supports, and are masked back to unsigned.
-- Memory: pages of the mapping that the gathers touch count towards the process's RSS (the
-  creep nanoGPT avoids by reopening the memmap every batch); `_MappedPages` unmaps them once
-  they pass RELEASE_MAPPED_BYTES, so RSS stays below min(bin size, that budget) above baseline.
+- Memory: pages of the mapping that the gathers touch count towards the process's RSS;
+  `tokbin.tokens.MappedPages` unmaps them once they pass a budget.
+
+Reading the tokens on disk is tokbin.tokens'; choosing each batch's offsets, tokbin.sampling's.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import queue
 import threading
@@ -31,17 +31,12 @@ import numpy as np
 import torch
 
 from tokbin.errors import TokbinError
-from tokbin.format import DTYPES, META_FILENAME, Meta, open_bin, open_split, read_meta
+from tokbin.sampling import EpochOffsets, RandomOffsets
+from tokbin.tokens import mapped_pages, open_tokens, rows_view
 
 SAMPLINGS = ("random", "epoch")
 STATE_VERSION = 1
 DEFAULT_PREFETCH = 2
-# RSS budget for the bins' mapped pages (see _MappedPages), checked every CHECK_EVERY_ROWS rows.
-RELEASE_MAPPED_BYTES = 1 << 30
-CHECK_EVERY_ROWS = 64  # a statm read (~5 us) per 64 rows; what 64 rows map is the overshoot
-FAULT_AROUND_BYTES = 64 << 10  # what a row maps at least (Linux's fault-around block)
-# Distinct SeedSequence spawn keys keep the random and the epoch streams independent.
-_RANDOM_STREAM, _EPOCH_STREAM = 0, 1
 
 
 class BinLoader:
@@ -91,9 +86,9 @@ class BinLoader:
                               f"(x and its shifted y) but {self.path} has {self.tokens}; use a "
                               "smaller block_size or more data")
         if sampling == "random":
-            self._offsets = _RandomOffsets(self.tokens, block_size, batch_size, seed, self.rank)
+            self._offsets = RandomOffsets(self.tokens, block_size, batch_size, seed, self.rank)
         else:
-            self._offsets = _EpochOffsets(self.tokens, block_size, batch_size, seed, self.rank,
+            self._offsets = EpochOffsets(self.tokens, block_size, batch_size, seed, self.rank,
                                           self.world_size, self.path)
         self._gather = _Gather(tokens, block_size, self._offsets, self.device)
         self._batches = 0
@@ -204,127 +199,6 @@ class BinLoader:
                 f"tokens={self.tokens})")
 
 
-def open_tokens(path: Path, dtype) -> "np.ndarray | _Shards":
-    """Memory-maps a bin (or each bin of a shard directory). dtype=None: its meta.json's dtype,
-    size checked by `open_bin`.
-
-    With an explicit dtype, a meta.json beside the bin that lists it must agree; without one
-    the file is a bare bin whose size must be a whole number of tokens.
-    """
-    if path.is_dir():
-        return _open_shard_directory(path, dtype)
-    if not path.is_file():
-        raise TokbinError(f"{path} not found (or not a file): build the data with `dvc repro` "
-                          "or fetch it with `dvc pull`")
-    has_meta = (path.parent / META_FILENAME).is_file()
-    if dtype is None:
-        meta = read_meta(path)
-        return open_bin(path, meta, _split_of(path, meta))
-    wanted = _parse_dtype(dtype)
-    if has_meta:
-        meta = read_meta(path)
-        if any(info.file == path.name for info in meta.splits.values()):
-            if meta.np_dtype != wanted:
-                raise TokbinError(f"dtype {wanted.name} disagrees with "
-                                  f"{path.parent / META_FILENAME}, which says {path.name} is "
-                                  f"{meta.dtype}; pass dtype=None to use meta.json's")
-            return open_bin(path, meta, _split_of(path, meta))
-    size = path.stat().st_size
-    if size % wanted.itemsize:
-        raise TokbinError(f"{path} is {size} bytes, not a whole number of {wanted.name} tokens "
-                          f"({wanted.itemsize} bytes each): the file is truncated or its dtype "
-                          "is not " + wanted.name)
-    if size == 0:
-        return np.zeros(0, dtype=wanted)
-    return np.memmap(path, dtype=wanted, mode="r")
-
-
-def _open_shard_directory(path: Path, dtype) -> "_Shards":
-    meta = read_meta(path.parent)  # a shard directory's meta.json is beside it, like a bin's
-    split = _split_of(path, meta)
-    if meta.splits[split].shards is None:
-        raise TokbinError(f"{path} is a directory but {path.parent / META_FILENAME} lists "
-                          f"{split!r} as the single bin {meta.splits[split].file}")
-    if dtype is not None and _parse_dtype(dtype) != meta.np_dtype:
-        raise TokbinError(f"dtype {_parse_dtype(dtype).name} disagrees with "
-                          f"{path.parent / META_FILENAME}, which says {path.name} is "
-                          f"{meta.dtype}; pass dtype=None to use meta.json's")
-    return _Shards(open_split(path.parent, meta, split))
-
-
-class _Shards:
-    """A shard directory's bins as one token stream, each shard mapped on its own."""
-
-    def __init__(self, shards: list[np.ndarray]):
-        self.dtype = shards[0].dtype
-        self.shards = [shard for shard in shards if len(shard)]
-        self.starts = np.cumsum([0] + [len(shard) for shard in self.shards])  # global offsets
-
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-
-def _strided_rows(tokens: np.ndarray, block_size: int) -> np.ndarray:
-    """rows[o] is tokens[o : o + T + 1]: a view, no copy."""
-    item = tokens.dtype.itemsize
-    return np.lib.stride_tricks.as_strided(
-        tokens, shape=(max(0, len(tokens) - block_size), block_size + 1), strides=(item, item),
-        writeable=False)
-
-
-class _ShardRows:
-    """rows[o] is tokens[o : o + T + 1] of the shards' concatenation, as `_strided_rows` is for
-    one bin: a row inside a shard is a row of that shard's strided view; the few rows that run
-    into the next shard are pieced together."""
-
-    def __init__(self, tokens: _Shards, block_size: int):
-        self.tokens, self.width, self.dtype = tokens, block_size + 1, tokens.dtype
-        self.views = [_strided_rows(shard, block_size) for shard in tokens.shards]
-        self.inside_rows = np.array([len(view) for view in self.views])
-
-    def __getitem__(self, starts: np.ndarray) -> np.ndarray:
-        out = np.empty((len(starts), self.width), self.dtype)
-        shard = np.searchsorted(self.tokens.starts, starts, side="right") - 1
-        local = starts - self.tokens.starts[shard]
-        inside = local < self.inside_rows[shard]
-        for index in np.unique(shard[inside]):
-            picked = inside & (shard == index)
-            out[picked] = self.views[index][local[picked]]
-        for row in np.flatnonzero(~inside):
-            out[row] = self._across(int(shard[row]), int(local[row]))
-        return out
-
-    def _across(self, shard: int, local: int) -> np.ndarray:
-        pieces, needed = [], self.width
-        while needed:
-            piece = self.tokens.shards[shard][local:local + needed]
-            pieces.append(piece)
-            needed -= len(piece)
-            shard, local = shard + 1, 0
-        return np.concatenate(pieces)
-
-
-def _split_of(path: Path, meta: Meta) -> str:
-    for split, info in meta.splits.items():
-        if info.file == path.name:
-            return split
-    raise TokbinError(f"{path.name} is not listed in {path.parent / META_FILENAME} (it lists "
-                      f"{sorted(i.file for i in meta.splits.values())}); pass dtype= to read it "
-                      "as a bare bin")
-
-
-def _parse_dtype(dtype) -> np.dtype:
-    try:
-        wanted = np.dtype(dtype)
-    except TypeError:
-        wanted = None
-    for known in DTYPES.values():
-        if wanted == known:
-            return known
-    raise TokbinError(f"dtype {dtype!r} is not a token dtype: use None (read meta.json), "
-                      f"{' or '.join(repr(d) for d in DTYPES)}")
-
-
 def _check_int(name: str, value, minimum: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise TokbinError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -364,70 +238,6 @@ def _check_device(device) -> torch.device:
     return device
 
 
-class _RandomOffsets:
-    """nanoGPT's sampling: B uniform offsets in [0, n - T - 1] per batch, with replacement.
-
-    Each rank has its own PCG64 stream from (seed, rank). A batch takes exactly B raw 64-bit
-    draws, so batch i starts at draw i*B: `advance` jumps there directly on a resume. The
-    offsets are draw % (n - T), whose bias, (n - T) / 2**64, is far below anything measurable.
-    """
-
-    def __init__(self, n: int, block_size: int, batch_size: int, seed: int, rank: int):
-        self.count, self.batch_size = n - block_size, batch_size
-        self._seed = np.random.SeedSequence(seed, spawn_key=(_RANDOM_STREAM, rank))
-        self._bits, self._next = None, None
-
-    def __call__(self, batch: int) -> np.ndarray:
-        if batch != self._next:
-            self._bits = np.random.PCG64(self._seed)
-            self._bits.advance(batch * self.batch_size)
-        draws = self._bits.random_raw(self.batch_size)
-        self._next = batch + 1
-        return (draws % np.uint64(self.count)).astype(np.intp)
-
-
-class _EpochOffsets:
-    """Window starts k*T, every window once per epoch, this rank's share of a shuffled order.
-
-    The order of epoch e is a permutation from (seed, e), the same on every rank; rank r takes
-    positions r, r + W, r + 2W, ... of its first per_rank * W entries (W = world_size). The rank's
-    stream is its epochs back to back and batch i is stream[i*B : (i+1)*B], so a batch may run
-    from one epoch into the next rather than dropping or repeating windows at the boundary.
-    """
-
-    def __init__(self, n: int, block_size: int, batch_size: int, seed: int, rank: int,
-                 world_size: int, path: Path):
-        self.windows = (n - 1) // block_size
-        self.per_rank = self.windows // world_size
-        if self.per_rank == 0:
-            raise TokbinError(f"{path} has {self.windows} windows of block_size {block_size}, "
-                              f"fewer than world_size {world_size}: every rank needs at least one; "
-                              "use a smaller block_size, fewer ranks or more data")
-        self.block_size, self.batch_size = block_size, batch_size
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._cache: dict[int, np.ndarray] = {}
-
-    def epoch_starts(self, epoch: int) -> np.ndarray:
-        """This rank's window start offsets for `epoch`, in the order it sees them."""
-        if epoch not in self._cache:
-            seq = np.random.SeedSequence(self.seed, spawn_key=(_EPOCH_STREAM, epoch))
-            order = np.random.Generator(np.random.PCG64(seq)).permutation(self.windows)
-            mine = order[self.rank:self.per_rank * self.world_size:self.world_size]
-            self._cache = {e: s for e, s in self._cache.items() if e == epoch - 1}
-            self._cache[epoch] = (mine * self.block_size).astype(np.intp)
-        return self._cache[epoch]
-
-    def __call__(self, batch: int) -> np.ndarray:
-        start, end = batch * self.batch_size, (batch + 1) * self.batch_size
-        parts = []
-        while start < end:
-            epoch, index = divmod(start, self.per_rank)
-            part = self.epoch_starts(epoch)[index:index + end - start]
-            parts.append(part)
-            start += len(part)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 class _Gather:
     """Batch index -> host batch -> device tensors. host_batch may run on the prefetch thread;
     to_device runs on the caller's thread (it issues the device work on its current stream)."""
@@ -435,9 +245,7 @@ class _Gather:
     def __init__(self, tokens: np.ndarray, block_size: int, offsets, device: torch.device):
         self.block_size, self.offsets, self.device = block_size, offsets, device
         item = tokens.dtype.itemsize
-        sharded = isinstance(tokens, _Shards)
-        self.rows = _ShardRows(tokens, block_size) if sharded else _strided_rows(tokens,
-                                                                                  block_size)
+        self.rows = rows_view(tokens, block_size)
         # CPU: widen on the host, straight into x and y. Elsewhere: send the compact dtype and
         # widen on the device. The bytes travel as the same-width signed type, which every
         # backend supports, and the sign extension is masked away after widening.
@@ -445,8 +253,7 @@ class _Gather:
         self.pinned = device.type == "cuda"
         self.signed = torch.int16 if item == 2 else torch.int32
         self.mask = (1 << (8 * item)) - 1
-        bins = tokens.shards if sharded else [tokens]
-        self._mapped = _MappedPages([b.base for b in bins if isinstance(b.base, mmap.mmap)])
+        self._mapped = mapped_pages(tokens)
 
     def host_batch(self, batch: int):
         starts = self.offsets(batch)
@@ -476,54 +283,6 @@ class _Gather:
         x.copy_(compact[:, :-1]).bitwise_and_(self.mask)
         y.copy_(compact[:, 1:]).bitwise_and_(self.mask)
         return x, y
-
-
-class _MappedPages:
-    """Keeps the bins' mapped pages from piling up in the process's RSS.
-
-    A page the gather reads stays mapped, so RSS climbs towards the bin's size. Every
-    CHECK_EVERY_ROWS rows this reads the process's resident file-backed memory (Linux:
-    /proc/self/statm; elsewhere it assumes FAULT_AROUND_BYTES per row) and once that has grown by
-    RELEASE_MAPPED_BYTES since the last release, unmaps the bins' pages with
-    madvise(MADV_DONTNEED). The page cache keeps the data, so a re-read is a minor fault, not a
-    disk read; but a kernel that maps a whole large folio per fault (up to 2 MiB) makes re-reads
-    costly, hence a budget large enough that bins below it are never released.
-    """
-
-    def __init__(self, mappings: list[mmap.mmap]):
-        usable = hasattr(mmap, "MADV_DONTNEED")
-        self.mappings = [m for m in mappings if usable and hasattr(m, "madvise")]
-        self.budget = RELEASE_MAPPED_BYTES
-        if sum(len(m) for m in self.mappings) <= self.budget:
-            self.mappings = []  # the bins fit in the budget: nothing to watch
-        self.rows = self.rows_at_check = self.rows_at_release = 0
-        self.resident_at_release = _resident_file_bytes()
-
-    def touched(self, rows: int) -> None:
-        self.rows += rows
-        if not self.mappings or self.rows - self.rows_at_check < CHECK_EVERY_ROWS:
-            return
-        self.rows_at_check = self.rows
-        resident = _resident_file_bytes()
-        if resident is None or self.resident_at_release is None:
-            grown = (self.rows - self.rows_at_release) * FAULT_AROUND_BYTES
-        else:
-            grown = resident - self.resident_at_release
-        if grown >= self.budget:
-            for mapping in self.mappings:
-                mapping.madvise(mmap.MADV_DONTNEED)
-            self.rows_at_release = self.rows
-            self.resident_at_release = _resident_file_bytes()
-
-
-def _resident_file_bytes() -> int | None:
-    """The process's resident file-backed and shared memory (statm's third field), or None
-    where /proc is missing."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[2]) * mmap.PAGESIZE
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class _Prefetcher:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tokbin.engines import ENGINES
+from tokbin import schema
 from tokbin.errors import TokbinError
 from tokbin.format import DTYPES, EOT_POLICIES
 
@@ -46,10 +46,12 @@ class Params:
     binarize: BinarizeParams
 
 
+ENGINES = ("tiktoken", "fastokens")
+EXECUTORS = ("local", "ray")
 CHOICES = {
     "tokenize.eot": EOT_POLICIES,
     "tokenize.engine": ENGINES,
-    "tokenize.executor": ("local", "ray"),
+    "tokenize.executor": EXECUTORS,
     "binarize.dtype": ("auto", *DTYPES),
 }
 
@@ -69,18 +71,17 @@ def _parse(cls, raw, prefix: str, path: Path):
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
         raise TokbinError(f"{path}: {where} must be a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(hints))
+    fields = schema.fields_of(cls)
+    unknown, missing = schema.key_differences(raw, cls)
     if unknown:
         raise TokbinError(f"{path}: unknown key {prefix}{unknown[0]} in {where} "
-                          f"(valid keys: {', '.join(hints)}); remove or rename it")
+                          f"(valid keys: {', '.join(fields)}); remove or rename it")
+    if missing:
+        raise TokbinError(f"{path}: missing key {prefix}{missing[0]}; add it (see the README's "
+                          "params section for its meaning and default)")
     values = {}
-    for key, hint in hints.items():
-        name = prefix + key
-        if key not in raw:
-            raise TokbinError(f"{path}: missing key {name}; add it (see the README's params "
-                              "section for its meaning and default)")
-        value = raw[key]
+    for key, hint in fields.items():
+        name, value = prefix + key, raw[key]
         if dataclasses.is_dataclass(hint):
             values[key] = _parse(hint, value, name + ".", path)
             continue
@@ -92,23 +93,15 @@ def _parse(cls, raw, prefix: str, path: Path):
 
 
 def _check_type(name: str, value, hint, path: Path):
-    origin = typing.get_origin(hint)
-    if origin is list:
+    if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
-        if not isinstance(value, list) or not value or not all(
-                _is_instance(v, item) for v in value):
+        if not value or not schema.matches(value, hint):
             raise TokbinError(f"{path}: {name} must be a non-empty list of {item.__name__}, "
                               f"got {value!r}")
         if len(set(value)) != len(value):
             raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
         return list(value)
-    if not _is_instance(value, hint):
+    if not schema.matches(value, hint):
         raise TokbinError(f"{path}: {name} must be a {hint.__name__}, got {value!r} "
                           f"({type(value).__name__})")
     return value
-
-
-def _is_instance(value, hint) -> bool:
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint) and (hint is not str or value != "")

@@ -18,20 +18,18 @@ listing; the result is a directory BinLoader reads like a bin.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import posixpath
 from pathlib import Path
 
-import yaml
-
+from tokbin.dvclock import LOCK_FILE, file_md5, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, atomic_path, is_shard_file, user_cache_dir
+from tokbin.format import META_FILENAME, is_shard_file
+from tokbin.fsio import atomic_path, user_cache_dir
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "dvc.lock"
 CACHE_ENV = "TOKBIN_PINNED_CACHE"
 
 
@@ -81,7 +79,7 @@ def pinned_loader(rev: str, path: str = "data/train.bin", *, batch_size: int, bl
                   cache_dir: str | os.PathLike | None = None, verify: bool = True,
                   **loader_options):
     """A BinLoader over `path` as of `rev` (see pinned_path); loader_options go to BinLoader."""
-    from tokbin import BinLoader
+    from tokbin.loader import BinLoader
     local = pinned_path(rev, path, repo=repo, remote=remote, cache_dir=cache_dir, verify=verify)
     return BinLoader(local, batch_size=batch_size, block_size=block_size, **loader_options)
 
@@ -103,7 +101,7 @@ def _lock_outputs(fs, rev: str, where: str) -> dict[str, dict]:
     from dvc.scm import RevError, SCMError
     try:
         with fs.open(LOCK_FILE, "r") as f:
-            lock = yaml.safe_load(f)
+            text = f.read()
     except RevError:
         raise TokbinError(f"unknown git revision {rev!r} in {where}: pass a tag, branch or commit "
                           "(list data versions with `git tag -l 'data-v*'`; `git fetch --tags` "
@@ -114,8 +112,7 @@ def _lock_outputs(fs, rev: str, where: str) -> dict[str, dict]:
     except FileNotFoundError:
         raise TokbinError(f"revision {rev!r} has no {LOCK_FILE}: nothing was built and committed "
                           "there; pick a data version tag (`git tag -l 'data-v*'`)") from None
-    return {out["path"]: out for stage in (lock or {}).get("stages", {}).values()
-            for out in stage.get("outs", []) if "md5" in out}
+    return lock_outputs(text, f"{LOCK_FILE} at {rev!r}")
 
 
 def _output(outputs: dict[str, dict], path: str, rev: str) -> dict:
@@ -142,7 +139,7 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
     if local.exists():
         # DVC lists no size for a file inside a directory output: the md5 check decides
         size_ok = out["size"] in (None, local.stat().st_size)
-        if size_ok and (not verify or _md5(local) == out["md5"]):
+        if size_ok and (not verify or file_md5(local) == out["md5"]):
             return
         log.warning("%s does not match %s at %s (md5 %s): fetching it again", local, repo_path,
                     rev, out["md5"])
@@ -159,7 +156,7 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
                               "repo's DVC cache nor on its DVC remote (or the remote is "
                               "unreachable; `dvc remote list` shows it): push it from the clone "
                               "that built it (`dvc push`)") from None
-        got = _md5(tmp)
+        got = file_md5(tmp)
         if got != out["md5"]:
             # DVCFileSystem streams remote objects without checking them: this is the check.
             raise TokbinError(f"{repo_path} at {rev!r} was fetched with md5 {got}, but {LOCK_FILE} "
@@ -167,10 +164,3 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
                               "copy; re-push it from a clone that has the right data "
                               "(`dvc push`), or rebuild it (`dvc repro`)")
         tmp.chmod(0o444)  # a pinned version is read-only: a stray write would corrupt it
-
-
-def _md5(path: Path) -> str:
-    # dvc.lock's `hash: md5` is the plain md5 of the bytes (DVC 2's md5-dos2unix only differs
-    # for text files with CRLF line ends, which tokbin never writes).
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()

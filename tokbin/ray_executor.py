@@ -1,16 +1,16 @@
 """Tokenizing a split as Ray tasks (``tokenize.executor: ray``): the same bins as the local pool.
 
-The input is cut into **shards**: runs of consecutive parquet row groups of about
-`TASK_BYTES` of text, or a whole ``.jsonl``/``.txt`` file. Each shard is one Ray task that
-reads its documents itself (the driver ships a path, never text: the files must be reachable
-at the same path on every node, e.g. a shared filesystem) and encodes them with the local
-path's per-batch code (`tokbin.tokenize.BatchEncoder`: same engine, same eot policy, same
-dtype). The driver writes results strictly in shard order with at most `2 x cluster CPUs`
-tasks in flight, so its memory is bounded and the output is byte-identical to
-``executor: local`` whatever the number of workers or the order tasks finish in.
+`RayExecutor` follows tokbin.executors' protocol. The input is cut into work units: runs of
+consecutive parquet row groups of about `TASK_BYTES` of text, or a whole ``.jsonl``/``.txt``
+file. Each unit is one Ray task that reads its documents itself (the driver ships a path,
+never text: the files must be reachable at the same path on every node, e.g. a shared
+filesystem) and encodes them with the local executors' code (`tokbin.encode`: same engine,
+same eot policy, same dtype). The driver writes results strictly in unit order with at most
+`2 x cluster CPUs` tasks in flight, so its memory is bounded and the output is byte-identical
+to ``executor: local`` whatever the number of workers or the order tasks finish in.
 
 A task whose worker process dies (killed, out of memory, node lost) is rerun by Ray up to
-`TASK_RETRIES` times; a task is a pure function of its shard, so a rerun gives the same ids.
+`TASK_RETRIES` times; a task is a pure function of its unit, so a rerun gives the same ids.
 Errors in the data (a TokbinError in a task) are not retried: they surface as themselves.
 
 Where Ray runs: the cluster named by ``RAY_ADDRESS`` (Ray's convention; the tokbin package is
@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from tokbin import tokenize
+from tokbin.encode import (EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit,
+                           encoding_info)
 from tokbin.errors import TokbinError
-from tokbin.source import InputShard, input_shards
+from tokbin.executors import SplitCounts, write_in_order
+from tokbin.readers import WorkUnit, work_units
 
 TASK_BYTES = 8 << 20  # text per task: ~1 s of encoding, so Ray's ~ms per task is noise
 TASK_RETRIES = 3
@@ -36,11 +38,11 @@ TOKBIN_PACKAGE = Path(__file__).resolve().parent
 
 # --- worker side: a Ray task ---------------------------------------------------------------
 
-def _encode_shard(shard: InputShard, text_column: str, encoding: str, eot: str,
-                  engine: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ids (eot placed, compact dtype) and document lengths of one shard."""
-    parts = [np.zeros(0, tokenize.batch_encoder(encoding, eot, engine).info.dtype)]
-    lengths = tokenize.encode_shard(shard, text_column, (encoding, eot, engine), parts.append)
+def _encode_unit(unit: WorkUnit, text_column: str, settings: EncodeSettings
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The ids (eot placed, compact dtype) and document lengths of one work unit."""
+    parts = [np.zeros(0, batch_encoder(settings).info.dtype)]
+    lengths = encode_work_unit(unit, text_column, settings, parts.append)
     return np.concatenate(parts), lengths
 
 
@@ -79,24 +81,36 @@ def connect(workers: int):
     return ray
 
 
-def tokenize_files_on_ray(files: list[Path], text_column: str, encoding: str, eot: str,
-                          engine: str, out_bin: Path, out_doclens: Path,
-                          info: "tokenize.EncodingInfo", workers: int,
-                          progress: Callable[[int], None] = lambda n: None
-                          ) -> "tokenize.SplitCounts":
-    """Writes the tokens of `files` to `out_bin` and their lengths to `out_doclens`."""
-    ray = connect(workers)
-    # Looked up at call time, not import time, so a test can substitute a faulty task.
-    task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_encode_shard)
-    in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    submitted = ((shard, task.remote(shard, text_column, encoding, eot, engine))
-                 for shard in input_shards(files, TASK_BYTES))
-    return tokenize.write_in_order(submitted, in_flight, lambda work: _result(ray, *work),
-                                   lambda work: ray.cancel(work[1]), out_bin, out_doclens, info,
-                                   progress)
+class RayExecutor:
+    """Splits tokenized as Ray tasks on RAY_ADDRESS's cluster or a local Ray."""
+
+    def __init__(self, settings: EncodeSettings, workers: int):
+        self.settings, self.workers = settings, workers
+
+    def encoding_info(self) -> EncodingInfo:
+        return encoding_info(self.settings.encoding)
+
+    def tokenize_split(self, files: list[Path], text_column: str, out_bin: Path,
+                       out_doclens: Path, info: EncodingInfo,
+                       progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
+        ray = connect(self.workers)
+        # Looked up at call time, not import time, so a test can substitute a faulty task.
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_encode_unit)
+        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        submitted = ((unit, task.remote(unit, text_column, self.settings))
+                     for unit in work_units(files, TASK_BYTES))
+        return write_in_order(submitted, in_flight, lambda work: _result(ray, *work),
+                              lambda work: ray.cancel(work[1]), out_bin, out_doclens, info,
+                              progress)
+
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
-def _result(ray, shard: InputShard, ref) -> tuple[np.ndarray, np.ndarray]:
+def _result(ray, unit: WorkUnit, ref) -> tuple[np.ndarray, np.ndarray]:
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:
@@ -104,6 +118,6 @@ def _result(ray, shard: InputShard, ref) -> tuple[np.ndarray, np.ndarray]:
             raise TokbinError(str(e.cause)) from None
         raise  # a bug, not bad data: keep Ray's report with the worker's traceback
     except ray.exceptions.RayError as e:
-        raise TokbinError(f"the Ray task tokenizing {shard} failed {TASK_RETRIES + 1} times "
+        raise TokbinError(f"the Ray task tokenizing {unit} failed {TASK_RETRIES + 1} times "
                           f"({type(e).__name__}: its worker or node died, e.g. out of memory); "
                           "check the workers' memory and logs (`ray logs`), then rerun") from None

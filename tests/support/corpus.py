@@ -1,6 +1,6 @@
 """A deterministic TinyStories-shaped corpus: short children's stories, Hub layout.
 
-    python -m bench.corpus --stories 300000 --out /tmp/corpus
+    python -m tests.support.corpus --stories 300000 --out /tmp/corpus
 
 writes <out>/data/train-0000i-of-0000n.parquet (row groups of 10,000 stories) and
 <out>/data/validation-00000-of-00001.parquet (1% of the stories, at least 100), column `text`.

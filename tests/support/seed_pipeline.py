@@ -2,7 +2,7 @@
 Hugging Face `datasets.map` with tiktoken `encode_ordinary`, then 1024 shard writes per split
 into a uint16 memmap. The reference tokbin's `eot: none` bins must equal byte for byte.
 
-    python -m bench.seed_pipeline DATASET_DIR OUT_DIR [--num-proc N]
+    python -m tests.support.seed_pipeline DATASET_DIR OUT_DIR [--num-proc N]
 
 prints its stage wall times as one JSON line: {"load": s, "tokenize": s, "write": s}.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.reference_cli import run_reference
+from .reference_cli import run_reference
 
 
 def process(example):

@@ -1,0 +1,114 @@
+"""Encoding a batch of documents: the tiktoken encoding, the engine and the eot policy.
+
+Every document is encoded on its own with `encode_ordinary` semantics (a literal
+<|endoftext|> is text); the engines return a batch in the joined layout (each document
+followed by the end-of-text id) and `place_eot` turns that into the eot policy's. What runs
+the encoding (threads, worker processes, Ray tasks) is tokbin.executors' and
+tokbin.ray_executor's concern; each worker builds its encoder once (`batch_encoder`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tokbin.engines import effective_engine, make_engine
+from tokbin.errors import TokbinError
+from tokbin.format import DOCLENS_DTYPE, choose_dtype, token_ends
+from tokbin.readers import TextBatch, WorkUnit
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """What decides a split's ids: the same settings give the same bytes on every executor."""
+    encoding: str  # a tiktoken encoding name
+    eot: str       # append | prepend | none
+    engine: str    # the engine that runs (effective_engine's answer, not only the request)
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    name: str
+    n_vocab: int
+    eot_token: int
+    dtype: str  # the compact dtype that holds every id of this encoding
+
+
+def get_encoding(name: str):
+    import tiktoken
+    try:
+        return tiktoken.get_encoding(name)
+    except ValueError:
+        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
+                          f"{', '.join(tiktoken.list_encoding_names())}") from None
+    except OSError as e:  # requests' connection errors are OSErrors
+        raise TokbinError(f"tiktoken could not fetch the {name!r} vocabulary ({type(e).__name__});"
+                          " connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder "
+                          "holding tiktoken's cached files") from None
+
+
+def encoding_info(name: str) -> EncodingInfo:
+    enc = get_encoding(name)
+    return EncodingInfo(name, enc.n_vocab, enc.eot_token, choose_dtype("auto", enc.n_vocab))
+
+
+def settings_for(encoding: str, eot: str, engine: str) -> EncodeSettings:
+    """The settings a run uses; checks the engine for the encoding (and says when fastokens
+    falls back to tiktoken) once, in the process that asks, before any worker starts."""
+    return EncodeSettings(encoding, eot, effective_engine(engine, encoding))
+
+
+def place_eot(ids: np.ndarray, lengths: np.ndarray, eot: str) -> np.ndarray:
+    """The batch's ids per the eot policy, from the engines' joined layout (every document
+    followed by the end-of-text id, which is already eot: append)."""
+    if eot == "prepend":  # d1 E d2 E .. dn E -> E d1 E d2 .. E dn: a rotation by one
+        return np.roll(ids, 1)
+    if eot == "none":
+        return np.delete(ids, token_ends(lengths) - 1)
+    return ids
+
+
+class BatchEncoder:
+    """What encodes each batch: the engine and the eot policy; returns the batch's ids (eot
+    placed, in the encoding's compact dtype) and its documents' lengths."""
+
+    def __init__(self, settings: EncodeSettings):
+        self.info = encoding_info(settings.encoding)
+        self.engine = make_engine(settings.engine, get_encoding(settings.encoding))
+        self.eot = settings.eot
+
+    def __call__(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            ids, lengths = self.engine.encode_batch(batch)
+        except UnicodeDecodeError as e:
+            raise TokbinError(f"a document is not valid UTF-8 ({e.reason} at byte {e.start} of "
+                              "its batch); re-encode the dataset as UTF-8") from None
+        ids = place_eot(ids, lengths, self.eot)
+        return ids.astype(self.info.dtype), lengths.astype(DOCLENS_DTYPE)
+
+    def thread_copy(self) -> "BatchEncoder":
+        copy = object.__new__(BatchEncoder)
+        copy.info, copy.eot, copy.engine = self.info, self.eot, self.engine.thread_copy()
+        return copy
+
+
+@functools.lru_cache(maxsize=1)
+def batch_encoder(settings: EncodeSettings) -> BatchEncoder:
+    """This process's encoder: built once per process (a Ray worker, which Ray reuses across
+    runs, builds a new one for a run with other settings)."""
+    return BatchEncoder(settings)
+
+
+def encode_work_unit(unit: WorkUnit, text_column: str, settings: EncodeSettings,
+                     write_ids: Callable[[np.ndarray], object]) -> np.ndarray:
+    """Reads and encodes one work unit batch by batch, handing each batch's ids to `write_ids`;
+    returns its documents' lengths. What a worker process and a Ray task run."""
+    encoder = batch_encoder(settings)
+    lengths = [np.zeros(0, DOCLENS_DTYPE)]
+    for batch in unit.batches(text_column):
+        ids, batch_lengths = encoder(batch)
+        write_ids(ids)
+        lengths.append(batch_lengths)
+    return np.concatenate(lengths)

@@ -1,0 +1,204 @@
+"""A split's tokens on disk, as the loader reads them: one memory-mapped token stream.
+
+`open_tokens` maps a bin (size checked against meta.json, or a bare nanoGPT-style bin of a
+given dtype) or every bin of a shard directory, read as one stream. `rows_view` makes it a
+[n - T, T + 1] view whose row o is tokens[o : o + T + 1], so a batch is one fancy-index.
+`MappedPages` keeps the mapped pages that gathers touch from piling up in the process's RSS
+(the creep nanoGPT avoids by reopening the memmap every batch).
+"""
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+from tokbin.errors import TokbinError
+from tokbin.format import DTYPES, META_FILENAME, Meta, open_bin, open_split, read_meta
+
+# RSS budget for the bins' mapped pages (see MappedPages), checked every CHECK_EVERY_ROWS rows.
+RELEASE_MAPPED_BYTES = 1 << 30
+CHECK_EVERY_ROWS = 64  # a statm read per 64 rows; what 64 rows map is the overshoot
+FAULT_AROUND_BYTES = 64 << 10  # what a row maps at least (Linux's fault-around block)
+
+
+def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
+    """Memory-maps a bin (or each bin of a shard directory). dtype=None: its meta.json's dtype,
+    size checked by `open_bin`.
+
+    With an explicit dtype, a meta.json beside the bin that lists it must agree; without one
+    the file is a bare bin whose size must be a whole number of tokens.
+    """
+    if path.is_dir():
+        return _open_shard_directory(path, dtype)
+    if not path.is_file():
+        raise TokbinError(f"{path} not found (or not a file): build the data with `dvc repro` "
+                          "or fetch it with `dvc pull`")
+    has_meta = (path.parent / META_FILENAME).is_file()
+    if dtype is None:
+        meta = read_meta(path)
+        return open_bin(path, meta, _split_of(path, meta))
+    wanted = parse_dtype(dtype)
+    if has_meta:
+        meta = read_meta(path)
+        if any(info.file == path.name for info in meta.splits.values()):
+            if meta.np_dtype != wanted:
+                raise TokbinError(f"dtype {wanted.name} disagrees with "
+                                  f"{path.parent / META_FILENAME}, which says {path.name} is "
+                                  f"{meta.dtype}; pass dtype=None to use meta.json's")
+            return open_bin(path, meta, _split_of(path, meta))
+    size = path.stat().st_size
+    if size % wanted.itemsize:
+        raise TokbinError(f"{path} is {size} bytes, not a whole number of {wanted.name} tokens "
+                          f"({wanted.itemsize} bytes each): the file is truncated or its dtype "
+                          "is not " + wanted.name)
+    if size == 0:
+        return np.zeros(0, dtype=wanted)
+    return np.memmap(path, dtype=wanted, mode="r")
+
+
+def _open_shard_directory(path: Path, dtype) -> "ShardedTokens":
+    meta = read_meta(path.parent)  # a shard directory's meta.json is beside it, like a bin's
+    split = _split_of(path, meta)
+    if meta.splits[split].shards is None:
+        raise TokbinError(f"{path} is a directory but {path.parent / META_FILENAME} lists "
+                          f"{split!r} as the single bin {meta.splits[split].file}")
+    if dtype is not None and parse_dtype(dtype) != meta.np_dtype:
+        raise TokbinError(f"dtype {parse_dtype(dtype).name} disagrees with "
+                          f"{path.parent / META_FILENAME}, which says {path.name} is "
+                          f"{meta.dtype}; pass dtype=None to use meta.json's")
+    return ShardedTokens(open_split(path.parent, meta, split))
+
+
+class ShardedTokens:
+    """A shard directory's bins as one token stream, each shard mapped on its own."""
+
+    def __init__(self, shards: list[np.ndarray]):
+        self.dtype = shards[0].dtype
+        self.shards = [shard for shard in shards if len(shard)]
+        self.starts = np.cumsum([0] + [len(shard) for shard in self.shards])  # global offsets
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+
+def strided_rows(tokens: np.ndarray, block_size: int) -> np.ndarray:
+    """rows[o] is tokens[o : o + T + 1]: a view, no copy."""
+    item = tokens.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(
+        tokens, shape=(max(0, len(tokens) - block_size), block_size + 1), strides=(item, item),
+        writeable=False)
+
+
+class ShardRows:
+    """rows[o] is tokens[o : o + T + 1] of the shards' concatenation, as `strided_rows` is for
+    one bin: a row inside a shard is a row of that shard's strided view; the few rows that run
+    into the next shard are pieced together."""
+
+    def __init__(self, tokens: ShardedTokens, block_size: int):
+        self.tokens, self.width, self.dtype = tokens, block_size + 1, tokens.dtype
+        self.views = [strided_rows(shard, block_size) for shard in tokens.shards]
+        self.inside_rows = np.array([len(view) for view in self.views])
+
+    def __getitem__(self, starts: np.ndarray) -> np.ndarray:
+        out = np.empty((len(starts), self.width), self.dtype)
+        shard = np.searchsorted(self.tokens.starts, starts, side="right") - 1
+        local = starts - self.tokens.starts[shard]
+        inside = local < self.inside_rows[shard]
+        for index in np.unique(shard[inside]):
+            picked = inside & (shard == index)
+            out[picked] = self.views[index][local[picked]]
+        for row in np.flatnonzero(~inside):
+            out[row] = self._across(int(shard[row]), int(local[row]))
+        return out
+
+    def _across(self, shard: int, local: int) -> np.ndarray:
+        pieces, needed = [], self.width
+        while needed:
+            piece = self.tokens.shards[shard][local:local + needed]
+            pieces.append(piece)
+            needed -= len(piece)
+            shard, local = shard + 1, 0
+        return np.concatenate(pieces)
+
+
+def _split_of(path: Path, meta: Meta) -> str:
+    for split, info in meta.splits.items():
+        if info.file == path.name:
+            return split
+    raise TokbinError(f"{path.name} is not listed in {path.parent / META_FILENAME} (it lists "
+                      f"{sorted(i.file for i in meta.splits.values())}); pass dtype= to read it "
+                      "as a bare bin")
+
+
+def parse_dtype(dtype) -> np.dtype:
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        wanted = None
+    for known in DTYPES.values():
+        if wanted == known:
+            return known
+    raise TokbinError(f"dtype {dtype!r} is not a token dtype: use None (read meta.json), "
+                      f"{' or '.join(repr(d) for d in DTYPES)}")
+
+
+
+def rows_view(tokens: "np.ndarray | ShardedTokens", block_size: int):
+    """rows[o] is tokens[o : o + T + 1], for a bin or a shard directory's stream."""
+    if isinstance(tokens, ShardedTokens):
+        return ShardRows(tokens, block_size)
+    return strided_rows(tokens, block_size)
+
+
+def mapped_pages(tokens: "np.ndarray | ShardedTokens") -> "MappedPages":
+    bins = tokens.shards if isinstance(tokens, ShardedTokens) else [tokens]
+    return MappedPages([b.base for b in bins if isinstance(b.base, mmap.mmap)])
+
+
+class MappedPages:
+    """Keeps the bins' mapped pages from piling up in the process's RSS.
+
+    A page the gather reads stays mapped, so RSS climbs towards the bin's size. Every
+    CHECK_EVERY_ROWS rows this reads the process's resident file-backed memory (Linux:
+    /proc/self/statm; elsewhere it assumes FAULT_AROUND_BYTES per row) and once that has grown by
+    RELEASE_MAPPED_BYTES since the last release, unmaps the bins' pages with
+    madvise(MADV_DONTNEED). The page cache keeps the data, so a re-read is a minor fault, not a
+    disk read; but a kernel that maps a whole large folio per fault (up to 2 MiB) makes re-reads
+    costly, hence a budget large enough that bins below it are never released.
+    """
+
+    def __init__(self, mappings: list[mmap.mmap]):
+        usable = hasattr(mmap, "MADV_DONTNEED")
+        self.mappings = [m for m in mappings if usable and hasattr(m, "madvise")]
+        self.budget = RELEASE_MAPPED_BYTES
+        if sum(len(m) for m in self.mappings) <= self.budget:
+            self.mappings = []  # the bins fit in the budget: nothing to watch
+        self.rows = self.rows_at_check = self.rows_at_release = 0
+        self.resident_at_release = _resident_file_bytes()
+
+    def touched(self, rows: int) -> None:
+        self.rows += rows
+        if not self.mappings or self.rows - self.rows_at_check < CHECK_EVERY_ROWS:
+            return
+        self.rows_at_check = self.rows
+        resident = _resident_file_bytes()
+        if resident is None or self.resident_at_release is None:
+            grown = (self.rows - self.rows_at_release) * FAULT_AROUND_BYTES
+        else:
+            grown = resident - self.resident_at_release
+        if grown >= self.budget:
+            for mapping in self.mappings:
+                mapping.madvise(mmap.MADV_DONTNEED)
+            self.rows_at_release = self.rows
+            self.resident_at_release = _resident_file_bytes()
+
+
+def _resident_file_bytes() -> int | None:
+    """The process's resident file-backed and shared memory (statm's third field), or None
+    where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
