@@ -65,8 +65,8 @@ _NO_IDS = np.zeros(0, np.uint32)
 
 
 def own_copy(encoding):
-    """A tiktoken Encoding of its own for another thread (30 ms, 10 MB): threads sharing one
-    contend for its regex caches, 20% more CPU for the same tokens."""
+    """A tiktoken Encoding of its own for another thread: threads sharing one contend for its
+    regex caches and spend more CPU for the same tokens (docs/performance.md)."""
     import tiktoken
     return tiktoken.Encoding(encoding.name, pat_str=encoding._pat_str,
                              mergeable_ranks=encoding._mergeable_ranks,
@@ -92,8 +92,7 @@ class FastokensEngine:
     as alone; and the result is already the joined layout. The separator is found exactly
     where it was put: no document holds it (those that do are encoded one by one, as text),
     and no match can straddle a document's edge, as no prefix of "<|endoftext|>" is also its
-    suffix. One text instead of a string per document: a third less CPU per token (0.52 vs
-    0.84 CPU-s per 45 M tokens for fastokens and making its input, on the benchmark corpus).
+    suffix. One text instead of a string per document saves the per-document Python work.
     """
     name = "fastokens"
 

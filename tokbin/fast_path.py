@@ -152,16 +152,16 @@ def limit_fastokens_threads() -> None:
     # One encoding thread or process per core already fills the machine: fastokens must not
     # add threads of its own, neither its rayon pool (read when the pool starts, on first
     # encode) nor its BPE thread (read when a tokenizer is built; by default it runs BPE on a
-    # second thread beside the pre-tokenizer: 8% more CPU for the same work).
+    # second thread beside the pre-tokenizer, which costs CPU for the same work).
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["FASTOKENS_BPE_THREADS"] = "1"
 
 
 def tokenizer_json(encoding) -> str:
     """`derive_tokenizer_json(encoding)`, kept on disk for every later run (not in memory: a
-    process loads it once, and the text is 13 MB of str).
+    process loads it once, and the text is large).
 
-    Deriving takes ~0.6 s of CPU, loading the file ~1 ms. The file is named by a hash of the
+    Deriving costs far more than reading the file back. The file is named by a hash of the
     vocabulary it was derived from (and TOKENIZER_JSON_VERSION), so another vocabulary or a
     newer derivation never reads it; it is written atomically, so no reader sees half of it.
     """

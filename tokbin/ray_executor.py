@@ -31,7 +31,7 @@ from tokbin.errors import TokbinError
 from tokbin.executors import SplitCounts, write_in_order
 from tokbin.readers import WorkUnit, work_units
 
-TASK_BYTES = 8 << 20  # text per task: ~1 s of encoding, so Ray's ~ms per task is noise
+TASK_BYTES = 8 << 20  # text per task: seconds of encoding, so Ray's cost per task is noise
 TASK_RETRIES = 3
 TOKBIN_PACKAGE = Path(__file__).resolve().parent
 

@@ -104,15 +104,14 @@ class TextBatch:
         sep = separator.encode()
         runs = pc.binary_join(lists, _string_array_from(np.arange(len(edges) + 1) * len(sep),
                                                         sep * len(edges)))
-        # Decoded straight from Arrow's buffer: Scalar.as_py copies it to bytes first (2x slower).
+        # Decoded straight from Arrow's buffer: Scalar.as_py copies it to bytes first.
         text, bounds = memoryview(runs.buffers()[2]), _offsets_of(runs)
         return [str(text[bounds[i]:bounds[i + 1]], "utf-8")
                 for i in np.flatnonzero(run_is_member).tolist()]
 
 
 def _string_array_from(offsets: np.ndarray, data: bytes) -> pa.LargeStringArray:
-    # Not pa.array or pa.scalar: their first call imports pandas (0.2 s, 40 MB) to look for
-    # pandas types.
+    # Not pa.array or pa.scalar: their first call imports pandas to look for pandas types.
     return pa.LargeStringArray.from_buffers(len(offsets) - 1,
                                             pa.py_buffer(offsets.astype(np.int64, copy=False)),
                                             pa.py_buffer(data))
@@ -121,8 +120,7 @@ def _string_array_from(offsets: np.ndarray, data: bytes) -> pa.LargeStringArray:
 def use_lean_arrow_memory() -> None:
     """Makes Arrow allocate with jemalloc (else the system allocator) unless the user chose
     one (ARROW_DEFAULT_MEMORY_POOL). Arrow's default here, mimalloc, keeps what the parquet
-    reader frees: reading the 4x benchmark corpus grew RSS by 120 MB with it and by 44 MB with
-    jemalloc, with at most 27 MB allocated at once."""
+    reader frees, so RSS grows well past what is allocated at once (docs/performance.md)."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     try:
