@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tokbin import BinLoader, TokbinError, read_meta
 from tokbin.format import META_FILENAME
-from tokbin.loader import open_tokens
+from tokbin.tokens import open_tokens
 
 
 class Bigram(nn.Module):
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     step = 0
     if args.checkpoint and args.checkpoint.is_file():
-        saved = torch.load(args.checkpoint, map_location=device)
+        saved = torch.load(args.checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         train.load_state_dict(saved["loader"])  # rank 0's state resumes every rank
