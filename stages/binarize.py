@@ -1,8 +1,9 @@
-"""binarize: TOKENS_DIR -> the final bins (one per split, named on the command line), their
-meta.json beside them, reports/metrics.json and the document-length plots.
+"""binarize: TOKENS_DIR -> the final bins (one per split, named on the command line), each
+split's document index (<split>.docs) and meta.json beside them, reports/metrics.json and the
+document-length plots.
 
     python -m stages.binarize data/tokens data/train.bin data/validation.bin --reports reports
-        # params: binarize.dtype, binarize.shard_tokens
+        # params: binarize.dtype, binarize.format, binarize.shard_tokens
 """
 import argparse
 import time
@@ -29,7 +30,7 @@ def main() -> None:
                             params.shard_tokens)
     remove_stale_temps(out_dir)
     started = time.perf_counter()
-    meta = binarize(args.tokens_dir, out_dir, params.dtype, params.shard_tokens)
+    meta = binarize(args.tokens_dir, out_dir, params.dtype, params.shard_tokens, params.format)
     seconds = time.perf_counter() - started
     write_reports(meta, args.tokens_dir, args.reports / "metrics.json",
                   args.reports / "doc_lengths")
@@ -42,7 +43,8 @@ def main() -> None:
             linked += info.bytes
             how = f" (ids checked, hard-linked from {tokens_file}: same bytes)"
         print(f"binarize: {split}: {info.tokens:,} {meta.dtype} tokens, "
-              f"{info.documents:,} documents -> {out_dir / info.file}{how}")
+              f"{info.documents:,} documents -> {out_dir / info.file}{how}, "
+              f"{out_dir / info.docs} ({meta.bin_format})")
     print(f"binarize: {produced / 1e6:.1f} MB ({(produced - linked) / 1e6:.1f} MB copied, "
           f"{linked / 1e6:.1f} MB linked) in {seconds:.2f} s "
           f"({produced / 1e6 / max(seconds, 1e-9):.0f} MB/s)")

@@ -113,7 +113,8 @@ class TeamOrigin:
     versions: dict         # {"data-v1": {"data/train.bin": bytes, ...}, "data-v2": {...}}
 
 
-TEAM_OUTPUTS = ("data/train.bin", "data/validation.bin", "data/meta.json")
+TEAM_OUTPUTS = ("data/train.bin", "data/validation.bin", "data/train.docs",
+                "data/validation.docs", "data/meta.json")
 
 
 @pytest.fixture(scope="session")

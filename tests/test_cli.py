@@ -73,7 +73,8 @@ def test_verify_passes_a_fresh_build_and_checks_the_md5s_in_dvc_lock(tokbin, rep
     result = tokbin(repo, "verify")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok    train.bin" in result.stdout and "ok    validation.bin" in result.stdout
-    assert "md5 of train.bin, validation.bin, meta.json match" in result.stdout
+    assert ("md5 of train.bin, validation.bin, train.docs, validation.docs, meta.json match"
+            in result.stdout)
     assert "FAIL" not in result.stdout
 
 
@@ -125,6 +126,27 @@ def test_verify_fails_on_a_meta_json_that_changed_after_dvc_repro(tokbin, repo):
     meta = json.loads((repo / "data" / "meta.json").read_text())
     (repo / "data" / "meta.json").write_text(json.dumps(meta))  # same content, other bytes
     assert_verify_fails(tokbin, repo, "meta.json: md5")
+
+
+def write_train_docs(repo: Path, offsets: np.ndarray) -> None:
+    path = repo / "data" / "train.docs"
+    path.unlink()
+    offsets.astype("<i8").tofile(path)
+
+
+def test_verify_fails_on_a_document_index_that_does_not_mark_the_documents(tokbin, repo):
+    offsets = np.fromfile(repo / "data" / "train.docs", dtype="<i8")
+    moved = offsets.copy()
+    moved[50] += 1  # still increasing, but not where document 50's text starts
+    write_train_docs(repo, moved)
+    assert_verify_fails(tokbin, repo, "train.docs and train.bin disagree at token")
+    moved[50] = moved[52]
+    write_train_docs(repo, moved)
+    assert_verify_fails(tokbin, repo, "train.docs: document offsets decrease", "dvc pull")
+    write_train_docs(repo, offsets[:-1])
+    assert_verify_fails(tokbin, repo, "not the 1608 of 200 documents + 1 int64 offsets")
+    (repo / "data" / "train.docs").unlink()
+    assert_verify_fails(tokbin, repo, "train.docs is missing")
 
 
 def test_verify_without_dvc_lock_checks_meta_json_only_and_says_so(tokbin, repo, tmp_path):

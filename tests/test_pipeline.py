@@ -93,7 +93,8 @@ def test_binarizing_again_over_its_own_links_keeps_the_bins_and_leaves_no_tempor
     before = {split: (out / f"{split}.bin").read_bytes() for split in DOCS}
     assert binarize(tmp_path / "tokens", out, "auto") == meta
     assert {split: (out / f"{split}.bin").read_bytes() for split in DOCS} == before
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "validation.bin"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "train.docs",
+                                                     "validation.bin", "validation.docs"]
 
 
 def test_where_no_hard_link_can_be_made_the_bin_is_copied(tmp_path, monkeypatch):
@@ -139,7 +140,7 @@ def test_empty_documents_count_and_get_their_eot(tmp_path):
 def test_meta_json_describes_the_bins(tmp_path):
     meta, out = build(tmp_path)
     raw = json.loads((out / "meta.json").read_text())
-    assert raw["format"] == "tokbin" and raw["version"] == 1
+    assert raw["format"] == "tokbin" and raw["version"] == 2 and raw["bin_format"] == "nanogpt"
     assert (raw["encoding"], raw["n_vocab"], raw["eot_token"], raw["eot"], raw["dtype"]) == (
         "gpt2", 50257, 50256, "append", "uint16")
     assert raw["source"] == {"dataset": str(tmp_path / "dataset"), "revision": None, "sha": None}

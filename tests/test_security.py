@@ -166,8 +166,14 @@ def mutated(change) -> str:
     return json.dumps(meta)
 
 
-def test_a_valid_meta_json_parses():
-    assert Meta.from_json(json.dumps(VALID_META)).n_vocab == 50257
+def test_a_valid_meta_json_parses_in_both_format_versions():
+    assert Meta.from_json(json.dumps(VALID_META)).n_vocab == 50257  # version 1: headerless
+    v2 = mutated(lambda m: m.update(version=2, bin_format="llmc") or m["splits"]["train"].update(
+        bytes=6 + 1024, docs="train.docs"))
+    meta = Meta.from_json(v2)
+    assert (meta.bin_format, meta.header_bytes, meta.splits["train"].docs) == (
+        "llmc", 1024, "train.docs")
+    assert Meta.from_json(meta.to_json()) == meta
 
 
 @pytest.mark.parametrize("change, message", [
@@ -182,11 +188,18 @@ def test_a_valid_meta_json_parses():
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=2), "format version 2 is not supported"),
+    (lambda m: m.update(version=3), "format version 3 is not supported"),
+    (lambda m: m.update(bin_format="nanogpt"), "version 1 has no field 'bin_format'"),
+    (lambda m: m.update(version=2), "version 2 needs a field 'bin_format'"),
+    (lambda m: m.update(version=2, bin_format="pickle"), "bin_format 'pickle' is not one of"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
+    (lambda m: m["splits"]["train"].update(docs="../x.docs"), "plain file name"),
+    (lambda m: m["splits"]["train"].update(docs=None), "field 'docs' is None"),
 ], ids=["unknown field", "unknown source field", "unknown split field", "missing field",
         "string for int", "bool for int", "float for int", "null for string", "list for int",
-        "unknown dtype", "other format", "other version", "path outside the folder"])
+        "unknown dtype", "other format", "other version", "bin_format in version 1",
+        "no bin_format in version 2", "unknown bin_format", "path outside the folder",
+        "index outside the folder", "null index"])
 def test_meta_json_refuses_unknown_missing_and_ill_typed_fields(change, message):
     with pytest.raises(TokbinError, match=message):
         Meta.from_json(mutated(change))

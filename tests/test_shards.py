@@ -75,13 +75,14 @@ def test_shards_are_the_single_bin_cut_every_n_tokens_with_per_shard_meta(
         assert np.concatenate(open_split(tmp_path / "sharded", sharded, split)).tobytes() == whole
 
 
-def test_unsharded_meta_json_is_unchanged_and_sharded_lists_shards(tokens, tmp_path):
+def test_unsharded_meta_json_lists_no_shards_and_sharded_lists_shards(tokens, tmp_path):
     binarized(tokens, tmp_path / "single", 0)
     single = json.loads((tmp_path / "single" / "meta.json").read_text())
-    assert set(single["splits"]["train"]) == {"file", "tokens", "documents", "bytes"}
+    assert set(single["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "docs"}
     binarized(tokens, tmp_path / "sharded", 50)
     sharded = json.loads((tmp_path / "sharded" / "meta.json").read_text())
-    assert set(sharded["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "shards"}
+    assert set(sharded["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "docs",
+                                               "shards"}
     assert set(sharded["splits"]["train"]["shards"][0]) == {"file", "tokens", "documents",
                                                             "bytes"}
 

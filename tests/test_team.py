@@ -53,7 +53,8 @@ def test_metrics_diff_between_the_tags_shows_the_token_counts_that_changed(team)
     assert "validation.tokens" in diff and "train.documents" not in diff
 
 
-def test_dvc_pull_binarize_fetches_only_the_bins_and_meta_json(team, tmp_path):
+def test_dvc_pull_binarize_fetches_only_the_bins_their_document_indexes_and_meta_json(
+        team, tmp_path):
     teammate = clone(team, tmp_path / "teammate")
     run(["dvc", "pull", "binarize"], teammate)
     assert workspace(teammate) == team.versions["data-v2"]

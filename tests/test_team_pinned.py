@@ -29,13 +29,15 @@ def remote_of(repo: Path) -> Path:
     return repo.parent / "remote"
 
 
-def test_a_tag_gives_the_exact_bytes_of_that_version_with_meta_json_beside(team, consumer,
-                                                                           tmp_path):
+def test_a_tag_gives_the_exact_bytes_of_that_version_with_meta_json_and_its_index_beside(
+        team, consumer, tmp_path):
     for tag in ("data-v1", "data-v2"):
         for path in ("data/train.bin", "data/validation.bin"):
             local = pinned_path(tag, path, repo=consumer, cache_dir=tmp_path / "pinned")
             assert local.read_bytes() == team.versions[tag][path]
             assert local.with_name("meta.json").read_bytes() == team.versions[tag]["data/meta.json"]
+            docs = path.replace(".bin", ".docs")
+            assert local.with_suffix(".docs").read_bytes() == team.versions[tag][docs]
     assert read_meta(pinned_path("data-v1", repo=consumer, cache_dir=tmp_path / "pinned")).eot == (
         "append")
 
@@ -121,3 +123,9 @@ def test_pinned_loader_batches_come_from_the_pinned_version(team, consumer, tmp_
         assert (row_y[:-1] == row_x[1:]).all()
         # each row is a window of version 1's tokens
         assert (windows == np.append(row_x, row_y[-1])).all(axis=1).any()
+    # and document-aware batches, from the pinned version's document index
+    documents = pinned_loader("data-v1", batch_size=4, block_size=16, repo=consumer,
+                              cache_dir=tmp_path / "pinned", align="document")
+    starts = np.frombuffer(team.versions["data-v1"]["data/train.docs"], dtype="<i8")[:-1]
+    x, _ = documents.next_batch()
+    assert all(any((tokens[s:s + 16] == row.numpy()).all() for s in starts) for row in x)

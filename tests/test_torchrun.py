@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run
-from tokbin.binarize import write_shards
+from tokbin.binarize import shard_ends, write_shards
 from tokbin.format import Meta, Source, SplitInfo, write_meta
 
 BLOCK, BATCH = 8, 4
@@ -49,8 +49,8 @@ def data(tmp_path_factory) -> Path:
     ids = np.arange(TOKENS, dtype="<u2")
     ids.tofile(folder / "train.bin")
     single = SplitInfo("train.bin", TOKENS, 1, ids.nbytes)
-    shards = write_shards(iter([ids]), folder / "shards", "uint16", 1 << 16, 100,
-                          [1] + [0] * (TOKENS // 100))
+    shards = write_shards(iter([ids]), folder / "shards", "uint16", 1 << 16,
+                          shard_ends(TOKENS, 100, equal=False), [1] + [0] * (TOKENS // 100))
     write_meta(folder, Meta("gpt2", 1 << 16, 0, "none", "uint16", Source("test", None, None),
                             {"train": single, "shards": shards}))
     return folder

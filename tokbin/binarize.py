@@ -1,4 +1,5 @@
-"""The final bins: the tokenized splits in the requested dtype, plus meta.json and reports.
+"""The final bins: the tokenized splits in the requested dtype and format (nanoGPT's
+headerless bins or llm.c's), each split's document index, meta.json and reports.
 
 Every id is checked against n_vocab, read in chunks. A split whose dtype changes (or that is
 cut into shards) is then a sequential copy, widened as the dtype asks. A split whose dtype is
@@ -7,7 +8,7 @@ hard-linked into place instead of copied: DVC's hardlink cache keeps both output
 object anyway, so the copy would only cost time and page cache. Neither file is ever written
 in place (every stage renames new files in, DVC deletes and relinks), so sharing an inode is
 safe; where the filesystem has no hard links the split is copied. Either way the bin appears
-whole or not at all.
+whole or not at all. An llmc bin (a header, then the ids) is always a copy.
 """
 from __future__ import annotations
 
@@ -22,41 +23,93 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import (DOCLENS_DTYPE, DTYPES, BinWriter, Meta, SplitInfo, check_ids,
-                           choose_dtype, doclens_file, is_shard_file, open_bin, read_chunks,
-                           read_meta, shard_file, token_ends, write_meta)
+from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, BinWriter, Meta,
+                           SplitInfo, check_ids, choose_dtype, docs_file, doclens_file,
+                           document_offsets, is_shard_file, llmc_header, llmc_max_tokens,
+                           open_bin, read_chunks, read_meta, shard_file, token_ends, write_meta)
 from tokbin.fsio import atomic_path, write_text_atomic
 
 HISTOGRAM_BUCKETS = 50
 
 
-def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0) -> Meta:
-    """shard_tokens 0: out_dir/<split>.bin; N > 0: out_dir/<split>/ shards of N tokens."""
+def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
+             bin_format: str = "nanogpt") -> Meta:
+    """shard_tokens 0: out_dir/<split>.bin; N > 0: out_dir/<split>/ shards of at most N
+    tokens; bin_format "nanogpt" (headerless) or "llmc" (llm.c's header first). Each split's
+    document index goes to out_dir/<split>.docs."""
     if shard_tokens < 0:
         raise TokbinError(f"binarize.shard_tokens is {shard_tokens}; set it to 0 (one bin per "
                           "split) or to the most tokens per shard (e.g. 100000000)")
     tokens_meta = read_meta(tokens_dir)
     dtype = choose_dtype(dtype, tokens_meta.n_vocab)
+    if bin_format == "llmc":
+        check_llmc_sizes(tokens_meta, dtype, shard_tokens, out_dir)
     splits = {}
     for split, info in tokens_meta.splits.items():
         tokens = tokens_dir / info.file
         open_bin(tokens, tokens_meta, split)  # checks its size against meta
         chunks = read_chunks(tokens, tokens_meta.np_dtype)
+        doclens = tokens_dir / doclens_file(split)
         if shard_tokens:
-            documents = documents_per_shard(tokens_dir / doclens_file(split), tokens_meta.eot,
-                                            shard_tokens, info.tokens)
-            splits[split] = write_shards(chunks, out_dir / split, dtype, tokens_meta.n_vocab,
-                                         shard_tokens, documents)
-            continue
-        with atomic_path(out_dir / info.file) as tmp:
-            if dtype != tokens_meta.dtype or not link_checked(tokens, tmp, tokens_meta):
-                with BinWriter(tmp, dtype, tokens_meta.n_vocab) as out:
-                    for chunk in chunks:
-                        out.write(chunk)
-        splits[split] = dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize)
-    meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits)
+            ends = shard_ends(info.tokens, shard_tokens, equal=bin_format == "llmc")
+            documents = documents_per_shard(doclens, tokens_meta.eot, ends)
+            written = write_shards(chunks, out_dir / split, dtype, tokens_meta.n_vocab, ends,
+                                   documents, bin_format)
+        else:
+            written = write_bin(tokens, chunks, out_dir / info.file, tokens_meta, info, dtype,
+                                bin_format)
+        write_docs(doclens, tokens_meta.eot, out_dir / docs_file(split), info.tokens)
+        splits[split] = dataclasses.replace(written, docs=docs_file(split))
+    meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits, bin_format=bin_format)
     write_meta(out_dir, meta)
     return meta
+
+
+def check_llmc_sizes(tokens_meta: Meta, dtype: str, shard_tokens: int, out_dir: Path) -> None:
+    """Before any work: every llm.c file must hold at most `llmc_max_tokens` ids."""
+    limit = llmc_max_tokens(dtype)
+    if shard_tokens > limit:
+        raise TokbinError(f"binarize.shard_tokens is {shard_tokens:,}, but an llm.c file holds at "
+                          f"most {limit:,} {dtype} ids (llm.c's int32 count and int file "
+                          "offsets); set binarize.shard_tokens to at most that (llm.c's own "
+                          "shards have 100000000)")
+    too_big = {split: info.tokens for split, info in tokens_meta.splits.items()
+               if info.tokens > limit}
+    if not shard_tokens and too_big:
+        listed = ", ".join(f"{split} has {n:,}" for split, n in too_big.items())
+        bins = ", ".join(str(out_dir / info.file) for info in tokens_meta.splits.values())
+        folders = ", ".join(str(out_dir / split) for split in tokens_meta.splits)
+        raise TokbinError(f"binarize.format is llmc and an llm.c file holds at most {limit:,} "
+                          f"{dtype} ids, but {listed}: set binarize.shard_tokens to at most "
+                          f"{limit} (llm.c's shards have 100000000) and in dvc.yaml replace "
+                          f"{bins} with {folders} (in the binarize stage's command and its outs; "
+                          "docs/llmc.md)")
+
+
+def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_meta: Meta,
+              info: SplitInfo, dtype: str, bin_format: str) -> SplitInfo:
+    """One split's single bin at `dest`: a hard link of `tokens` where the bytes are the
+    same, else a checked copy."""
+    header = llmc_header(dtype, info.tokens) if bin_format == "llmc" else b""
+    with atomic_path(dest) as tmp:
+        if header or dtype != tokens_meta.dtype or not link_checked(tokens, tmp, tokens_meta):
+            with BinWriter(tmp, dtype, tokens_meta.n_vocab, header) as out:
+                for chunk in chunks:
+                    out.write(chunk)
+    return dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize + len(header))
+
+
+def write_docs(doclens: Path, eot: str, dest: Path, tokens: int) -> None:
+    """The split's document index, from its documents' lengths."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        end = 0
+        for offsets in document_offsets(read_chunks(doclens, DOCLENS_DTYPE), eot != "none"):
+            out.write(offsets.astype(DOCS_DTYPE, copy=False).tobytes())
+            end = int(offsets[-1]) if len(offsets) else end
+        if end != tokens:
+            raise TokbinError(f"{doclens} adds up to {end} tokens, not the split's {tokens}: the "
+                              "tokenized data is damaged; rebuild with `dvc repro --force "
+                              "tokenize`")
 
 
 # what link() says where a filesystem or its permissions allow no hard link here
@@ -78,10 +131,20 @@ def link_checked(tokens: Path, dest: Path, meta: Meta) -> bool:
     return True
 
 
+def shard_ends(tokens: int, shard_tokens: int, equal: bool) -> list[int]:
+    """Where each shard of a split of `tokens` ids ends: every `shard_tokens` (the last shard
+    the rest) or, `equal`, ceil(tokens / shard_tokens) shards of near-equal size, so that no
+    last shard is too small for llm.c's loaders (each needs its processes' B*T + 1 ids)."""
+    count = max(1, -(-tokens // shard_tokens))
+    if equal:
+        return [tokens * (i + 1) // count for i in range(count)]
+    return [min(tokens, shard_tokens * (i + 1)) for i in range(count)]
+
+
 def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab: int,
-                 shard_tokens: int, documents: list[int]) -> SplitInfo:
-    """Cuts a split's ids into `folder`/000000.bin, ... of `shard_tokens` each (the last may
-    be shorter; an empty split gets one empty shard); `folder` appears whole or not at all."""
+                 ends: list[int], documents: list[int], bin_format: str = "nanogpt") -> SplitInfo:
+    """Cuts a split's ids into `folder`/000000.bin, ... ending at `ends` (an empty split gets
+    one empty shard); `folder` appears whole or not at all."""
     if folder.is_dir() and any(not is_shard_file(p.name) for p in folder.iterdir()):
         raise TokbinError(f"{folder} exists and is not a shard directory, so a split named "
                           f"{folder.name!r} would overwrite it; rename the split")
@@ -89,43 +152,49 @@ def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab
         tmp.mkdir()
 
         def write_shard(index: int, pieces: Iterable[np.ndarray]) -> SplitInfo:
-            with BinWriter(tmp / shard_file(index), dtype, n_vocab) as out:
+            count = ends[index] - (ends[index - 1] if index else 0)
+            header = llmc_header(dtype, count) if bin_format == "llmc" else b""
+            with BinWriter(tmp / shard_file(index), dtype, n_vocab, header) as out:
                 for ids in pieces:
                     out.write(ids)
-            return SplitInfo(shard_file(index), out.tokens, documents[index],
-                             out.tokens * DTYPES[dtype].itemsize)
+            if out.tokens != count:
+                raise TokbinError(f"shard {index} of {folder} got {out.tokens} ids, not {count}: "
+                                  "the tokenized data changed while binarize read it; rerun")
+            return SplitInfo(shard_file(index), count, documents[index],
+                             count * DTYPES[dtype].itemsize + len(header))
 
         shards = [write_shard(index, (ids for _, ids in run)) for index, run
-                  in itertools.groupby(_cut(chunks, shard_tokens), key=lambda piece: piece[0])]
+                  in itertools.groupby(_cut(chunks, ends), key=lambda piece: piece[0])]
         if not shards:  # an empty split still gets its folder, with one empty shard
             shards.append(write_shard(0, []))
     return SplitInfo(folder.name, sum(s.tokens for s in shards),
                      sum(s.documents for s in shards), sum(s.bytes for s in shards), tuple(shards))
 
 
-def _cut(chunks: Iterator[np.ndarray], shard_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(shard index, ids) pieces of `chunks`, cut where each shard of `shard_tokens` ends."""
-    position = 0
+def _cut(chunks: Iterator[np.ndarray], ends: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(shard index, ids) pieces of `chunks`, cut where each shard ends."""
+    position, index = 0, 0
     for chunk in chunks:
         while chunk.size:
-            index, offset = divmod(position, shard_tokens)
-            piece = chunk[:shard_tokens - offset]
+            while position == ends[index]:
+                index += 1
+            piece = chunk[:ends[index] - position]
             yield index, piece
             position += piece.size
             chunk = chunk[piece.size:]
 
 
-def documents_per_shard(doclens: Path, eot: str, shard_tokens: int, tokens: int) -> list[int]:
+def documents_per_shard(doclens: Path, eot: str, ends: list[int]) -> list[int]:
     """How many documents start in each shard, from the documents' lengths (a document that
     starts at the very end of the split, an empty one with eot none, counts in the last)."""
-    shards = max(1, -(-tokens // shard_tokens))
-    counts = np.zeros(shards, np.int64)
+    counts = np.zeros(len(ends), np.int64)
+    bounds = np.array(ends[:-1], np.int64)
     start = 0  # the first token of the next document
     for lengths in read_chunks(doclens, DOCLENS_DTYPE):
-        ends = start + token_ends(lengths, eot != "none")
-        starts = ends - lengths - (eot != "none")
-        counts += np.bincount(np.minimum(starts // shard_tokens, shards - 1), minlength=shards)
-        start = int(ends[-1]) if len(ends) else start
+        doc_ends = start + token_ends(lengths, eot != "none")
+        starts = doc_ends - lengths - (eot != "none")
+        counts += np.bincount(np.searchsorted(bounds, starts, "right"), minlength=len(ends))
+        start = int(doc_ends[-1]) if len(doc_ends) else start
     return counts.tolist()
 
 

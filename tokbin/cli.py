@@ -3,9 +3,11 @@
     python -m tokbin verify [data/]            # exit 1 on any mismatch
     python -m tokbin inspect data/train.bin    # meta, per-split stats, decoded sample windows
 
-`verify` checks each bin listed in meta.json: present, the size meta.json gives, every id below
-n_vocab, one end-of-text id per document (eot append/prepend), and the md5 that `dvc.lock`
-records for it when the folder is inside a DVC project.
+`verify` checks each bin listed in meta.json: present, the size meta.json gives (and llm.c's
+header: magic, version, count), every id below n_vocab, one end-of-text id per document (eot
+append/prepend), the split's document index (its size and order, and with eot append/prepend
+that every document starts where its end-of-text id says), and the md5 that `dvc.lock` records
+for each file when the folder is inside a DVC project.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import numpy as np
 
 from tokbin.dvclock import file_md5, find_dvc_lock, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, Meta, meta_path, open_bin, read_chunks, read_meta
+from tokbin.format import (DOCS_DTYPE, META_FILENAME, Meta, docs_problem, meta_path, open_bin,
+                           read_chunks, read_meta)
 
 
 @dataclass
@@ -27,18 +30,38 @@ class BinStats:
     max_id: int
     max_at: int
     eot_count: int
+    misplaced: int = -1
 
 
-def scan_bin(path: Path, meta: Meta) -> BinStats:
-    """The largest id (and where) and the number of end-of-text ids, read in chunks."""
+def scan_bin(path: Path, meta: Meta, docs: np.ndarray | None = None,
+             offset: int = 0) -> BinStats:
+    """The largest id (and where) and the number of end-of-text ids, read in chunks. With
+    `docs` (the split's document index) and eot append/prepend, also where an end-of-text id
+    is not where the index puts one (`misplaced`: its stream position, else -1); `offset` is
+    the bin's first position in the split's stream."""
     stats, start = BinStats(max_id=-1, max_at=-1, eot_count=0), 0
-    for chunk in read_chunks(path, meta.np_dtype):
+    for chunk in read_chunks(path, meta.np_dtype, offset=meta.header_bytes):
         at = int(chunk.argmax())
         if int(chunk[at]) > stats.max_id:
             stats.max_id, stats.max_at = int(chunk[at]), start + at
-        stats.eot_count += int(np.count_nonzero(chunk == meta.eot_token))
+        eots = np.flatnonzero(chunk == meta.eot_token)
+        stats.eot_count += len(eots)
+        if docs is not None and stats.misplaced < 0:
+            stats.misplaced = misplaced_eot(eots + offset + start, docs, meta.eot,
+                                            offset + start, offset + start + len(chunk))
         start += len(chunk)
     return stats
+
+
+def misplaced_eot(found: np.ndarray, docs: np.ndarray, eot: str, lo: int, hi: int) -> int:
+    """The first stream position in [lo, hi) where an end-of-text id is and the document
+    index puts none, or the reverse; -1 when they agree."""
+    expected = docs[:-1] if eot == "prepend" else docs[1:] - 1
+    expected = expected[np.searchsorted(expected, lo):np.searchsorted(expected, hi)]
+    if len(expected) == len(found) and np.array_equal(expected, found):
+        return -1
+    wrong = np.setxor1d(expected, found)
+    return int(wrong[0])
 
 
 def recorded_md5s(lock: Path) -> dict[Path, str]:
@@ -53,9 +76,15 @@ def recorded_md5s(lock: Path) -> dict[Path, str]:
 def split_problems(folder: Path, meta: Meta, split: str) -> list[str]:
     """What is wrong with one split's bin (or shard bins) against meta.json; empty when nothing."""
     info = meta.splits[split]
-    problems, eot_count = [], 0
+    problems, eot_count, docs, offset, misplaced, misplaced_in = [], 0, None, 0, -1, ""
+    if info.docs is not None:
+        problem = docs_problem(folder / info.docs, info)
+        if problem:
+            problems.append(problem)
+        elif meta.eot != "none" and info.documents:
+            docs = np.memmap(folder / info.docs, dtype=DOCS_DTYPE, mode="r")
     for relative, bin_info in info.bins():
-        path = folder / relative
+        path, offset = folder / relative, offset + bin_info.tokens
         if not path.is_file():
             problems.append(f"{relative}: missing (meta.json lists it for split {split!r}); "
                             "rebuild with `dvc repro` or fetch it with `dvc pull`")
@@ -65,8 +94,10 @@ def split_problems(folder: Path, meta: Meta, split: str) -> list[str]:
         except TokbinError as e:
             problems.append(str(e))
             continue
-        stats = scan_bin(path, meta)
+        stats = scan_bin(path, meta, docs, offset - bin_info.tokens)
         eot_count += stats.eot_count
+        if stats.misplaced >= 0 and misplaced < 0:
+            misplaced, misplaced_in = stats.misplaced, relative
         if stats.max_id >= meta.n_vocab:
             problems.append(f"{relative}: token id {stats.max_id} at position {stats.max_at} is "
                             f">= n_vocab {meta.n_vocab} of {meta.encoding}: the bin was not made "
@@ -76,6 +107,10 @@ def split_problems(folder: Path, meta: Meta, split: str) -> list[str]:
         problems.append(f"{info.file}: {eot_count} end-of-text ids but meta.json says "
                         f"{info.documents} documents (eot: {meta.eot}): the bin does not match "
                         "its meta.json; rebuild with `dvc repro`")
+    elif misplaced >= 0:
+        problems.append(f"{info.docs} and {misplaced_in} disagree at token {misplaced:,} of the "
+                        f"split: the document index does not match the bins (eot: {meta.eot}); "
+                        "rebuild with `dvc repro --force binarize`")
     return problems
 
 
@@ -84,7 +119,8 @@ def md5_problems(folder: Path, meta: Meta, lock: Path) -> tuple[list[str], list[
     recorded = recorded_md5s(lock)
     problems, checked = [], []
     bins = [relative for info in meta.splits.values() for relative, _ in info.bins()]
-    for name in [*bins, META_FILENAME]:  # shard bins sit in a folder DVC hashes as a whole
+    docs = [info.docs for info in meta.splits.values() if info.docs is not None]
+    for name in [*bins, *docs, META_FILENAME]:  # shards sit in a folder DVC hashes whole
         path = folder / name
         expected = recorded.get(path.resolve())
         if expected is None or not path.is_file():
@@ -107,8 +143,9 @@ def verify(data: Path) -> int:
         found = split_problems(folder, meta, split)
         problems += found
         if not found:
-            print(f"ok    {info.file}: {info.tokens:,} {meta.dtype} tokens, {info.documents:,} "
-                  f"documents, every id < {meta.n_vocab}")
+            index = f", document index {info.docs}" if info.docs else ""
+            print(f"ok    {info.file}: {info.tokens:,} {meta.dtype} tokens ({meta.bin_format}), "
+                  f"{info.documents:,} documents, every id < {meta.n_vocab}{index}")
     lock = find_dvc_lock(folder.resolve())
     if lock is None:
         print("note  no dvc.lock above this folder: md5s not checked")

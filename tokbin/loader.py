@@ -2,6 +2,8 @@
 
     loader = BinLoader("data/train.bin", batch_size=64, block_size=256, device="cuda")
     x, y = loader.next_batch()      # int64 [64, 256] on the device; y is x shifted by one
+    loader = BinLoader(..., align="document", return_documents=True)
+    x, y, docs = loader.next_batch()  # rows start at documents; docs.cu_seqlens, .position_ids
 
 Batch `i` of a loader is a pure function of (seed, rank, world_size, i): that is what makes a
 resume exact (`state_dict` is just the count of batches handed out) and lets a background
@@ -18,29 +20,33 @@ How a batch is made:
 - Memory: pages of the mapping that the gathers touch count towards the process's RSS;
   `tokbin.tokens.MappedPages` unmaps them once they pass a budget.
 
-Reading the tokens on disk is tokbin.tokens'; choosing each batch's offsets, tokbin.sampling's.
+Reading the tokens on disk is tokbin.tokens'; choosing each batch's offsets, tokbin.sampling's
+(token rows) and tokbin.doc_sampling's (document rows); gathering them, tokbin.batches'.
 """
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tokbin.batches import DocumentGather, Prefetcher, TokenGather
+from tokbin.doc_sampling import RandomDocuments, TokenRowDocuments, document_spans
+from tokbin.packing import EpochDocuments
 from tokbin.errors import TokbinError
 from tokbin.sampling import EpochOffsets, RandomOffsets
-from tokbin.tokens import mapped_pages, open_tokens, rows_view
+from tokbin.tokens import open_document_index, open_tokens
 
 SAMPLINGS = ("random", "epoch")
+ALIGNS = ("token", "document")
 STATE_VERSION = 1
 DEFAULT_PREFETCH = 2
 
 
 class BinLoader:
-    """Endless (x, y) batches of int64 [batch_size, block_size] tensors on `device`.
+    """Endless (x, y) batches of int64 [batch_size, block_size] tensors on `device` (and the
+    batch's `Documents` with return_documents=True).
 
     path: a token bin. With dtype=None its meta.json (beside it) gives the dtype and is checked
         against the file's size; with dtype="uint16"/"uint32" (or a numpy dtype) it may be a bare
@@ -52,6 +58,17 @@ class BinLoader:
         replacement (nanoGPT's get_batch); "epoch": the non-overlapping windows
         [k*T, k*T + T + 1) for k < (n - 1) // T, each once per epoch in an order shuffled per
         epoch, dealt disjointly to the ranks (see `windows_per_epoch`).
+    align: "token": rows start where `sampling` says. "document": every row starts at a
+        document's first token (for eot prepend its end-of-text id), read from the split's
+        document index (<split>.docs, beside the bin): sampling="random" draws document starts
+        uniformly, with replacement, a row running on into the next documents; "epoch" packs
+        every document once per epoch, in a shuffled order, each to one rank, documents longer
+        than block_size cut into pieces; a document crossing a row's end is split, its tail a
+        segment of its own in another row, and the only tokens dropped are the few no row can
+        start (tokbin.doc_sampling says which; docs/loader.md measures them).
+    return_documents: next_batch() returns (x, y, docs): docs.cu_seqlens (int32, the segments'
+        cumulative lengths in the flattened batch), docs.position_ids (int64 [B, T], 0 at each
+        segment's start) and docs.max_seqlen, on the device (`tokbin.batches.Documents`).
     seed: the batches are a function of (seed, rank, world_size) only.
     rank, world_size: default to torch.distributed's when it is initialized, else 0 and 1.
     prefetch: batches a background thread gathers ahead of `next_batch`; 0 gathers inline.
@@ -63,7 +80,8 @@ class BinLoader:
     def __init__(self, path: str | os.PathLike, batch_size: int, block_size: int,
                  device: str | torch.device = "cpu", sampling: str = "random", seed: int = 1337,
                  rank: int | None = None, world_size: int | None = None,
-                 dtype: str | np.dtype | type | None = None, prefetch: int | None = None):
+                 dtype: str | np.dtype | type | None = None, prefetch: int | None = None,
+                 align: str = "token", return_documents: bool = False):
         _check_int("batch_size", batch_size, minimum=1)
         _check_int("block_size", block_size, minimum=1)
         _check_int("seed", seed, minimum=0)
@@ -73,11 +91,15 @@ class BinLoader:
         _check_int("prefetch", prefetch, minimum=0)
         if sampling not in SAMPLINGS:
             raise TokbinError(f"sampling {sampling!r} is not one of {list(SAMPLINGS)}")
+        if align not in ALIGNS:
+            raise TokbinError(f"align {align!r} is not one of {list(ALIGNS)}")
+        if not isinstance(return_documents, bool):
+            raise TokbinError(f"return_documents must be True or False, got {return_documents!r}")
         self.rank, self.world_size = _rank_and_world_size(rank, world_size)
         self.path = Path(path)
         self.batch_size, self.block_size, self.sampling, self.seed = (batch_size, block_size,
                                                                       sampling, seed)
-        self.prefetch = prefetch
+        self.prefetch, self.align, self.return_documents = prefetch, align, return_documents
         tokens = open_tokens(self.path, dtype)
         self.dtype = tokens.dtype
         self.tokens = len(tokens)
@@ -85,24 +107,47 @@ class BinLoader:
             raise TokbinError(f"block_size {block_size} needs at least {block_size + 1} tokens "
                               f"(x and its shifted y) but {self.path} has {self.tokens}; use a "
                               "smaller block_size or more data")
-        if sampling == "random":
-            self._offsets = RandomOffsets(self.tokens, block_size, batch_size, seed, self.rank)
+        self.documents = None  # documents in the index, where one is read
+        if align == "token":
+            if sampling == "random":
+                self._offsets = RandomOffsets(self.tokens, block_size, batch_size, seed,
+                                              self.rank)
+            else:
+                self._offsets = EpochOffsets(self.tokens, block_size, batch_size, seed,
+                                              self.rank, self.world_size, self.path)
+        if align == "token" and not return_documents:
+            self._gather = TokenGather(tokens, block_size, self._offsets, self.device)
         else:
-            self._offsets = EpochOffsets(self.tokens, block_size, batch_size, seed, self.rank,
-                                          self.world_size, self.path)
-        self._gather = _Gather(tokens, block_size, self._offsets, self.device)
+            self._gather = self._document_gather(tokens)
         self._batches = 0
-        self._thread: _Prefetcher | None = None
+        self._thread: Prefetcher | None = None
+
+    def _document_gather(self, tokens) -> DocumentGather:
+        offsets = open_document_index(self.path)  # checked: it ends at the split's tokens
+        self.documents = len(offsets) - 1
+        starts, lengths = document_spans(offsets, self.tokens)
+        T, B, docs = self.block_size, self.batch_size, self.return_documents
+        if self.align == "token":
+            layout = TokenRowDocuments(self._offsets, starts, T, B)
+        elif self.sampling == "random":
+            layout = RandomDocuments(starts, self.tokens, T, B, self.seed, self.rank, docs)
+        else:
+            layout = EpochDocuments(starts, lengths, T, B, self.seed, self.rank,
+                                    self.world_size, self.path)
+        if self.align == "document":
+            self._offsets = layout
+        return DocumentGather(tokens, T, B, self.device, layout, docs)
 
     # -- batches ------------------------------------------------------------------------------
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next (x, y): int64 [batch_size, block_size] on the device, y[:, t] == x[:, t+1]."""
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """The next (x, y): int64 [batch_size, block_size] on the device; y[:, t] is the token
+        after x[:, t] in the split. With return_documents=True, (x, y, docs)."""
         if self.prefetch == 0:
             host = self._gather.host_batch(self._batches)
         else:
             if self._thread is None:
-                self._thread = _Prefetcher(self._gather, self._batches, self.prefetch)
+                self._thread = Prefetcher(self._gather, self._batches, self.prefetch)
             try:
                 host = self._thread.get()
             except BaseException:
@@ -128,8 +173,15 @@ class BinLoader:
         dealt round-robin; the last `windows % world_size` of the shuffled order are skipped that
         epoch, so every rank gets the same count (like DistributedSampler's drop_last) and ranks
         stay in step. The skipped windows differ from epoch to epoch.
+
+        align="document": the rows of the epoch the next batch starts in, the same on every
+        rank (each epoch packs differently, so the count varies a little).
         """
-        return self._offsets.per_rank if self.sampling == "epoch" else None
+        if self.sampling != "epoch":
+            return None
+        if self.align == "document":
+            return self._offsets.rows_in(self.epoch)
+        return self._offsets.per_rank
 
     @property
     def epoch(self) -> int | None:
@@ -137,6 +189,8 @@ class BinLoader:
         boundaries, so no window is dropped at an epoch's end); None for "random"."""
         if self.sampling != "epoch":
             return None
+        if self.align == "document":
+            return self._offsets.locate(self._batches * self.batch_size)[0]
         return self._batches * self.batch_size // self._offsets.per_rank
 
     # -- resume -------------------------------------------------------------------------------
@@ -145,30 +199,40 @@ class BinLoader:
         """What resumes this loader exactly: save it with the model's checkpoint.
 
         It leaves the rank out: ranks step in lock-step, so the state rank 0 saves resumes every
-        rank of the same world_size.
+        rank of the same world_size. align="document" with sampling="epoch" adds the row counts
+        of the epochs before the next batch's, so a resume need not lay those epochs out again.
         """
-        return {"version": STATE_VERSION, "batches": self._batches, **self._identity()}
+        state = {"version": STATE_VERSION, "batches": self._batches, **self._identity()}
+        if self.align == "document" and self.sampling == "epoch":
+            state["epoch_rows"] = self._offsets.epoch_rows[:self.epoch]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state`: the next batch is the one an uninterrupted run would yield."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise TokbinError("loader state is not a BinLoader.state_dict() of this tokbin "
                               f"(version {STATE_VERSION})")
-        different = {k: (state.get(k), v) for k, v in self._identity().items()
-                     if state.get(k) != v}
+        saved = {"align": "token", **state}  # states saved before align existed
+        different = {k: (saved.get(k), v) for k, v in self._identity().items()
+                     if saved.get(k) != v}
         if different:
             listed = ", ".join(f"{k}: saved {s!r}, now {v!r}" for k, (s, v) in different.items())
             raise TokbinError(f"loader state is from a different setup ({listed}); resume with "
-                              "the same bin, sizes, sampling, seed and world_size")
+                              "the same bin, sizes, sampling, align, seed and world_size")
         batches = state.get("batches")
         _check_int("state['batches']", batches, minimum=0)
         self._stop_prefetch()
+        if "epoch_rows" in state and self.align == "document" and self.sampling == "epoch":
+            self._offsets.resume(state["epoch_rows"])
         self._batches = batches
 
     def _identity(self) -> dict:
-        return {"tokens": self.tokens, "batch_size": self.batch_size,
-                "block_size": self.block_size, "sampling": self.sampling, "seed": self.seed,
-                "world_size": self.world_size}
+        identity = {"tokens": self.tokens, "batch_size": self.batch_size,
+                    "block_size": self.block_size, "sampling": self.sampling, "seed": self.seed,
+                    "world_size": self.world_size, "align": self.align}
+        if self.align == "document":
+            identity["documents"] = self.documents
+        return identity
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -196,6 +260,7 @@ class BinLoader:
                 f"block_size={self.block_size}, device={str(self.device)!r}, "
                 f"sampling={self.sampling!r}, seed={self.seed}, rank={self.rank}, "
                 f"world_size={self.world_size}, dtype={self.dtype.name!r}, "
+                f"align={self.align!r}, return_documents={self.return_documents}, "
                 f"tokens={self.tokens})")
 
 
@@ -236,96 +301,3 @@ def _check_device(device) -> torch.device:
         raise TokbinError("device 'mps' asked for but torch.backends.mps.is_available() is "
                           "False: use device='cpu'")
     return device
-
-
-class _Gather:
-    """Batch index -> host batch -> device tensors. host_batch may run on the prefetch thread;
-    to_device runs on the caller's thread (it issues the device work on its current stream)."""
-
-    def __init__(self, tokens: np.ndarray, block_size: int, offsets, device: torch.device):
-        self.block_size, self.offsets, self.device = block_size, offsets, device
-        item = tokens.dtype.itemsize
-        self.rows = rows_view(tokens, block_size)
-        # CPU: widen on the host, straight into x and y. Elsewhere: send the compact dtype and
-        # widen on the device. The bytes travel as the same-width signed type, which every
-        # backend supports, and the sign extension is masked away after widening.
-        self.compact_transfer = device.type != "cpu"
-        self.pinned = device.type == "cuda"
-        self.signed = torch.int16 if item == 2 else torch.int32
-        self.mask = (1 << (8 * item)) - 1
-        self._mapped = mapped_pages(tokens)
-
-    def host_batch(self, batch: int):
-        starts = self.offsets(batch)
-        if not self.compact_transfer:
-            rows = self.rows[starts]
-            shape = (len(starts), self.block_size)
-            x, y = torch.empty(shape, dtype=torch.int64), torch.empty(shape, dtype=torch.int64)
-            np.copyto(x.numpy(), rows[:, :-1])
-            np.copyto(y.numpy(), rows[:, 1:])
-            host = (x, y)
-        else:
-            # A fresh buffer per batch: torch's pinned-memory cache does not hand a block out
-            # again until the non_blocking copy that reads it has finished.
-            host = torch.empty((len(starts), self.block_size + 1), dtype=self.signed,
-                               pin_memory=self.pinned)
-            host.numpy().view(self.rows.dtype)[...] = self.rows[starts]
-        self._mapped.touched(len(starts))
-        return host
-
-    def to_device(self, host) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.compact_transfer:
-            return host
-        compact = host.to(self.device, non_blocking=self.pinned)
-        shape = (compact.shape[0], self.block_size)
-        x = torch.empty(shape, dtype=torch.int64, device=self.device)
-        y = torch.empty(shape, dtype=torch.int64, device=self.device)
-        x.copy_(compact[:, :-1]).bitwise_and_(self.mask)
-        y.copy_(compact[:, 1:]).bitwise_and_(self.mask)
-        return x, y
-
-
-class _Prefetcher:
-    """A daemon thread that gathers batches start, start+1, ... into a bounded queue.
-
-    It holds the _Gather, not the loader, so a dropped loader is still garbage-collected (and
-    its __del__ stops the thread). An exception in the thread is re-raised by `get`.
-    """
-
-    def __init__(self, gather: _Gather, start: int, depth: int):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(gather, start), daemon=True,
-                                        name="tokbin-prefetch")
-        self._thread.start()
-
-    def _run(self, gather: _Gather, batch: int) -> None:
-        try:
-            if gather.device.type == "cuda":
-                # A new thread's current device is 0: pinned allocations made here should use
-                # this rank's CUDA context, not create one on GPU 0.
-                torch.cuda.set_device(gather.device)
-            while not self._stop.is_set():
-                self._queue.put((True, gather.host_batch(batch)))
-                batch += 1
-        except BaseException as e:  # handed to the consumer, which raises it
-            self._queue.put((False, e))
-
-    def get(self):
-        ok, item = self._queue.get()
-        if not ok:
-            self._stop.set()
-            raise item
-        return item
-
-    def stop(self) -> None:
-        """Ends the thread. Emptying the queue unblocks a pending put; after that put the
-        thread sees the stop flag, so join returns."""
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                while True:
-                    self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(timeout=0.01)

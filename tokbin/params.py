@@ -14,7 +14,7 @@ import yaml
 
 from tokbin import schema
 from tokbin.errors import TokbinError
-from tokbin.format import DTYPES, EOT_POLICIES
+from tokbin.format import BIN_FORMATS, DTYPES, EOT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class TokenizeParams:
 @dataclasses.dataclass(frozen=True)
 class BinarizeParams:
     dtype: str
+    format: str
     shard_tokens: int
 
 
@@ -53,6 +54,7 @@ CHOICES = {
     "tokenize.engine": ENGINES,
     "tokenize.executor": EXECUTORS,
     "binarize.dtype": ("auto", *DTYPES),
+    "binarize.format": BIN_FORMATS,
 }
 
 

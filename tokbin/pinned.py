@@ -5,8 +5,9 @@ without touching the workspace.
     path = pinned_path("data-v1")                          # .../<md5s>/train.bin (+ meta.json)
     loader = pinned_loader("data-v1", batch_size=64, block_size=256)
 
-How: the revision's ``dvc.lock`` is read from git (nothing is checked out) to learn the bin's and
-its ``meta.json``'s md5; both files are fetched through DVC's Python API (``DVCFileSystem``: from
+How: the revision's ``dvc.lock`` is read from git (nothing is checked out) to learn the md5 of
+the bin, its ``meta.json`` and its document index (``<split>.docs``, where the revision has
+one); the files are fetched through DVC's Python API (``DVCFileSystem``: from
 the repo's DVC cache when it has them, else from the DVC remote) into a local folder named by
 those md5s, checked against them, and renamed into place. A later call finds the folder and
 fetches nothing. The folder is content-addressed, so revisions with the same data share it and
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from tokbin.dvclock import LOCK_FILE, file_md5, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, is_shard_file
+from tokbin.format import META_FILENAME, docs_file, is_shard_file
 from tokbin.fsio import atomic_path, user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
                 remote: str | None = None, cache_dir: str | os.PathLike | None = None,
                 verify: bool = True) -> Path:
     """The local path of `path` (an output in dvc.lock, relative to the repo root) as of git
-    revision `rev` (a tag such as "data-v1", a branch or a commit), with its meta.json beside it.
+    revision `rev` (a tag such as "data-v1", a branch or a commit), with its meta.json and its
+    split's document index (where that revision has one) beside it.
 
     repo: the project (a local path or a git URL; default: the one around the current
     directory). remote: a DVC remote name (default: the revision's default remote).
@@ -55,10 +57,12 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
     fs, outputs = _open_revision(repo, rev, remote)
     try:
         wanted = {path: _output(outputs, path, rev)}
-        meta = posixpath.join(posixpath.dirname(path), META_FILENAME)
-        if meta in outputs and meta != path:
-            wanted[meta] = outputs[meta]
-        # content-addressed: revisions with the same bin and meta.json share one folder
+        split = posixpath.basename(path).removesuffix(".bin")
+        for beside in (META_FILENAME, docs_file(split)):  # and the split's document index
+            extra = posixpath.join(posixpath.dirname(path), beside)
+            if extra in outputs and extra != path:
+                wanted[extra] = outputs[extra]
+        # content-addressed: revisions with the same files share one folder
         folder = Path(cache_dir or default_cache_dir()) / "-".join(
             out["md5"] for out in wanted.values())
         for repo_path, out in wanted.items():

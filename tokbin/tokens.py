@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import DTYPES, META_FILENAME, Meta, open_bin, open_split, read_meta
+from tokbin.format import (DTYPES, META_FILENAME, Meta, open_bin, open_split, read_docs,
+                           read_meta)
 
 # RSS budget for the bins' mapped pages (see MappedPages), checked every CHECK_EVERY_ROWS rows.
 RELEASE_MAPPED_BYTES = 1 << 30
@@ -80,6 +81,98 @@ class ShardedTokens:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """tokens[positions] of the concatenated stream, shard by shard."""
+        flat = positions.reshape(-1)
+        shard = np.searchsorted(self.starts, flat, side="right") - 1
+        order = np.argsort(shard, kind="stable")
+        bounds = np.searchsorted(shard[order], np.arange(len(self.shards) + 1))
+        out = np.empty(len(flat), self.dtype)
+        for index in np.flatnonzero(np.diff(bounds)):
+            picked = order[bounds[index]:bounds[index + 1]]
+            out[picked] = self.shards[index][flat[picked] - self.starts[index]]
+        return out.reshape(positions.shape)
+
+
+def take(tokens: "np.ndarray | ShardedTokens", positions: np.ndarray) -> np.ndarray:
+    """tokens[positions] (int64 positions in the split's stream), for a bin or shards."""
+    if isinstance(tokens, ShardedTokens):
+        return tokens.take(positions)
+    return np.take(tokens, positions)
+
+
+CELL_TOKENS = 256  # a segment is copied this many tokens at a time (see gather_segments)
+ROWS_AT_ONCE = 512  # rows (or cells) gathered per step: MappedPages checks between steps
+
+
+def _rows_are_written_in_order() -> bool:
+    """Whether `view[index] = rows` on overlapping rows of a view writes the rows in index
+    order, so that a later row overwrites an earlier one (NumPy does; checked, not assumed)."""
+    buffer = np.zeros(6, np.int16)
+    view = np.lib.stride_tricks.as_strided(buffer, (3, 4), (2, 2))
+    view[np.arange(3)] = np.repeat(np.arange(1, 4, dtype=np.int16), 4).reshape(3, 4)
+    return buffer.tolist() == [1, 2, 3, 3, 3, 3]
+
+
+ORDERED_ROW_WRITES = _rows_are_written_in_order()
+
+
+def gather_rows(rows, starts: np.ndarray, touched) -> np.ndarray:
+    """rows[starts] (a `rows_view`), ROWS_AT_ONCE rows at a time, each step `touched`."""
+    parts = []
+    for a in range(0, len(starts), ROWS_AT_ONCE):
+        parts.append(rows[starts[a:a + ROWS_AT_ONCE]])
+        touched(len(parts[-1]))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: np.ndarray,
+                    length: np.ndarray, total: int, touched) -> np.ndarray:
+    """x and y, [2, total] in the tokens' dtype, of segments that tile [0, total) in
+    increasing `out`: x[out + i] = tokens[src + i] and y[out + i] = tokens[src + i + 1] for
+    i < length.
+
+    Each segment is copied in cells of CELL_TOKENS (+ 1 for y) consecutive tokens: a cell is
+    a row of a strided view, gathered like a token batch's rows, and written to an
+    overlapping view of the output in increasing `out`, so that what the last cell of a
+    segment copies past its end is overwritten by the segments after it. Whole-row copies
+    beat a per-token index (np.take) here by a wide margin. `touched(cells)` follows every
+    step (tokbin.tokens.MappedPages)."""
+    width = CELL_TOKENS
+    cells = -(-length // width)
+    of = np.repeat(np.arange(len(length)), cells)
+    within = (np.arange(len(of)) - np.repeat(np.cumsum(cells) - cells, cells)) * width
+    cell_src, cell_out = src[of] + within, out[of] + within
+    ids = np.empty((2, total + width), tokens.dtype)
+    if not ORDERED_ROW_WRITES:  # a NumPy that writes rows out of order: token by token
+        index = np.repeat(src - out, length) + np.arange(total)
+        ids[0, :total], ids[1, :total] = take(tokens, index), take(tokens, index + 1)
+        return ids[:, :total]
+    views = [np.lib.stride_tricks.as_strided(ids[row], (total + 1, width), (ids.itemsize,) * 2)
+             for row in (0, 1)]
+    rows, last = rows_view(tokens, width), len(tokens) - width - 1  # rows[o]: o <= last
+    for a in range(0, len(cell_src), ROWS_AT_ONCE):
+        starts, at = cell_src[a:a + ROWS_AT_ONCE], cell_out[a:a + ROWS_AT_ONCE]
+        windows = rows[np.minimum(starts, max(last, 0))]
+        near_end = np.flatnonzero(starts > last)  # a cell that would read past the split
+        if len(near_end):
+            reach = starts[near_end, None] + np.arange(width + 1)
+            windows[near_end] = take(tokens, np.minimum(reach, len(tokens) - 1))
+        views[0][at] = windows[:, :width]
+        views[1][at] = windows[:, 1:]
+        touched(len(starts))
+    return ids[:, :total]
+
+
+def open_document_index(path: Path) -> np.ndarray:
+    """The document index of the split whose bin (or shard directory) is `path`."""
+    if not (path.parent / META_FILENAME).is_file():
+        raise TokbinError(f"{path} has no {META_FILENAME} beside it, so no document index: "
+                          "align='document' and return_documents need binarize's "
+                          "<split>.docs (build with `dvc repro` or fetch with `dvc pull`)")
+    meta = read_meta(path.parent / META_FILENAME)
+    return read_docs(path.parent, meta, _split_of(path, meta))
 
 
 def strided_rows(tokens: np.ndarray, block_size: int) -> np.ndarray:
