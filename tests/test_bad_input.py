@@ -211,7 +211,9 @@ def write_raw_params(repo: Path, edit) -> None:
      ["download.splits must be a non-empty list of str", "'train'"]),
     (lambda p: p["tokenize"].update(eot="after"),
      ["tokenize.eot is 'after'", "valid values: append, prepend, none"]),
-], ids=["unknown key", "wrong type", "invalid eot"])
+    (lambda p: p["binarize"].update(format="llm.c"),
+     ["binarize.format is 'llm.c'", "valid values: nanogpt, llmc"]),
+], ids=["unknown key", "wrong type", "invalid eot", "invalid format"])
 def test_bad_params_yaml_names_the_key_and_what_is_valid(tmp_path, edit, fragments):
     repo = project(tmp_path)
     write_parquet_dataset(repo / "dataset", DOCS)

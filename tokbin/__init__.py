@@ -1,7 +1,8 @@
 """tokbin: text dataset -> GPT token bins (DVC pipeline) and a loader that feeds them to training."""
 from tokbin.errors import TokbinError
 
-__all__ = ["TokbinError", "Meta", "read_meta", "BinLoader", "pinned_path", "pinned_loader"]
+__all__ = ["TokbinError", "Meta", "read_meta", "BinLoader", "Documents", "pinned_path",
+           "pinned_loader"]
 
 
 def __getattr__(name: str):
@@ -13,6 +14,9 @@ def __getattr__(name: str):
     if name == "BinLoader":
         from tokbin.loader import BinLoader
         return BinLoader
+    if name == "Documents":
+        from tokbin.batches import Documents
+        return Documents
     if name in ("pinned_path", "pinned_loader"):
         from tokbin import pinned
         return getattr(pinned, name)

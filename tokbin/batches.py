@@ -9,9 +9,9 @@ pinned memory on CUDA with non_blocking copies; a document layout travels the sa
 """
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +21,7 @@ from tokbin.tokens import (ShardedTokens, gather_rows, gather_segments, mapped_p
                            rows_view)
 
 
-@dataclasses.dataclass(frozen=True)
-class Documents:
+class Documents(NamedTuple):
     """Where the documents are in one batch (BinLoader(return_documents=True)), on the
     batch's device. A segment is a run of one document's tokens inside one row; every row
     boundary is a segment boundary.
@@ -100,6 +99,7 @@ class DocumentGather(TokenGather):
         self.small, self.small_torch = ((np.int16, torch.int16) if block_size <= 1 << 15
                                         else (np.int32, torch.int32))
         self._blocks: dict = {}
+        self._tiled = np.zeros(0, self.small)
 
     def host_batch(self, batch: int):
         B, T, parts, row = self.batch_size, self.block_size, [], 0
@@ -138,6 +138,12 @@ class DocumentGather(TokenGather):
             row += end - first
         cu = np.concatenate([*pieces, [row * T]]).astype(np.int32)
         return torch.from_numpy(cu), int(np.diff(cu).max())
+
+    def row_positions(self, rows: int) -> np.ndarray:
+        """0 .. T - 1, `rows` times over (made once, for the largest block)."""
+        if len(self._tiled) < rows * self.block_size:
+            self._tiled = np.tile(np.arange(self.block_size, dtype=self.small), rows)
+        return self._tiled[:rows * self.block_size]
 
     def _block(self, key, phase: int) -> "_GatheredBlock":
         """The gathered block `key`; `phase`: the first of its rows that begins a batch."""
@@ -185,9 +191,9 @@ class _GatheredBlock:
         if gather.documents:
             self.ptr, self.out = block.ptr, seg.out.astype(np.int32)
             # a token's place in its row, less its segment's
-            self.position_ids = np.tile(np.arange(T, dtype=gather.small), len(self.x))
-            self.position_ids -= np.repeat((seg.out % T).astype(gather.small), seg.length)
-            self.position_ids = self.position_ids.reshape(-1, T)
+            self.position_ids = np.subtract(
+                gather.row_positions(len(self.x)),
+                np.repeat((seg.out % T).astype(gather.small), seg.length)).reshape(-1, T)
             self._batches(gather.batch_size, T, phase, seg.length)
 
     def _batches(self, B: int, T: int, phase: int, length: np.ndarray) -> None:

@@ -68,7 +68,7 @@ class BinLoader:
         start (tokbin.doc_sampling says which; docs/loader.md measures them).
     return_documents: next_batch() returns (x, y, docs): docs.cu_seqlens (int32, the segments'
         cumulative lengths in the flattened batch), docs.position_ids (int64 [B, T], 0 at each
-        segment's start) and docs.max_seqlen, on the device (`tokbin.batches.Documents`).
+        segment's start) and docs.max_seqlen, on the device (`tokbin.Documents`).
     seed: the batches are a function of (seed, rank, world_size) only.
     rank, world_size: default to torch.distributed's when it is initialized, else 0 and 1.
     prefetch: batches a background thread gathers ahead of `next_batch`; 0 gathers inline.

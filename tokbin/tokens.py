@@ -1,10 +1,12 @@
 """A split's tokens on disk, as the loader reads them: one memory-mapped token stream.
 
 `open_tokens` maps a bin (size checked against meta.json, or a bare nanoGPT-style bin of a
-given dtype) or every bin of a shard directory, read as one stream. `rows_view` makes it a
-[n - T, T + 1] view whose row o is tokens[o : o + T + 1], so a batch is one fancy-index.
-`MappedPages` keeps the mapped pages that gathers touch from piling up in the process's RSS
-(the creep nanoGPT avoids by reopening the memmap every batch).
+given dtype; nanoGPT's headerless format or llm.c's) or every bin of a shard directory, read
+as one stream. `rows_view` makes it a [n - T, T + 1] view whose row o is tokens[o : o + T +
+1], so a batch is one fancy-index; `gather_segments` copies packed rows from it;
+`open_document_index` reads the split's document index. `MappedPages` keeps the mapped pages
+that gathers touch from piling up in the process's RSS (the creep nanoGPT avoids by reopening
+the memmap every batch).
 """
 from __future__ import annotations
 
@@ -133,10 +135,10 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
     increasing `out`: x[out + i] = tokens[src + i] and y[out + i] = tokens[src + i + 1] for
     i < length.
 
-    Each segment is copied in cells of CELL_TOKENS (+ 1 for y) consecutive tokens: a cell is
-    a row of a strided view, gathered like a token batch's rows, and written to an
-    overlapping view of the output in increasing `out`, so that what the last cell of a
-    segment copies past its end is overwritten by the segments after it. Whole-row copies
+    x is copied in cells of CELL_TOKENS consecutive tokens: a cell is a row of a strided view,
+    gathered like a token batch's rows, and written to an overlapping view of the output in
+    increasing `out`, so that what the last cell of a segment copies past its end is
+    overwritten by the segments after it. y is x shifted, but for each segment's last id. Whole-row copies
     beat a per-token index (np.take) here by a wide margin. `touched(cells)` follows every
     step (tokbin.tokens.MappedPages)."""
     width = CELL_TOKENS
@@ -149,19 +151,19 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
         index = np.repeat(src - out, length) + np.arange(total)
         ids[0, :total], ids[1, :total] = take(tokens, index), take(tokens, index + 1)
         return ids[:, :total]
-    views = [np.lib.stride_tricks.as_strided(ids[row], (total + 1, width), (ids.itemsize,) * 2)
-             for row in (0, 1)]
-    rows, last = rows_view(tokens, width), len(tokens) - width - 1  # rows[o]: o <= last
+    view = np.lib.stride_tricks.as_strided(ids[0], (total + 1, width), (ids.itemsize,) * 2)
+    rows, last = rows_view(tokens, width - 1), len(tokens) - width  # rows[o]: o <= last
     for a in range(0, len(cell_src), ROWS_AT_ONCE):
         starts, at = cell_src[a:a + ROWS_AT_ONCE], cell_out[a:a + ROWS_AT_ONCE]
         windows = rows[np.minimum(starts, max(last, 0))]
         near_end = np.flatnonzero(starts > last)  # a cell that would read past the split
         if len(near_end):
-            reach = starts[near_end, None] + np.arange(width + 1)
+            reach = starts[near_end, None] + np.arange(width)
             windows[near_end] = take(tokens, np.minimum(reach, len(tokens) - 1))
-        views[0][at] = windows[:, :width]
-        views[1][at] = windows[:, 1:]
+        view[at] = windows
         touched(len(starts))
+    ids[1, :total - 1] = ids[0, 1:total]  # y is x shifted inside a segment,
+    ids[1, out + length - 1] = take(tokens, src + length)  # the stream's next id at its end
     return ids[:, :total]
 
 
