@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import types
+import zlib
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -66,13 +67,16 @@ def worth_processes(files: list[Path]) -> bool:
 class SplitCounts:
     tokens: int = 0
     documents: int = 0
+    crc32: str = ""  # of the bin written (format.BinWriter.crc32)
 
 
 @dataclass(frozen=True)
 class SpilledIds:
-    """A worker process's ids for one work unit, in a file (the bin's dtype, checked)."""
+    """A worker process's ids for one work unit, in a file (the bin's dtype, checked), and
+    the CRC-32 of the file's bytes, computed as the worker wrote them."""
     path: Path
     count: int
+    crc32: int
 
 
 def write_in_order(submitted: Iterable[T], in_flight: int,
@@ -88,7 +92,7 @@ def write_in_order(submitted: Iterable[T], in_flight: int,
         def write_oldest() -> None:
             ids, lengths = result(pending.popleft())
             if isinstance(ids, SpilledIds):
-                bins.append_file(ids.path, ids.count)
+                bins.append_file(ids.path, ids.count, ids.crc32)
                 ids.path.unlink()
                 counts.tokens += ids.count
             else:
@@ -108,6 +112,7 @@ def write_in_order(submitted: Iterable[T], in_flight: int,
         finally:
             for work in pending:
                 cancel(work)
+    counts.crc32 = bins.crc32
     return counts
 
 
@@ -191,8 +196,8 @@ class ProcessExecutor:
 
         def spilled(work) -> tuple[SpilledIds, np.ndarray]:
             spill, unit, future = work
-            count, lengths = self._result(future, f"tokenizing {unit}")
-            return SpilledIds(spill, count), lengths
+            count, crc32, lengths = self._result(future, f"tokenizing {unit}")
+            return SpilledIds(spill, count, crc32), lengths
 
         submitted = (submit(i, unit) for i, unit in enumerate(work_units(files, UNIT_BYTES)))
         # Results wait as files, not in memory: a deeper queue keeps every worker busy.
@@ -255,17 +260,20 @@ def _load_encoder(settings: EncodeSettings) -> EncodingInfo:
 
 
 def _encode_to_file(unit: WorkUnit, text_column: str, settings: EncodeSettings,
-                    spill: str) -> tuple[int, np.ndarray]:
-    """The unit's ids written to `spill`: returns how many, and its documents' lengths."""
+                    spill: str) -> tuple[int, int, np.ndarray]:
+    """The unit's ids written to `spill`: returns how many, their CRC-32 and the documents'
+    lengths."""
     n_vocab = batch_encoder(settings).info.n_vocab
-    written = 0
+    written = crc = 0
 
     def write_ids(ids: np.ndarray) -> None:
-        nonlocal written
+        nonlocal written, crc
         check_ids(ids, n_vocab)  # here, so that the main process appends the file unread
-        f.write(memoryview(ids))
+        data = memoryview(ids)
+        f.write(data)
+        crc = zlib.crc32(data, crc)  # here too: the main process combines the units' CRCs
         written += ids.size
 
     with open(spill, "wb") as f:
         lengths = encode_work_unit(unit, text_column, settings, write_ids)
-    return written, lengths
+    return written, crc, lengths

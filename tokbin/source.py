@@ -65,7 +65,9 @@ def materialize(dataset: str, revision: str, splits: list[str], text_column: str
     return record
 
 
-def _copy_local(root: Path, splits: list[str], out: Path) -> dict[str, list[str]]:
+def local_split_files(root: Path, splits: list[str]) -> dict[str, list[str]]:
+    """Each split's data files in a local dataset directory, relative to it; every split must
+    have some."""
     if not root.is_dir():
         raise TokbinError(f"download.dataset {str(root)!r} is not a directory: give a local "
                           "directory laid out like a Hub dataset repo (data/<split>-*.parquet) "
@@ -73,6 +75,11 @@ def _copy_local(root: Path, splits: list[str], out: Path) -> dict[str, list[str]
     names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
     files = {split: select_split_files(names, split) for split in splits}
     check_splits_found(files, f"local directory {root}", names)
+    return files
+
+
+def _copy_local(root: Path, splits: list[str], out: Path) -> dict[str, list[str]]:
+    files = local_split_files(root, splits)
     for split_files in files.values():
         for name in split_files:
             (out / name).parent.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,8 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
                                   f"{', '.join(source.files[split])}); remove it from "
                                   "download.splits or fix the dataset")
             split_infos[split] = SplitInfo(f"{split}.bin", counts.tokens, counts.documents,
-                                           counts.tokens * np.dtype(info.dtype).itemsize)
+                                           counts.tokens * np.dtype(info.dtype).itemsize,
+                                           counts.crc32)
         meta = Meta(encoding=encoding, n_vocab=info.n_vocab, eot_token=info.eot_token, eot=eot,
                     dtype=info.dtype, source=source.source, splits=split_infos)
         write_meta(tmp, meta)
