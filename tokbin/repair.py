@@ -114,7 +114,8 @@ def repair(folder: Path) -> int:
     rebuild = [stage for stage in pipeline if stage in {e.stage for e in lost} | unknown]
     if rebuild:
         for e in sorted(lost, key=lambda e: e.path):
-            print(f"repair: {e.path} ({e.md5}): neither the DVC cache nor the remote has it")
+            print(f"repair: {e.path} ({e.md5}): neither the DVC cache nor the remote has a "
+                  "good copy")
         print(f"repair: rebuild it with `dvc repro`: its outputs are missing now, so it reruns "
               f"{', '.join(rebuild)} (and restores or reruns what follows); then `python -m "
               "tokbin verify`, and `dvc push` to put the rebuilt data on the remote")
@@ -161,7 +162,7 @@ def expected_files(project: Project, lock: Path
                 project.dvc("fetch", out["path"])
             if not project.object_ok(out["md5"]):
                 print(f"repair: the listing of {out['path']} ({out['md5']}): neither the DVC "
-                      "cache nor the remote has it")
+                      "cache nor the remote has a good copy")
                 unknown.add(stage)
                 continue
             for entry in json.loads(listing.read_text(encoding="utf-8")):
