@@ -2,11 +2,15 @@
 
 Each section is a dataclass; its fields are the keys, their annotations the types and
 `CHOICES` the allowed values. An unknown key, a missing key, a wrong type or an invalid choice
-is a TokbinError that names the key and lists what is valid.
+is a TokbinError that names the key and lists what is valid. Values that come in several forms
+(`download.splits`, `download.data_files`) are normalised to one here, so no stage sees the
+others.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
 import typing
 from pathlib import Path
 
@@ -14,15 +18,34 @@ import yaml
 
 from tokbin import schema
 from tokbin.errors import TokbinError
-from tokbin.format import DTYPES, EOT_POLICIES
+from tokbin.format import DTYPES, EOT_POLICIES, HOLDOUT_BIN, HOLDOUT_FROM, Holdout
 
 
 @dataclasses.dataclass(frozen=True)
 class DownloadParams:
     dataset: str
+    config: str | None
     revision: str
-    splits: list[str]
+    data_files: str | list[str] | dict[str, str | list[str]] | None
+    splits: list[str] | dict[str, str]
     text_column: str
+    sample_by: str | None
+    separator: str | None
+    holdout: Holdout | None
+
+    @property
+    def bins(self) -> dict[str, str]:
+        """bin name -> the dataset split it holds (the list form maps each name to itself)."""
+        return dict(self.splits) if isinstance(self.splits, dict) else {s: s for s in self.splits}
+
+    @property
+    def data_files_by_split(self) -> dict[str, list[str]] | None:
+        """data_files as load_dataset reads it: a glob or a list of globs is the train split's."""
+        files = self.data_files
+        if files is None or isinstance(files, dict):
+            return files and {split: [g] if isinstance(g, str) else list(g)
+                              for split, g in files.items()}
+        return {"train": [files] if isinstance(files, str) else list(files)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +71,15 @@ class Params:
 
 ENGINES = ("tiktoken", "fastokens")
 EXECUTORS = ("local", "ray")
+SAMPLE_BY = ("line", "paragraph", "document")
 CHOICES = {
+    "download.sample_by": SAMPLE_BY,
     "tokenize.eot": EOT_POLICIES,
     "tokenize.engine": ENGINES,
     "tokenize.executor": EXECUTORS,
     "binarize.dtype": ("auto", *DTYPES),
 }
+BIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a bin's name is a file name in data/
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -63,8 +89,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise TokbinError(f"{path} not found: run from the repository root") from None
     except yaml.YAMLError as e:
-        raise TokbinError(f"{path} is not valid YAML: {e}") from None
-    return _parse(Params, raw, "", path)
+        raise TokbinError(f"{path}: not valid YAML: {e}") from None
+    params = _parse(Params, raw, "", path)
+    check_download(params.download, path)
+    return params
 
 
 def _parse(cls, raw, prefix: str, path: Path):
@@ -82,26 +110,87 @@ def _parse(cls, raw, prefix: str, path: Path):
     values = {}
     for key, hint in fields.items():
         name, value = prefix + key, raw[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _parse(hint, value, name + ".", path)
+        nested = [h for h in _options(hint) if dataclasses.is_dataclass(h)]
+        if nested and isinstance(value, dict):
+            try:
+                values[key] = _parse(nested[0], value, name + ".", path)
+            except TokbinError as e:  # the dataclass's own checks (Holdout's ranges)
+                raise TokbinError(str(e) if str(e).startswith(f"{path}:")
+                                  else f"{path}: {name}: {e}") from None
             continue
         values[key] = _check_type(name, value, hint, path)
         choices = CHOICES.get(name)
-        if choices is not None and value not in choices:
-            raise TokbinError(f"{path}: {name} is {value!r}; valid values: {', '.join(choices)}")
+        if choices is not None and value is not None and value not in choices:
+            raise TokbinError(f"{path}: {name} is {value!r}; valid values: {', '.join(choices)}"
+                              + (" (or null)" if type(None) in _options(hint) else ""))
     return cls(**values)
 
 
+def _options(hint) -> tuple:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _describe(hint) -> str:
+    """A type annotation in the words of a params.yaml user."""
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping {" + ", ".join(f"{k}: ..." for k in schema.fields_of(hint)) + "}"
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in typing.get_args(hint))
+    if origin is list:
+        return f"a non-empty list of {_describe(typing.get_args(hint)[0]).removeprefix('a ')}"
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return (f"a mapping of {_describe(key).removeprefix('a ')} to "
+                f"{_describe(item).removeprefix('a ')}")
+    return f"a {hint.__name__}"
+
+
 def _check_type(name: str, value, hint, path: Path):
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        if not value or not schema.matches(value, hint):
-            raise TokbinError(f"{path}: {name} must be a non-empty list of {item.__name__}, "
-                              f"got {value!r}")
-        if len(set(value)) != len(value):
-            raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
-        return list(value)
-    if not schema.matches(value, hint):
-        raise TokbinError(f"{path}: {name} must be a {hint.__name__}, got {value!r} "
+    """`value` if it has the annotated type (lists and mappings non-empty, list entries
+    unique), else a TokbinError naming the key, the accepted forms and what it got."""
+    if not schema.matches(value, hint) or (isinstance(value, (list, dict)) and not value):
+        raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
+    if isinstance(value, list) and len(set(map(str, value))) != len(value):
+        raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
     return value
+
+
+def check_download(download: DownloadParams, path: Path) -> None:
+    """The rules between download's keys, checked before any stage works."""
+    bins = download.bins
+    for bin_name in bins:
+        if not BIN_NAME.fullmatch(bin_name):
+            raise TokbinError(f"{path}: download.splits: {bin_name!r} cannot be a bin's name "
+                              "(it becomes data/<name>.bin): use letters, digits, '_', '-', '.'")
+    if isinstance(download.splits, dict):
+        taken = list(bins.values())
+        twice = next((s for s in taken if taken.count(s) > 1), None)
+        if twice is not None:
+            raise TokbinError(f"{path}: download.splits maps two bins to the dataset split "
+                              f"{twice!r}; map each bin to its own split (download.holdout "
+                              f"draws {HOLDOUT_BIN}.bin from {HOLDOUT_FROM})")
+    if download.holdout is not None:
+        if HOLDOUT_FROM not in bins:
+            raise TokbinError(f"{path}: download.holdout draws {HOLDOUT_BIN}.bin from the "
+                              f"{HOLDOUT_FROM!r} bin, but download.splits has no {HOLDOUT_FROM!r}"
+                              f" ({', '.join(bins)}); add it")
+        if HOLDOUT_BIN in bins:
+            others = [b for b in download.splits if b != HOLDOUT_BIN]
+            raise TokbinError(f"{path}: download.holdout draws {HOLDOUT_BIN}.bin from "
+                              f"{HOLDOUT_FROM}, so download.splits must not also read a "
+                              f"{HOLDOUT_BIN!r} split: set download.splits: [{', '.join(others)}]"
+                              " (or download.holdout: null to read the dataset's own)")
+    if download.separator is not None:
+        if "\n" in download.separator or "\r" in download.separator:
+            raise TokbinError(f"{path}: download.separator {download.separator!r} is matched "
+                              "against whole lines, so it cannot hold a line break")
+        if download.sample_by not in (None, "line"):
+            raise TokbinError(f"{path}: download.separator decides the documents of .txt "
+                              f"files, so download.sample_by ({download.sample_by}) does not "
+                              "apply: set download.sample_by: line, or download.separator: null")
