@@ -15,7 +15,8 @@ The speed run builds TinyStories-shaped corpora (tests.support.corpus) and times
 path (tokenize_dataset in a fresh process, one worker per core) with each engine,
 next to tiktoken's one-core rate and the ceiling a perfect tiktoken pool could reach (cores x
 one-core rate).
-Run it on a quiet machine: other load shows up as a lower speedup.
+Run it on a quiet machine: other load shows up as a lower speedup. Results and method:
+docs/performance.md.
 """
 from __future__ import annotations
 
