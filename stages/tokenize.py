@@ -30,7 +30,8 @@ def main() -> None:
                             holdout=download.holdout)
     seconds = time.perf_counter() - started
     tokens = sum(s.tokens for s in meta.splits.values())
-    print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s ({tokens / seconds / 1e6:.2f} M tokens/s)")
+    print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s "
+          f"({tokens / seconds / 1e6:.2f} M tokens/s)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from support import shapes
 from support.fakehub import tree_of
 from tokbin.errors import TokbinError
 from tokbin.format import read_source
+from tokbin.params import load_params
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -234,3 +235,85 @@ def test_a_missing_column_names_the_users_file_not_a_temporary_one(folders, tmp_
     message = refused(tmp_path, str(folders["jsonl_folders"]), ["train"], "no 'story' field",
                       text_column="story")
     assert re.search(rf"{re.escape(str(folders['jsonl_folders']))}/train/a.jsonl:1: ", message)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("splits", "train", "download.splits must be a non-empty list of str or a mapping of str "
+                        "to str, got 'train'"),
+    ("splits", {"train": "train", "validation": "train"},
+     "maps two bins to the dataset split 'train'"),
+    ("splits", ["train", "../x"], "'../x' cannot be a bin's name"),
+    ("data_files", 3, "download.data_files must be a str or a non-empty list of str or a "
+                      "mapping of str to (str or a non-empty list of str) or null, got 3"),
+    ("data_files", {"train": []}, "download.data_files must be"),
+    ("config", 7, "download.config must be a str or null, got 7"),
+    ("sample_by", "sentence", "download.sample_by is 'sentence'; valid values: line, paragraph, "
+                              "document (or null)"),
+    ("separator", "a\nb", "is matched against whole lines, so it cannot hold a line break"),
+], ids=["splits-not-a-list", "two-bins-one-split", "bin-not-a-file-name", "data-files-type",
+        "data-files-empty-list", "config-type", "sample-by-choice", "separator-line-break"])
+def test_bad_download_params_name_the_key_and_what_is_valid(tmp_path, key, value, message):
+    import yaml
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["download"][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(TokbinError, match=re.escape(message)):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_separator_and_another_sample_by_are_refused_together(tmp_path):
+    import yaml
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["download"].update(separator="<|endoftext|>", sample_by="paragraph")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(TokbinError, match="download.separator decides the documents of .txt "
+                                          "files, so download.sample_by \\(paragraph\\)"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_sample_by_or_a_separator_on_a_dataset_that_is_not_text_is_refused(folders, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    materialize(repo_of("train_only"), "main", ["train"], "text", raw)
+    for kw in ({"sample_by": "paragraph"}, {"separator": "<|endoftext|>"}):
+        with pytest.raises(TokbinError, match="choose the documents of .txt files, but "
+                                              "shapes/train-only is read as parquet"):
+            tokenize_dataset(raw, tmp_path / "tokens", ["train"], "text", "gpt2", "append", **kw)
+
+
+def readme_examples() -> list[dict]:
+    """The `download:` settings of the README's "Other datasets" section, in order."""
+    import yaml
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split("## Other datasets", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    return [yaml.safe_load(part)["download"] for part in block.strip().split("\n\n")]
+
+
+def test_the_readmes_other_datasets_examples_build(folders, tmp_path):
+    import yaml
+    wikitext = tmp_path / "wikitext"
+    for split in ("train", "validation", "test"):
+        shapes._parquet(wikitext / "wikitext-103-raw-v1" / f"{split}-00000-of-00001.parquet",
+                        "text", [f" = {split} article = \n", "", f" {split} text . \n"])
+    (wikitext / "README.md").write_text(
+        "---\nconfigs:\n- config_name: wikitext-103-raw-v1\n  data_files:\n" + "".join(
+            f"  - split: {s}\n    path: wikitext-103-raw-v1/{s}-*\n"
+            for s in ("train", "validation", "test")) + "---\n")
+    served = {"Salesforce/wikitext": wikitext, "HuggingFaceFW/fineweb-edu": folders["fineweb_edu"],
+              "roneneldan/TinyStories": folders["gpt4_txt"]}
+    for repo, folder in served.items():
+        FAKE_HUB.add_commit(repo, tree_of(folder))
+    examples = readme_examples()
+    assert len(examples) == 3
+    for i, example in enumerate(examples):
+        params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+        params["download"].update(example)
+        (tmp_path / f"params-{i}.yaml").write_text(yaml.safe_dump(params))
+        download = load_params(tmp_path / f"params-{i}.yaml").download
+        out = tmp_path / f"example-{i}"
+        out.mkdir()
+        bins = build(out, download.dataset, download.bins, config=download.config,
+                     data_files=download.data_files_by_split, sample_by=download.sample_by,
+                     separator=download.separator, holdout=download.holdout)
+        # (fineweb: the fixed texts and seed hold out one of its 120 documents)
+        assert list(bins) == ["train", "validation"] and all(bins.values()), download.dataset

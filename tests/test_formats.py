@@ -197,7 +197,8 @@ def tokenize(tmp_path, folder, splits=("train",), text_column="text"):
 
 
 @pytest.mark.parametrize("name, compress", [
-    ("train.jsonl.gz", lambda b: gzip.compress(b)[:-40]), ("train.jsonl.xz", lambda b: lzma.compress(b)[:-40]),
+    ("train.jsonl.gz", lambda b: gzip.compress(b)[:-40]),
+    ("train.jsonl.xz", lambda b: lzma.compress(b)[:-40]),
     ("train.jsonl.zst", lambda b: zstd(b)[:200] + bytes(64) + zstd(b)[264:]),
     ("train.jsonl.bz2", lambda b: bz2.compress(b)[:-40])])
 def test_a_truncated_or_corrupt_compressed_file_is_named(tmp_path, name, compress):

@@ -12,10 +12,10 @@ flight, so memory is bounded whatever the corpus size and the output is the same
 - `ThreadExecutor`: the main thread reads batches of about `BATCH_BYTES` of text for a pool of
   encoding threads. Both engines encode in Rust with the GIL released; threads start at once.
 - `ProcessExecutor`: worker processes, one per core, each reading its own work units (row
-  groups of a parquet file, or a whole file of another format) with its own GIL: making the `str` fastokens needs holds the GIL,
-  which threads of one process share. Processes take a while to start, so they are used only
-  for datasets of at least `PROCESSES_FROM_BYTES` of text that cut into enough work units
-  (`worth_processes`).
+  groups of a parquet file, or a whole file of another format) with its own GIL: making the
+  `str` fastokens needs holds the GIL, which threads of one process share. Processes take a
+  while to start, so they are used only for datasets of at least `PROCESSES_FROM_BYTES` of
+  text that cut into enough work units (`worth_processes`).
 """
 from __future__ import annotations
 

@@ -26,11 +26,11 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
                  "files": {"train": ["data/train-00000-of-00004.parquet"]}},
                                                          # dataset split -> its data files,
                                                          # in reading order (repo paths)
-      "holdout": null,               # or {"fraction": 0.0005, "seed": 2357}: see below
       "splits": {"train": {"file": "train.bin",         # relative to meta.json's folder
                            "tokens": 123,                # ids in the file
                            "documents": 4,               # documents in the file
-                           "bytes": 246}}                # == tokens * itemsize
+                           "bytes": 246}},               # == tokens * itemsize
+      "holdout": null                # or {"fraction": 0.0005, "seed": 2357}: see below
     }
 
 The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
@@ -185,6 +185,12 @@ class Meta:
 
 
 READERS = ("parquet", "json", "csv", "text", "arrow")  # datasets' builders tokbin reads
+
+
+def bin_splits(splits: list[str] | dict[str, str]) -> dict[str, str]:
+    """download.splits as {bin: the dataset split it holds}: a list names splits that are
+    their own bins."""
+    return dict(splits) if isinstance(splits, dict) else {split: split for split in splits}
 HOLDOUT_BIN, HOLDOUT_FROM = "validation", "train"  # a holdout: validation drawn from train
 
 

@@ -1,4 +1,4 @@
-"""The Hugging Face Hub: resolve a dataset revision to its commit, list its files, fetch some.
+"""The Hugging Face Hub: resolve a dataset revision to its commit, fetch some of its files.
 
 The requested revision (branch, tag or sha) is resolved to its commit sha once and every file
 is fetched at that sha, so a branch that moves mid-download cannot mix two versions. Files
@@ -20,14 +20,14 @@ OFFLINE_HINT = ("use a local directory instead (download.dataset: ./path/to/dir,
 FETCH_WORKERS = 8  # files downloaded at once
 
 
-def resolve(repo_id: str, revision: str) -> tuple[str, list[str]]:
-    """The commit sha `revision` names in Hub dataset `repo_id`, and the repo's file names."""
+def resolve(repo_id: str, revision: str) -> str:
+    """The commit sha `revision` names in Hub dataset `repo_id`."""
     from huggingface_hub import HfApi
     with hub_errors(repo_id, revision):
         info = HfApi().dataset_info(repo_id, revision=revision, timeout=30)
     if len(info.sha or "") != 40:
         raise TokbinError(f"the Hub returned no commit sha for {repo_id}@{revision}")
-    return info.sha, [s.rfilename for s in info.siblings or []]
+    return info.sha
 
 
 def fetch(repo_id: str, sha: str, names: list[str], out: Path) -> None:

@@ -18,7 +18,7 @@ import yaml
 
 from tokbin import schema
 from tokbin.errors import TokbinError
-from tokbin.format import DTYPES, EOT_POLICIES, HOLDOUT_BIN, HOLDOUT_FROM, Holdout
+from tokbin.format import DTYPES, EOT_POLICIES, HOLDOUT_BIN, HOLDOUT_FROM, Holdout, bin_splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +36,18 @@ class DownloadParams:
     @property
     def bins(self) -> dict[str, str]:
         """bin name -> the dataset split it holds (the list form maps each name to itself)."""
-        return dict(self.splits) if isinstance(self.splits, dict) else {s: s for s in self.splits}
+        return bin_splits(self.splits)
 
     @property
     def data_files_by_split(self) -> dict[str, list[str]] | None:
         """data_files as load_dataset reads it: a glob or a list of globs is the train split's."""
         files = self.data_files
-        if files is None or isinstance(files, dict):
-            return files and {split: [g] if isinstance(g, str) else list(g)
-                              for split, g in files.items()}
-        return {"train": [files] if isinstance(files, str) else list(files)}
+        if files is None:
+            return None
+        if not isinstance(files, dict):
+            files = {"train": files}
+        return {split: [globs] if isinstance(globs, str) else list(globs)
+                for split, globs in files.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,20 +147,30 @@ def _describe(hint) -> str:
         return f"a non-empty list of {_describe(typing.get_args(hint)[0]).removeprefix('a ')}"
     if origin is dict:
         key, item = typing.get_args(hint)
-        return (f"a mapping of {_describe(key).removeprefix('a ')} to "
-                f"{_describe(item).removeprefix('a ')}")
+        item_text = _describe(item).removeprefix("a ")
+        if typing.get_origin(item) in (typing.Union, types.UnionType):
+            item_text = f"({item_text})"
+        return f"a mapping of {_describe(key).removeprefix('a ')} to {item_text}"
     return f"a {hint.__name__}"
 
 
 def _check_type(name: str, value, hint, path: Path):
     """`value` if it has the annotated type (lists and mappings non-empty, list entries
     unique), else a TokbinError naming the key, the accepted forms and what it got."""
-    if not schema.matches(value, hint) or (isinstance(value, (list, dict)) and not value):
+    if not schema.matches(value, hint) or _holds_an_empty(value):
         raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
     if isinstance(value, list) and len(set(map(str, value))) != len(value):
         raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
     return value
+
+
+def _holds_an_empty(value) -> bool:
+    """Whether `value` is, or holds at any depth, an empty list or mapping."""
+    if not isinstance(value, (list, dict)):
+        return False
+    return not value or any(map(_holds_an_empty, value.values() if isinstance(value, dict)
+                                else value))
 
 
 def check_download(download: DownloadParams, path: Path) -> None:

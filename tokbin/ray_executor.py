@@ -5,9 +5,10 @@ consecutive parquet row groups of about `TASK_BYTES` of text, or a whole file of
 format. Each unit is one Ray task that reads its documents itself (the driver ships a path,
 never text: the files must be reachable at the same path on every node, e.g. a shared
 filesystem) and encodes them with the local executors' code (`tokbin.encode`: same engine,
-same eot policy, same dtype, same holdout decision per document). The driver writes results strictly in unit order with at most
-`2 x cluster CPUs` tasks in flight, so its memory is bounded and the output is byte-identical
-to ``executor: local`` whatever the number of workers or the order tasks finish in.
+same eot policy, same dtype, same holdout decision per document). The driver writes results
+strictly in unit order with at most `2 x cluster CPUs` tasks in flight, so its memory is
+bounded and the output is byte-identical to ``executor: local`` whatever the number of
+workers or the order tasks finish in.
 
 A task whose worker process dies (killed, out of memory, node lost) is rerun by Ray up to
 `TASK_RETRIES` times; a task is a pure function of its unit, so a rerun gives the same ids.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokbin import hub
 from tokbin.errors import TokbinError
-from tokbin.format import HOLDOUT_BIN, HOLDOUT_FROM, SourceRecord, write_source
+from tokbin.format import HOLDOUT_BIN, HOLDOUT_FROM, SourceRecord, bin_splits, write_source
 from tokbin.readers import DataFile, Reading, check_columns, check_file_type
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
@@ -54,11 +54,9 @@ def materialize(dataset: str, revision: str, splits: list[str] | dict[str, str],
     """
     from tokbin.resolve import resolve_files  # imports datasets: seconds, download stage only
 
-    bins = dict(splits) if isinstance(splits, dict) else {s: s for s in splits}
+    bins = bin_splits(splits)
     root = local_root(dataset)
-    sha = None
-    if root is None:
-        sha, _ = hub.resolve(dataset, revision)
+    sha = hub.resolve(dataset, revision) if root is None else None
     resolution = resolve_files(dataset, root, sha, config, data_files)
     _check_splits(bins, resolution.files, dataset, resolution.config)
     files = {split: resolution.files[split] for split in dict.fromkeys(bins.values())}

@@ -8,6 +8,7 @@ meta.json describes them. Every executor gives the same bytes.
 """
 from __future__ import annotations
 
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tokbin.errors import TokbinError
 from tokbin.executors import (ProcessExecutor, SplitJob, SplitOutput, ThreadExecutor,
                               default_workers, worth_processes)
 from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, Holdout, Meta, SourceRecord, SplitInfo,
-                           doclens_file, read_source, write_meta)
+                           bin_splits, doclens_file, read_source, write_meta)
 from tokbin.fsio import atomic_path
 from tokbin.readers import (DataFile, Reading, check_columns, count_documents,
                             use_lean_arrow_memory)
@@ -77,6 +78,10 @@ def reading_for(source: SourceRecord, text_column: str, sample_by: str | None,
     download.separator for .txt files."""
     options = dict(source.reader_options)
     if source.builder == "text":
+        if sample_by is not None and options.get("sample_by") not in (None, sample_by):
+            print(f"tokenize: download.sample_by: {sample_by} overrides config "
+                  f"{source.config!r}'s sample_by: {options['sample_by']} (set it to null to "
+                  "follow the config)", file=sys.stderr)
         options.update({key: value for key, value in
                         (("sample_by", sample_by), ("separator", separator))
                         if value is not None})
@@ -92,7 +97,7 @@ def _plan(source: SourceRecord, raw_dir: Path, splits: list[str] | dict[str, str
           ) -> dict[str, tuple[list[DataFile], Holdout | None, list[str]]]:
     """Per bin read from the dataset: its files, its holdout and the bins its pass writes
     (with a holdout, train's writes validation too); every file checked before any work."""
-    bins = dict(splits) if isinstance(splits, dict) else {s: s for s in splits}
+    bins = bin_splits(splits)
     plan = {}
     for bin_name, split in bins.items():
         if source.splits.get(bin_name) != split:

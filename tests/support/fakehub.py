@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 def tree_of(root: Path) -> dict[str, bytes]:
     """The files of a local folder as {repo-relative path: bytes}."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 class FakeHub:
@@ -60,7 +61,8 @@ class FakeHub:
     # ---- set-up -------------------------------------------------------------------------------
     def add_commit(self, repo: str, files: dict[str, bytes], sha: str | None = None,
                    branch: str | None = "main") -> str:
-        sha = sha or hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items()))
+        sha = sha or hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest())
+                                              for k, v in files.items()))
                                   .encode() + repo.encode()).hexdigest()
         self.repos.setdefault(repo, {})[sha] = dict(files)
         if branch:
@@ -123,7 +125,8 @@ class FakeHub:
                 page = entries[cursor:cursor + self.page_size]
                 headers = {}
                 if cursor + self.page_size < len(entries):
-                    nxt = f"{self.endpoint}{url.path}?recursive={str(recursive).lower()}&expand=false&cursor={cursor + self.page_size}"
+                    nxt = (f"{self.endpoint}{url.path}?recursive={str(recursive).lower()}"
+                           f"&expand=false&cursor={cursor + self.page_size}")
                     headers["Link"] = f'<{nxt}>; rel="next"'
                 return self._json(h, page, head, headers)
             # paths-info
@@ -149,7 +152,8 @@ class FakeHub:
             if self.on_file is not None:
                 self.on_file(name)
             if name not in files:
-                return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
+                return self._error(h, 404, "EntryNotFound", "Entry not found",
+                                   {"X-Repo-Commit": sha})
             data = files[name]
             return self._send(h, 200, data, {"X-Repo-Commit": sha,
                                              "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
@@ -159,11 +163,13 @@ class FakeHub:
 
     @staticmethod
     def _file_entry(path: str, data: bytes) -> dict:
-        return {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": path}
+        return {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
+                "path": path}
 
     @staticmethod
     def _dir_entry(path: str) -> dict:
-        return {"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0, "path": path}
+        return {"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0,
+                "path": path}
 
     def _tree(self, files: dict[str, bytes], sub: str, recursive: bool) -> list[dict] | None:
         prefix = sub + "/" if sub else ""
@@ -185,8 +191,8 @@ class FakeHub:
         return entries
 
     def _json(self, h, obj, head: bool, headers: dict | None = None):
-        self._send(h, 200, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})},
-                   head)
+        self._send(h, 200, json.dumps(obj).encode(),
+                   {"Content-Type": "application/json", **(headers or {})}, head)
 
     def _send(self, h, status: int, body: bytes, headers: dict, head: bool):
         h.send_response(status)
