@@ -176,14 +176,29 @@ def test_resolution_leaves_nothing_behind_and_calls_nowhere_but_the_hub(tmp_path
     assert not hub_cache.exists() or not any(hub_cache.iterdir())  # the README went to a temp
 
 
-def test_the_tokenize_stage_never_imports_datasets(tmp_path):
-    repo = make_project(tmp_path / "project", download__dataset="./sample")
-    run(stage_command(repo, "download"), repo)
-    imports = run([sys.executable, "-X", "importtime", *stage_command(repo, "tokenize")[1:]],
-                  repo).stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in imports.splitlines()
-                if line.startswith("import time:")}
-    assert "tokbin.tokenize" in imported and "datasets" not in imported
+TOKENIZE_THEN_LIST_IMPORTS = """
+import sys
+from pathlib import Path
+from tokbin.tokenize import tokenize_dataset
+tokenize_dataset(Path(sys.argv[1]), Path(sys.argv[2]), ["train", "validation"], "text", "gpt2",
+                 "append", engine="fastokens", workers=2)
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_tokenize_binarize_and_the_loader_never_import_datasets(tmp_path):
+    """Only tokbin/resolve.py imports datasets (above); it is outside the others' imports, and
+    a tokenize run imports it from nowhere else either."""
+    from test_house import closure
+    for module in ("stages.tokenize", "stages.binarize", "tokbin.loader", "tokbin.cli"):
+        assert DATASETS_MODULE.replace("/", ".").removesuffix(".py") not in closure(module)
+    from tokbin.source import materialize
+    (tmp_path / "raw").mkdir()
+    materialize(str(ROOT / "sample"), "main", ["train", "validation"], "text", tmp_path / "raw")
+    imported = run([sys.executable, "-c", TOKENIZE_THEN_LIST_IMPORTS, str(tmp_path / "raw"),
+                    str(tmp_path / "tokens")], ROOT).stdout.split()
+    assert "tokbin.tokenize" in imported and (tmp_path / "tokens" / "train.bin").exists()
+    assert "datasets" not in imported and "pandas" not in imported  # pandas: csv files only
 
 
 # --- shell -----------------------------------------------------------------------------------
