@@ -3,7 +3,6 @@ every variant's batches checked against the CPU loader's."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from conftest import ROOT, run
 from tokbin.binarize import binarize
