@@ -8,7 +8,7 @@ and with the prefetch thread) at 64 x 256 and 12 x 1024, each with its ratio to 
 the process RSS over 100,000 BinLoader batches (with the default mapped-pages budget, and with
 one below the bin's size). Configurations are measured in interleaved
 rounds and the best round is kept, so background load on a shared machine hurts every column
-alike.
+alike. Results and method: docs/performance.md.
 """
 from __future__ import annotations
 

@@ -4,15 +4,17 @@
     python -m bench.bench_pipeline --stories 300000 [--scale 1 4] [--cache-type hardlink]
                                    [--engine tiktoken fastokens]
 
-For each scale it generates the corpus (tests/support/corpus.py, kept in --work for reuse), measures
-the tokenizer ceiling (cores x one core's `encode_ordinary` tokens per CPU second on a sample
-of the corpus), runs the seed (tests/support/seed_pipeline.py), the llm.c-style script
+For each scale it generates the corpus (tests/support/corpus.py, kept in --work for reuse),
+measures the tokenizer ceiling (cores x one core's `encode_ordinary` tokens per CPU second on a
+sample of the corpus), runs the seed (tests/support/seed_pipeline.py), the llm.c-style script
 (bench/llmc_pipeline.py) and, for each --engine, `dvc repro` in a scratch copy of this working
 tree (eot: none, download.dataset: the corpus, tokenize.engine: that engine), then a no-op
-`dvc repro`, checks that the seed's bins and tokbin's are byte-identical, and prints a table.
-Every run is a subprocess whose process tree is polled with psutil: peak RSS is the largest
-single process's, CPU s the tree's user+sys. The machine is shared, so only ratios measured in
-the same run mean much.
+`dvc repro`, checks that the seed's bins and tokbin's are byte-identical, reruns binarize with
+dtype uint32 (a copy instead of a link), runs binarize again in this process next to the disk's
+own write speed, and prints a table. Every run is a subprocess whose process tree is polled
+with psutil: peak RSS is the largest single process's, CPU s the tree's user+sys. The machine
+is shared, so only ratios measured in the same run mean much. Results and method:
+docs/performance.md.
 """
 from __future__ import annotations
 
@@ -254,10 +256,11 @@ def bins_identical(seed_out: Path, repo: Path) -> bool:
 def fast_path_share(corpus: Path) -> float:
     """The share of the corpus's documents that the fastokens engine sends to fastokens."""
     from tokbin.fast_path import fast_path_mask
-    from tokbin.readers import iter_text_batches
+    from tokbin.readers import DataFile, Reading, iter_text_batches
     masks = [fast_path_mask(batch) for split in SPLITS
              for path in corpus_files(corpus, split)
-             for batch in iter_text_batches(path, "text", 1 << 20)]
+             for batch in iter_text_batches(DataFile(str(path), str(path)),
+                                            Reading("parquet", "text"), 1 << 20)]
     return float(np.concatenate(masks).mean())
 
 

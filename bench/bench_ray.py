@@ -10,7 +10,8 @@ workers and loads the encoding in them) is timed apart from the tokenization. Ev
 configuration's output is checked byte-identical to executor local's. The overhead per task
 is the wall time per task of a split made of `--tiny-tasks` one-document parquet files (one
 task each) on 2 workers: submit, schedule, read, encode, return and write. The machine is
-shared, so only ratios measured in the same run mean much.
+shared, so only ratios measured in the same run mean much. Results and method:
+docs/performance.md.
 """
 from __future__ import annotations
 

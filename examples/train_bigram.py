@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from tokbin import BinLoader, TokbinError, read_meta
-from tokbin.format import META_FILENAME
-from tokbin.loader import open_tokens
+from tokbin.format import META_FILENAME, read_chunks
+from tokbin.tokens import open_tokens
 
 
 class Bigram(nn.Module):
@@ -51,10 +51,12 @@ class Bigram(nn.Module):
 
 
 def used_ids(path: Path, dtype: str | None, n_vocab: int) -> torch.Tensor:
-    """The distinct ids in a bin, read in chunks (the sample's train.bin uses 311)."""
+    """The distinct ids in a bin or shard directory (the sample's train.bin uses 311), read
+    in chunks: slicing the memmap would keep every page read resident."""
     tokens, seen = open_tokens(path, dtype), np.zeros(n_vocab, dtype=bool)
-    for start in range(0, len(tokens), 1 << 24):
-        seen[tokens[start:start + (1 << 24)]] = True
+    for part in getattr(tokens, "shards", [tokens]):
+        for chunk in read_chunks(Path(part.filename), tokens.dtype) if len(part) else []:
+            seen[chunk] = True
     return torch.from_numpy(np.flatnonzero(seen))
 
 
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     step = 0
     if args.checkpoint and args.checkpoint.is_file():
-        saved = torch.load(args.checkpoint, map_location=device)
+        saved = torch.load(args.checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         train.load_state_dict(saved["loader"])  # rank 0's state resumes every rank

@@ -77,7 +77,7 @@ def test_ctrl_c_after_a_stage_finished_lets_it_exit_as_finished():
                "integer; write it in digits: shard_tokens: 1000000"),
     ("-5", "binarize.shard_tokens is -5; set it to 0 (one bin per split) or the most tokens per "
            "shard (e.g. 100000000)"),
-    ("many", "binarize.shard_tokens must be an integer, got 'many' (text)"),
+    ("many", "binarize.shard_tokens must be an integer, got 'many' (str)"),
 ])
 def test_a_number_yaml_does_not_read_as_an_integer_says_how_to_write_it(value, message):
     with pytest.raises(TokbinError, match="^params.yaml: " + message.replace("(", r"\(")

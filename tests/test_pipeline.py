@@ -145,7 +145,11 @@ def test_meta_json_describes_the_bins(tmp_path):
     assert raw["format"] == "tokbin" and raw["version"] == 2
     assert (raw["encoding"], raw["n_vocab"], raw["eot_token"], raw["eot"], raw["dtype"]) == (
         "gpt2", 50257, 50256, "append", "uint16")
-    assert raw["source"] == {"dataset": str(tmp_path / "dataset"), "revision": None, "sha": None}
+    assert raw["source"] == {
+        "dataset": str(tmp_path / "dataset"), "revision": None, "sha": None, "config": "default",
+        "data_files": None, "splits": {"train": "train", "validation": "validation"},
+        "files": {split: [f"data/{split}-00000-of-00001.parquet"] for split in DOCS}}
+    assert raw["holdout"] is None
     for split, texts in DOCS.items():
         info = raw["splits"][split]
         assert info["documents"] == len(texts)
@@ -162,13 +166,15 @@ def test_the_crc32s_of_pieces_combine_into_the_crc32_of_the_whole():
             first + second)
 
 
-def test_jsonl_and_txt_datasets_read_like_parquet(tmp_path):
+@pytest.mark.parametrize("kind", ["jsonl", "txt"])
+def test_jsonl_and_txt_datasets_read_like_parquet(tmp_path, kind):
     texts = ["first story", "second “story”", "third"]
     root = tmp_path / "ds"
     (root / "data").mkdir(parents=True)
-    (root / "data" / "train-00000.jsonl").write_text(
-        "".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
-    (root / "data" / "validation.txt").write_text("\n".join(texts) + "\n")
+    for split in ("train", "validation"):
+        (root / "data" / f"{split}-00000.{kind}").write_text(
+            "".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts))
+            if kind == "jsonl" else "\n".join(texts) + "\n")
     raw, tokens = tmp_path / "raw", tmp_path / "tokens"
     raw.mkdir()
     materialize(str(root), "main", ["train", "validation"], "text", raw)

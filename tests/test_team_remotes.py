@@ -124,7 +124,7 @@ def s3_pushed(builder, s3_endpoint) -> str:
 def test_push_to_s3_then_a_fresh_clone_pulls_the_bins_byte_for_byte(
         team, teammate, s3_endpoint, s3_pushed):
     assert len(s3_keys(s3_endpoint, S3_PREFIX)) == len(TEAM_OUTPUTS)
-    # the README's remote switch: the url and endpoint are shared, the credentials stay local
+    # docs/data_versions.md's remote switch: the url and endpoint are shared, the credentials stay local
     dvc(teammate, "remote", "modify", "storage", "url", s3_pushed)
     dvc(teammate, "remote", "modify", "storage", "endpointurl", s3_endpoint)
     for key, value in FAKE_CREDENTIALS.items():

@@ -19,17 +19,34 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
       "dtype": "uint16",             # uint16 | uint32, always little-endian
       "source": {"dataset": "roneneldan/TinyStories",   # Hub id or local directory
                  "revision": "main",                     # as requested (null for local)
-                 "sha": "<40 hex chars>"},               # resolved commit (null for local)
+                 "sha": "<40 hex chars>",                # resolved commit (null for local)
+                 "config": "default",                    # the config (subset) read
+                 "data_files": null,                     # as requested: {split: [globs]}
+                 "splits": {"train": "train"},           # bin -> the dataset split it holds
+                 "files": {"train": ["data/train-00000-of-00004.parquet"]}},
+                                                         # dataset split -> its data files,
+                                                         # in reading order (repo paths)
       "splits": {"train": {"file": "train.bin",         # relative to meta.json's folder
                            "tokens": 123,                # ids in the file
                            "documents": 4,               # documents in the file
                            "bytes": 246,                 # == tokens * itemsize
-                           "crc32": "1c291ca3"}}         # zlib CRC-32 of the file's bytes
+                           "crc32": "1c291ca3"}},        # zlib CRC-32 of the file's bytes
+      "holdout": null                # or {"fraction": 0.0005, "seed": 2357}: see below
     }
+
+The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
+existed); readers take them as null.
 
 ``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
 disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
 have none), and every stage writes it.
+
+**holdout** (``download.holdout``): the ``validation`` split holds the documents of the dataset's
+train split that are *held out*, the ``train`` split the others, each in dataset order. A
+document is held out when the first 8 bytes of ``blake2b(its UTF-8 bytes, digest_size=8,
+key=seed as 8 little-endian bytes)``, read as a little-endian integer, are below ``int(fraction
+* 2**64)``: a function of the seed and the document's text only, so identical documents land in
+the same split, and no worker count, executor or file order changes the result.
 
 A split may instead be a **shard directory** (``binarize.shard_tokens: N > 0``): its ``file`` names
 a folder beside meta.json (``"train"``) holding bins ``000000.bin``, ``000001.bin``, ... (each a
@@ -42,9 +59,11 @@ are the shards' totals (``crc32``: of the shards concatenated in order).
 **<split>.doclens** (the tokenize stage's, beside its bins): each document's token count,
 without the end-of-text id, as little-endian uint32, in document order.
 
-**source.json** (the download stage's, in data/raw): what was downloaded, as
-``{"dataset", "revision", "sha"}`` as in meta.json's source, plus ``"files"``: per split the
-data files' paths relative to data/raw, in reading order.
+**source.json** (the download stage's, in data/raw): what was downloaded and how to read it:
+every field of meta.json's source (``files`` relative to data/raw), plus ``"builder"``, the
+reader Hugging Face ``datasets`` picked for the files (``parquet``, ``json``, ``csv``, ``text``
+or ``arrow``), and ``"reader_options"``, that reader's options from the dataset's config (for
+``csv``, the ``pandas.read_csv`` arguments datasets would pass).
 
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
 guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
@@ -84,6 +103,33 @@ class Source:
     dataset: str
     revision: str | None
     sha: str | None
+    config: str | None = None
+    data_files: dict[str, list[str]] | None = None
+    splits: dict[str, str] | None = None       # bin -> dataset split
+    files: dict[str, list[str]] | None = None  # dataset split -> data files, in reading order
+
+
+@dataclasses.dataclass(frozen=True)
+class Holdout:
+    """validation.bin drawn from the train split: which documents, see the module docstring."""
+    fraction: float
+    seed: int
+
+    def __post_init__(self):
+        if not 0 < self.fraction < 1:
+            raise TokbinError(f"fraction is {self.fraction!r}: it must be between 0 and 1 "
+                              "(e.g. 0.0005)")
+        if not 0 <= self.seed < 1 << 64:
+            raise TokbinError(f"seed is {self.seed!r}: it must be an integer from 0 to 2**64-1")
+
+    @property
+    def threshold(self) -> int:
+        """A document whose 8-byte keyed hash is below this is held out."""
+        return int(self.fraction * 2.0 ** 64)
+
+    @property
+    def key(self) -> bytes:
+        return self.seed.to_bytes(8, "little")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +157,7 @@ class Meta:
     dtype: str
     source: Source
     splits: dict[str, SplitInfo]
+    holdout: Holdout | None = None
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -139,25 +186,51 @@ class Meta:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
         if fields["eot"] not in EOT_POLICIES:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
-        source = Source(**_fields(fields["source"], Source, f"{where}: source"))
+        source = _parse(fields["source"], Source, f"{where}: source")
         splits = {name: _parse_split(split, fields["dtype"], f"{where}: splits.{name}")
                   for name, split in fields["splits"].items()}
+        holdout = fields.get("holdout")
+        if holdout is not None:
+            holdout = _parse(holdout, Holdout, f"{where}: holdout")
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
                    eot_token=fields["eot_token"], eot=fields["eot"], dtype=fields["dtype"],
-                   source=source, splits=splits)
+                   source=source, splits=splits, holdout=holdout)
+
+
+READERS = ("parquet", "json", "csv", "text", "arrow")  # datasets' builders tokbin reads
+
+
+def bin_splits(splits: list[str] | dict[str, str]) -> dict[str, str]:
+    """download.splits as {bin: the dataset split it holds}: a list names splits that are
+    their own bins."""
+    return dict(splits) if isinstance(splits, dict) else {split: split for split in splits}
+HOLDOUT_BIN, HOLDOUT_FROM = "validation", "train"  # a holdout: validation drawn from train
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceRecord:
-    """source.json: the dataset's identity and the data files taken per split."""
+    """source.json: the dataset's identity, the data files taken and how to read them."""
     dataset: str
     revision: str | None
     sha: str | None
-    files: dict[str, list[str]]
+    config: str
+    data_files: dict[str, list[str]] | None
+    splits: dict[str, str]                 # bin -> dataset split
+    files: dict[str, list[str]]            # dataset split -> data files under data/raw
+    builder: str
+    reader_options: dict[str, object]
 
     @property
     def source(self) -> Source:
-        return Source(self.dataset, self.revision, self.sha)
+        return Source(self.dataset, self.revision, self.sha, self.config, self.data_files,
+                      self.splits, self.files)
+
+    def origin(self, name: str) -> str:
+        """What messages call data file `name`: the user's own path for a local dataset,
+        its hf:// address for a Hub one (data/raw's copy is an implementation detail)."""
+        if self.sha is None:
+            return os.path.join(self.dataset, name)
+        return f"hf://datasets/{self.dataset}/{name}"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -183,6 +256,15 @@ def _fields(raw, cls, where: str, header: dict | None = None) -> dict:
         if key in raw and not schema.matches(raw[key], hint):
             raise TokbinError(f"{where}: field {key!r} has the wrong type ({raw[key]!r})")
     return raw
+
+
+def _parse(raw, cls, where: str):
+    """A nested object of `cls`'s exact fields, built (its own checks run)."""
+    fields = _fields(raw, cls, where)
+    try:
+        return cls(**fields)
+    except TokbinError as e:
+        raise TokbinError(f"{where}: {e}") from None
 
 
 def _parse_split(raw, dtype: str, where: str, shard: bool = False) -> SplitInfo:
@@ -272,7 +354,11 @@ def read_source(raw_dir: Path) -> SourceRecord:
         text = where.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokbinError(f"{where} not found: run the download stage (`dvc repro`)") from None
-    return SourceRecord(**_fields(_load_json(text, str(where)), SourceRecord, str(where)))
+    record = _parse(_load_json(text, str(where)), SourceRecord, str(where))
+    if record.builder not in READERS:
+        raise TokbinError(f"{where}: builder {record.builder!r} is not one of {list(READERS)}; "
+                          f"{REBUILD}")
+    return record
 
 
 def write_source(raw_dir: Path, record: SourceRecord) -> Path:

@@ -5,8 +5,9 @@ DVC deletes a stage's outputs just before it runs the stage's command, so a bad 
 only the stage itself finds costs the outputs it had. The `check` stage runs `check_pipeline`
 first in every `dvc repro` and `dvc exp run` (every other stage depends on its output, whose
 bytes are the same whenever the checks pass, so it never makes another stage rerun), with the
-same messages the stages give. What it cannot know without the network or the data (a Hub
-dataset's splits, a text column holding numbers) is still the stages' to find.
+same messages the stages give. What it cannot know without the network, the data or a
+dataset library (a dataset's splits and columns, which the download stage resolves with
+Hugging Face datasets, nulls in the text) is still the stages' to find.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from tokbin.encode import check_encoding_name
 from tokbin.errors import TokbinError
 from tokbin.params import Params, load_params
 from tokbin.ray_executor import RAY_MISSING
-from tokbin.readers import check_text_column
-from tokbin.source import is_local_dataset, local_split_files
+from tokbin.source import local_root
 
 OK_TEXT = "params.yaml and dvc.yaml passed tokbin's checks\n"
 
@@ -35,16 +35,12 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
     as params.yaml is, not as a dependency (DVC allows none on its own files): a change to it
     alone reruns the binarize stage, which checks its command itself."""
     params = load_params(params_path)
-    download = params.download
-    if is_local_dataset(download.dataset):
-        root = Path(download.dataset).expanduser()
-        for names in local_split_files(root, download.splits).values():
-            for name in names:
-                check_text_column(root / name, download.text_column)
+    local_root(params.download.dataset)  # a local dataset's folder exists
     check_encoding_name(params.tokenize.encoding)
     if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise TokbinError(RAY_MISSING)
-    check_outputs(binarize_bins(dvc_yaml), download.splits, params.binarize.shard_tokens)
+    check_outputs(binarize_bins(dvc_yaml), params.download.written_bins,
+                  params.binarize.shard_tokens)
     return params
 
 
