@@ -1,7 +1,7 @@
 """tokenize: encode every document of RAW_DIR with the configured engine into TOKENS_DIR.
 
     python -m stages.tokenize data/raw data/tokens
-        # params: download.splits, download.text_column, tokenize.*
+        # params: download.splits, .text_column, .sample_by, .separator, .holdout, tokenize.*
         # workers: TOKBIN_WORKERS (default: all cores)
 """
 import argparse
@@ -20,15 +20,18 @@ def main() -> None:
     parser.add_argument("tokens_dir", type=Path, help="where the compact bins go (data/tokens)")
     args = parser.parse_args()
     params = load_params()
+    download = params.download
     remove_stale_temps(args.tokens_dir.parent)
     started = time.perf_counter()
-    meta = tokenize_dataset(args.raw_dir, args.tokens_dir, params.download.splits,
-                            params.download.text_column, params.tokenize.encoding,
-                            params.tokenize.eot, params.tokenize.engine,
-                            executor=params.tokenize.executor)
+    meta = tokenize_dataset(args.raw_dir, args.tokens_dir, download.bins, download.text_column,
+                            params.tokenize.encoding, params.tokenize.eot,
+                            params.tokenize.engine, executor=params.tokenize.executor,
+                            sample_by=download.sample_by, separator=download.separator,
+                            holdout=download.holdout)
     seconds = time.perf_counter() - started
     tokens = sum(s.tokens for s in meta.splits.values())
-    print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s ({tokens / seconds / 1e6:.2f} M tokens/s)")
+    print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s "
+          f"({tokens / seconds / 1e6:.2f} M tokens/s)")
 
 
 if __name__ == "__main__":

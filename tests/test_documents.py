@@ -297,7 +297,7 @@ def test_rows_longer_than_int16_positions_use_wider_ones(tmp_path):
 def test_document_batches_need_the_document_index(tmp_path):
     path, _ = write_documents(tmp_path / "data", [10] * 20)
     (tmp_path / "data" / "train.docs").unlink()
-    with pytest.raises(TokbinError, match=r"train.docs is missing .*`dvc pull`"):
+    with pytest.raises(TokbinError, match=r"train.docs is missing .*`dvc pull binarize`"):
         BinLoader(path, 2, 8, align="document")
     bare = tmp_path / "bare" / "train.bin"
     bare.parent.mkdir()

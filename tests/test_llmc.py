@@ -106,7 +106,7 @@ def test_the_loader_verify_and_inspect_read_both_formats_alike(tokens, tmp_path,
                     assert first[2].cu_seqlens.equal(other[2].cu_seqlens)
     for folder in ("llmc", "shards"):
         assert main(["verify", str(tmp_path / folder)]) == 0
-        assert "(llmc)" in capsys.readouterr().out
+        assert "llm.c headers, document index train.docs" in capsys.readouterr().out
     windows = []
     for path in paths[:2]:
         assert main(["inspect", str(path), "--windows", "2", "--tokens", "40"]) == 0

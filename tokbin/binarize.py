@@ -1,35 +1,36 @@
 """The final bins: the tokenized splits in the requested dtype and format (nanoGPT's
-headerless bins or llm.c's), each split's document index, meta.json and reports.
+headerless bins or llm.c's), each split's document index, and their meta.json.
 
-Every id is checked against n_vocab, read in chunks. A split whose dtype changes (or that is
-cut into shards) is then a sequential copy, widened as the dtype asks. A split whose dtype is
-kept, the default, has the very bytes of its tokens file, so after the check that file is
-hard-linked into place instead of copied: DVC's hardlink cache keeps both outputs as one
-object anyway, so the copy would only cost time and page cache. Neither file is ever written
-in place (every stage renames new files in, DVC deletes and relinks), so sharing an inode is
-safe; where the filesystem has no hard links the split is copied. Either way the bin appears
-whole or not at all. An llmc bin (a header, then the ids) is always a copy.
+Every id is checked against n_vocab, read in chunks, and on that same read the file's CRC-32
+against the one tokenize recorded: a tokens file changed in place since (through DVC's
+hardlink cache, its cache object too) stops the stage, so its bytes never become a new data
+version. A split whose dtype changes (or that is cut into shards) is then a sequential copy,
+widened as the dtype asks. A split whose dtype is kept, the default, has the very bytes of its
+tokens file, so after the check that file is hard-linked into place instead of copied: DVC's
+hardlink cache keeps both outputs as one object anyway, so the copy would only cost time and
+page cache. No stage or DVC command writes either file in place (every stage renames new files
+in, DVC deletes and relinks); where the filesystem has no hard links the split is copied.
+Either way the bin appears whole or not at all. An llmc bin (a header, then the ids) is always
+a copy.
 """
 from __future__ import annotations
 
 import dataclasses
 import errno
 import itertools
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from tokbin.crc import crc32_combine, crc32_hex
 from tokbin.errors import TokbinError
-from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, BinWriter, Meta,
-                           SplitInfo, check_ids, choose_dtype, docs_file, doclens_file,
-                           document_offsets, is_shard_file, llmc_header, llmc_max_tokens,
-                           open_bin, read_chunks, read_meta, shard_file, token_ends, write_meta)
-from tokbin.fsio import atomic_path, write_text_atomic
-
-HISTOGRAM_BUCKETS = 50
+from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, BinWriter, Meta, SplitInfo,
+                           check_ids, choose_dtype, docs_file, doclens_file, document_offsets,
+                           is_shard_file, llmc_header, llmc_max_tokens, open_bin, read_checked,
+                           read_chunks, read_meta, shard_file, token_ends, write_meta)
+from tokbin.fsio import atomic_path
 
 
 def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
@@ -37,9 +38,8 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
     """shard_tokens 0: out_dir/<split>.bin; N > 0: out_dir/<split>/ shards of at most N
     tokens; bin_format "nanogpt" (headerless) or "llmc" (llm.c's header first). Each split's
     document index goes to out_dir/<split>.docs."""
-    if shard_tokens < 0:
-        raise TokbinError(f"binarize.shard_tokens is {shard_tokens}; set it to 0 (one bin per "
-                          "split) or to the most tokens per shard (e.g. 100000000)")
+    if shard_tokens < 0:  # params.yaml's value is checked before DVC deletes anything
+        raise TokbinError(f"shard_tokens is {shard_tokens}: 0 (one bin per split) or more")
     tokens_meta = read_meta(tokens_dir)
     dtype = choose_dtype(dtype, tokens_meta.n_vocab)
     if bin_format == "llmc":
@@ -48,7 +48,9 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
     for split, info in tokens_meta.splits.items():
         tokens = tokens_dir / info.file
         open_bin(tokens, tokens_meta, split)  # checks its size against meta
-        chunks = read_chunks(tokens, tokens_meta.np_dtype)
+        # every id passes through here once: the bytes must be the ones tokenize wrote, or
+        # a bin damaged in place (through a hard link) would be published as a new version
+        chunks = read_checked(tokens, tokens_meta.np_dtype, info.crc32)
         doclens = tokens_dir / doclens_file(split)
         if shard_tokens:
             ends = shard_ends(info.tokens, shard_tokens, equal=bin_format == "llmc")
@@ -91,12 +93,16 @@ def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_met
     """One split's single bin at `dest`: a hard link of `tokens` where the bytes are the
     same, else a checked copy."""
     header = llmc_header(dtype, info.tokens) if bin_format == "llmc" else b""
+    crc32 = info.crc32
     with atomic_path(dest) as tmp:
-        if header or dtype != tokens_meta.dtype or not link_checked(tokens, tmp, tokens_meta):
+        if (header or dtype != tokens_meta.dtype
+                or not link_checked(tokens, info, tmp, tokens_meta)):
             with BinWriter(tmp, dtype, tokens_meta.n_vocab, header) as out:
                 for chunk in chunks:
                     out.write(chunk)
-    return dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize + len(header))
+            crc32 = out.crc32
+    return dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize + len(header),
+                               crc32=crc32)
 
 
 def write_docs(doclens: Path, eot: str, dest: Path, tokens: int) -> None:
@@ -112,15 +118,41 @@ def write_docs(doclens: Path, eot: str, dest: Path, tokens: int) -> None:
                               "tokenize`")
 
 
+def check_outputs(bins: list[Path], splits: list[str], shard_tokens: int) -> Path:
+    """The folder of the outputs named on the command line, once they are exactly the layout
+    binarize writes for `splits` (data/<split>.bin, or data/<split> shard directories):
+    checked before any work, as DVC itself would only say after the run that an output does
+    not exist."""
+    folders = {path.parent for path in bins}
+    if len(folders) != 1:
+        raise TokbinError(f"the bins {', '.join(map(str, bins))} must share one folder (their "
+                          "meta.json goes beside them); fix the binarize command in dvc.yaml")
+    folder = folders.pop()
+    layout = [folder / (split if shard_tokens else f"{split}.bin") for split in splits]
+    if sorted(bins) == sorted(layout):
+        return folder
+    other = [folder / (f"{split}.bin" if shard_tokens else split) for split in splits]
+    if sorted(bins) == sorted(other):
+        raise TokbinError(f"binarize.shard_tokens is {shard_tokens}, so binarize writes "
+                          f"{', '.join(map(str, layout))}, but dvc.yaml's binarize stage names "
+                          f"{', '.join(map(str, bins))}; in dvc.yaml replace "
+                          f"{', '.join(map(str, other))} with {', '.join(map(str, layout))} "
+                          "(in its command and its outs; docs/scale_out.md)")
+    raise TokbinError(f"the tokenized splits are {', '.join(splits)}, so binarize writes "
+                      f"{', '.join(map(str, layout))}, but dvc.yaml's binarize stage names "
+                      f"{', '.join(map(str, bins))}; make its command and outs name one output "
+                      "per split of download.splits")
+
+
 # what link() says where a filesystem or its permissions allow no hard link here
 NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP,
                 errno.EOPNOTSUPP, errno.ENOSYS}
 
 
-def link_checked(tokens: Path, dest: Path, meta: Meta) -> bool:
-    """Checks every id of `tokens`, then hard-links it at `dest`; False where no link can be
-    made (the caller copies instead)."""
-    for chunk in read_chunks(tokens, meta.np_dtype):
+def link_checked(tokens: Path, info: SplitInfo, dest: Path, meta: Meta) -> bool:
+    """Checks every id of `tokens` and its CRC-32, then hard-links it at `dest`; False where no
+    link can be made (the caller copies instead)."""
+    for chunk in read_checked(tokens, meta.np_dtype, info.crc32):
         check_ids(chunk, meta.n_vocab)
     try:
         os.link(tokens, dest)
@@ -161,14 +193,18 @@ def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab
                 raise TokbinError(f"shard {index} of {folder} got {out.tokens} ids, not {count}: "
                                   "the tokenized data changed while binarize read it; rerun")
             return SplitInfo(shard_file(index), count, documents[index],
-                             count * DTYPES[dtype].itemsize + len(header))
+                             count * DTYPES[dtype].itemsize + len(header), out.crc32)
 
         shards = [write_shard(index, (ids for _, ids in run)) for index, run
                   in itertools.groupby(_cut(chunks, ends), key=lambda piece: piece[0])]
         if not shards:  # an empty split still gets its folder, with one empty shard
             shards.append(write_shard(0, []))
+    crc = 0  # the split's: of the shards concatenated, the single bin they were cut from
+    for shard in shards:
+        crc = crc32_combine(crc, int(shard.crc32, 16), shard.bytes)
     return SplitInfo(folder.name, sum(s.tokens for s in shards),
-                     sum(s.documents for s in shards), sum(s.bytes for s in shards), tuple(shards))
+                     sum(s.documents for s in shards), sum(s.bytes for s in shards),
+                     crc32_hex(crc), tuple(shards))
 
 
 def _cut(chunks: Iterator[np.ndarray], ends: list[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -196,30 +232,3 @@ def documents_per_shard(doclens: Path, eot: str, ends: list[int]) -> list[int]:
         counts += np.bincount(np.searchsorted(bounds, starts, "right"), minlength=len(ends))
         start = int(doc_ends[-1]) if len(doc_ends) else start
     return counts.tolist()
-
-
-def write_reports(meta: Meta, tokens_dir: Path, metrics_path: Path, plots_dir: Path) -> None:
-    """metrics.json (per split: tokens, documents, bytes) and a document-length histogram per
-    split (plots_dir/<split>.csv: bucket start in tokens, document count)."""
-    metrics = {split: {"tokens": s.tokens, "documents": s.documents, "bytes": s.bytes}
-               for split, s in meta.splits.items()}
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    for split in meta.splits:
-        doclens = tokens_dir / doclens_file(split)
-        longest = max(int(c.max()) for c in read_chunks(doclens, DOCLENS_DTYPE))
-        width = _bucket_width(longest)
-        counts = sum(np.bincount(c // width, minlength=HISTOGRAM_BUCKETS)
-                     for c in read_chunks(doclens, DOCLENS_DTYPE))
-        rows = "".join(f"{i * width},{n}\n" for i, n in enumerate(counts.tolist()))
-        write_text_atomic(plots_dir / f"{split}.csv", "tokens,documents\n" + rows)
-
-
-def _bucket_width(longest: int) -> int:
-    """The smallest width in 1, 2, 5, 10, 20, 50, ... that fits `longest` in the buckets."""
-    width = 1
-    for step in itertools.cycle((2, 2.5, 2)):
-        if longest // width < HISTOGRAM_BUCKETS:
-            return width
-        width = int(width * step)

@@ -18,7 +18,7 @@ is an int32 and llm.c's C loader seeks with an ``int`` offset, so a file holds a
 
     {
       "format": "tokbin",            # always this string
-      "version": 1,                  # FORMAT_VERSION; readers refuse versions they don't know
+      "version": 3,                  # FORMAT_VERSION; readers refuse versions they don't know
       "encoding": "gpt2",            # tiktoken encoding name
       "n_vocab": 50257,              # every id in the bins is < n_vocab
       "eot_token": 50256,            # the end-of-text id
@@ -27,13 +27,36 @@ is an int32 and llm.c's C loader seeks with an ``int`` offset, so a file holds a
       "bin_format": "nanogpt",       # nanogpt (headerless) | llmc (llm.c's header first)
       "source": {"dataset": "roneneldan/TinyStories",   # Hub id or local directory
                  "revision": "main",                     # as requested (null for local)
-                 "sha": "<40 hex chars>"},               # resolved commit (null for local)
+                 "sha": "<40 hex chars>",                # resolved commit (null for local)
+                 "config": "default",                    # the config (subset) read
+                 "data_files": null,                     # as requested: {split: [globs]}
+                 "splits": {"train": "train"},           # bin -> the dataset split it holds
+                 "files": {"train": ["data/train-00000-of-00004.parquet"]}},
+                                                         # dataset split -> its data files,
+                                                         # in reading order (repo paths)
       "splits": {"train": {"file": "train.bin",         # relative to meta.json's folder
                            "tokens": 123,                # ids in the file
                            "documents": 4,               # documents in the file
                            "bytes": 246,                 # tokens * itemsize (+ 1024: llmc)
-                           "docs": "train.docs"}}        # its document index (binarize's)
+                           "crc32": "1c291ca3",          # zlib CRC-32 of the file's bytes
+                           "docs": "train.docs"}},       # its document index (binarize's)
+      "holdout": null                # or {"fraction": 0.0005, "seed": 2357}: see below
     }
+
+The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
+existed); readers take them as null.
+
+``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
+disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
+have none), and every stage writes it. ``bin_format`` (version 3) is required from version 3 on
+and absent before (nanogpt); ``docs`` is in binarize's meta.json only.
+
+**holdout** (``download.holdout``): the ``validation`` split holds the documents of the dataset's
+train split that are *held out*, the ``train`` split the others, each in dataset order. A
+document is held out when the first 8 bytes of ``blake2b(its UTF-8 bytes, digest_size=8,
+key=seed as 8 little-endian bytes)``, read as a little-endian integer, are below ``int(fraction
+* 2**64)``: a function of the seed and the document's text only, so identical documents land in
+the same split, and no worker count, executor or file order changes the result.
 
 A split may instead be a **shard directory** (``binarize.shard_tokens: N > 0``): its ``file`` names
 a folder beside meta.json (``"train"``) holding bins ``000000.bin``, ``000001.bin``, ... (each a
@@ -41,9 +64,9 @@ bin as above). Shard i holds tokens [i*N, (i+1)*N) of the split, so the shards c
 order are byte for byte the split's single bin; a document may straddle two shards. (llmc: the
 split's n ids are cut into ceil(n / N) shards of near-equal size instead, so that no last shard
 is too small for llm.c's loaders.) The split's entry then has one more field, ``shards``,
-listing the same four fields per shard (``file`` relative to the split's folder;
-``documents``: documents that start in the shard), and its own four fields are the shards'
-totals.
+listing the same fields per shard (``file`` relative to the split's folder; ``documents``:
+documents that start in the shard; no ``docs``), and its own are the shards' totals
+(``crc32``: of the shards concatenated in order).
 
 **<split>.docs** (the **document index**, binarize's, beside meta.json; its ``docs`` field):
 little-endian int64, documents + 1 entries: entry i is where document i's first token is in
@@ -55,9 +78,11 @@ successor's offset. It is the only boundary record with eot none. The name never
 **<split>.doclens** (the tokenize stage's, beside its bins): each document's token count,
 without the end-of-text id, as little-endian uint32, in document order.
 
-**source.json** (the download stage's, in data/raw): what was downloaded, as
-``{"dataset", "revision", "sha"}`` as in meta.json's source, plus ``"files"``: per split the
-data files' paths relative to data/raw, in reading order.
+**source.json** (the download stage's, in data/raw): what was downloaded and how to read it:
+every field of meta.json's source (``files`` relative to data/raw), plus ``"builder"``, the
+reader Hugging Face ``datasets`` picked for the files (``parquet``, ``json``, ``csv``, ``text``
+or ``arrow``), and ``"reader_options"``, that reader's options from the dataset's config (for
+``csv``, the ``pandas.read_csv`` arguments datasets would pass).
 
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
 guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
@@ -67,18 +92,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from tokbin import schema
+from tokbin.crc import crc32_combine, crc32_hex
 from tokbin.errors import TokbinError
 from tokbin.fsio import Writeback, copy_into, write_text_atomic
 
 FORMAT_NAME = "tokbin"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: headerless bins and no document index
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)  # 2 added crc32; 3 bin_format and the document index
 META_FILENAME = "meta.json"
 SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -90,7 +118,8 @@ LLMC_HEADER_BYTES = 1024  # 256 int32
 LLMC_VARIANTS = {"uint16": (20240520, 1), "uint32": (20240801, 7)}  # dtype: (magic, version)
 INT32_MAX = 2**31 - 1
 REBUILD = "rebuild it with `dvc repro`"
-RESTORE = "fetch it with `dvc pull` or rebuild it with `dvc repro`"
+REPAIR = ("run `python -m tokbin repair`: it restores every damaged output from the DVC remote, "
+          "or says which `dvc repro` rebuilds it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +127,33 @@ class Source:
     dataset: str
     revision: str | None
     sha: str | None
+    config: str | None = None
+    data_files: dict[str, list[str]] | None = None
+    splits: dict[str, str] | None = None       # bin -> dataset split
+    files: dict[str, list[str]] | None = None  # dataset split -> data files, in reading order
+
+
+@dataclasses.dataclass(frozen=True)
+class Holdout:
+    """validation.bin drawn from the train split: which documents, see the module docstring."""
+    fraction: float
+    seed: int
+
+    def __post_init__(self):
+        if not 0 < self.fraction < 1:
+            raise TokbinError(f"fraction is {self.fraction!r}: it must be between 0 and 1 "
+                              "(e.g. 0.0005)")
+        if not 0 <= self.seed < 1 << 64:
+            raise TokbinError(f"seed is {self.seed!r}: it must be an integer from 0 to 2**64-1")
+
+    @property
+    def threshold(self) -> int:
+        """A document whose 8-byte keyed hash is below this is held out."""
+        return int(self.fraction * 2.0 ** 64)
+
+    @property
+    def key(self) -> bytes:
+        return self.seed.to_bytes(8, "little")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +162,7 @@ class SplitInfo:
     tokens: int
     documents: int
     bytes: int
+    crc32: str | None = None  # of the bytes, as written (None: not recorded)
     shards: tuple["SplitInfo", ...] | None = None  # a shard directory's bins, in order
     docs: str | None = None  # the document index file (binarize's meta.json only)
 
@@ -125,6 +182,7 @@ class Meta:
     dtype: str
     source: Source
     splits: dict[str, SplitInfo]
+    holdout: Holdout | None = None
     bin_format: str = "nanogpt"
 
     @property
@@ -142,11 +200,11 @@ class Meta:
         for key in ("encoding", "n_vocab", "eot_token", "eot", "dtype", "bin_format"):
             body[key] = fields.pop(key)  # in the order the docstring lists them
         body.update(fields)
-        for split in body["splits"].values():  # "shards" and "docs" only where they exist
+        for split in body["splits"].values():  # optional fields only where they are set
             for entry in [split, *(split["shards"] or [])]:
-                for key in ("shards", "docs"):
-                    if entry[key] is None:
-                        del entry[key]
+                for optional in ("shards", "crc32", "docs"):
+                    if entry[optional] is None:
+                        del entry[optional]
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -155,13 +213,13 @@ class Meta:
         fields = _fields(raw, cls, where, header={"format": str, "version": int})
         if fields["format"] != FORMAT_NAME:
             raise TokbinError(f"{where}: format is {fields['format']!r}, expected {FORMAT_NAME!r}")
-        if fields["version"] not in READABLE_VERSIONS:
+        if fields["version"] not in READS_VERSIONS:
             raise TokbinError(f"{where}: format version {fields['version']} is not supported by "
-                              f"this tokbin (it reads versions {READABLE_VERSIONS}); upgrade "
-                              "tokbin or rebuild the data")
-        if ("bin_format" in fields) != (fields["version"] > 1):  # a version 2 field
+                              f"this tokbin (it reads versions {READS_VERSIONS}); upgrade tokbin "
+                              "or rebuild the data")
+        if ("bin_format" in fields) != (fields["version"] >= 3):  # a version 3 field
             raise TokbinError(f"{where}: format version {fields['version']} "
-                              f"{'has no' if fields['version'] == 1 else 'needs a'} field "
+                              f"{'needs a' if fields['version'] >= 3 else 'has no'} field "
                               f"'bin_format'; the file is damaged: {REBUILD}")
         bin_format = fields.get("bin_format", "nanogpt")
         if bin_format not in BIN_FORMATS:
@@ -171,26 +229,52 @@ class Meta:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
         if fields["eot"] not in EOT_POLICIES:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
-        source = Source(**_fields(fields["source"], Source, f"{where}: source"))
+        source = _parse(fields["source"], Source, f"{where}: source")
         header = LLMC_HEADER_BYTES if bin_format == "llmc" else 0
         splits = {name: _parse_split(split, fields["dtype"], header, f"{where}: splits.{name}")
                   for name, split in fields["splits"].items()}
+        holdout = fields.get("holdout")
+        if holdout is not None:
+            holdout = _parse(holdout, Holdout, f"{where}: holdout")
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
                    eot_token=fields["eot_token"], eot=fields["eot"], dtype=fields["dtype"],
-                   source=source, splits=splits, bin_format=bin_format)
+                   source=source, splits=splits, holdout=holdout, bin_format=bin_format)
+
+
+READERS = ("parquet", "json", "csv", "text", "arrow")  # datasets' builders tokbin reads
+
+
+def bin_splits(splits: list[str] | dict[str, str]) -> dict[str, str]:
+    """download.splits as {bin: the dataset split it holds}: a list names splits that are
+    their own bins."""
+    return dict(splits) if isinstance(splits, dict) else {split: split for split in splits}
+HOLDOUT_BIN, HOLDOUT_FROM = "validation", "train"  # a holdout: validation drawn from train
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceRecord:
-    """source.json: the dataset's identity and the data files taken per split."""
+    """source.json: the dataset's identity, the data files taken and how to read them."""
     dataset: str
     revision: str | None
     sha: str | None
-    files: dict[str, list[str]]
+    config: str
+    data_files: dict[str, list[str]] | None
+    splits: dict[str, str]                 # bin -> dataset split
+    files: dict[str, list[str]]            # dataset split -> data files under data/raw
+    builder: str
+    reader_options: dict[str, object]
 
     @property
     def source(self) -> Source:
-        return Source(self.dataset, self.revision, self.sha)
+        return Source(self.dataset, self.revision, self.sha, self.config, self.data_files,
+                      self.splits, self.files)
+
+    def origin(self, name: str) -> str:
+        """What messages call data file `name`: the user's own path for a local dataset,
+        its hf:// address for a Hub one (data/raw's copy is an implementation detail)."""
+        if self.sha is None:
+            return os.path.join(self.dataset, name)
+        return f"hf://datasets/{self.dataset}/{name}"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -218,8 +302,20 @@ def _fields(raw, cls, where: str, header: dict | None = None) -> dict:
     return raw
 
 
+def _parse(raw, cls, where: str):
+    """A nested object of `cls`'s exact fields, built (its own checks run)."""
+    fields = _fields(raw, cls, where)
+    try:
+        return cls(**fields)
+    except TokbinError as e:
+        raise TokbinError(f"{where}: {e}") from None
+
+
 def _parse_split(raw, dtype: str, header: int, where: str, shard: bool = False) -> SplitInfo:
     fields = dict(_fields(raw, SplitInfo, where))
+    if "crc32" in fields and not re.fullmatch("[0-9a-f]{8}", str(fields["crc32"])):
+        raise TokbinError(f"{where}.crc32 must be 8 lowercase hex digits, got "
+                          f"{fields['crc32']!r}; the file is damaged")
     for key in ("shards", "docs"):  # present in some entries, never as null
         if key in fields and (fields[key] is None or shard):
             raise TokbinError(f"{where}: field {key!r} is {fields[key]!r} where it cannot be; "
@@ -315,8 +411,7 @@ def read_llmc_header(path: Path, size: int) -> tuple[str, int]:
                     f"{LLMC_HEADER_BYTES + count * DTYPES[dtype].itemsize}"
                if size != LLMC_HEADER_BYTES + count * DTYPES[dtype].itemsize else None)
     if problem:
-        raise TokbinError(f"{path}: {problem}: the llm.c header is damaged; restore the file "
-                          "with `dvc pull` or rebuild it with `dvc repro`")
+        raise TokbinError(f"{path}: {problem}: the llm.c header is damaged; {REPAIR}")
     return dtype, count
 
 
@@ -350,7 +445,11 @@ def read_source(raw_dir: Path) -> SourceRecord:
         text = where.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokbinError(f"{where} not found: run the download stage (`dvc repro`)") from None
-    return SourceRecord(**_fields(_load_json(text, str(where)), SourceRecord, str(where)))
+    record = _parse(_load_json(text, str(where)), SourceRecord, str(where))
+    if record.builder not in READERS:
+        raise TokbinError(f"{where}: builder {record.builder!r} is not one of {list(READERS)}; "
+                          f"{REBUILD}")
+    return record
 
 
 def write_source(raw_dir: Path, record: SourceRecord) -> Path:
@@ -368,18 +467,19 @@ def open_bin(path: str | os.PathLike, meta: Meta, split: str,
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise TokbinError(f"{path} is missing (meta.json lists it); fetch it with `dvc pull` "
-                          "or rebuild it with `dvc repro`") from None
+        raise TokbinError(f"{path} is missing (meta.json lists it); in its DVC project "
+                          "`python -m tokbin repair` restores it") from None
     if size != info.bytes:
         raise TokbinError(f"{path} is {size} bytes but meta.json says {info.bytes} "
                           f"({info.tokens} {meta.dtype} tokens): the file is truncated, padded or "
-                          "from another build; restore it with `dvc pull` or `dvc repro`")
+                          "from another build; in its DVC project `python -m tokbin repair` "
+                          "restores it")
     if meta.bin_format == "llmc":
         dtype, count = read_llmc_header(path, size)
         if (dtype, count) != (meta.dtype, info.tokens):
             raise TokbinError(f"{path}: its llm.c header says {count} {dtype} ids but meta.json "
-                              f"says {info.tokens} {meta.dtype}: it is from another build; "
-                              "restore it with `dvc pull` or `dvc repro`")
+                              f"says {info.tokens} {meta.dtype}: it is from another build; in "
+                              "its DVC project `python -m tokbin repair` restores it")
     if info.tokens == 0:
         return np.zeros(0, dtype=meta.np_dtype)
     return np.memmap(path, dtype=meta.np_dtype, mode="r", offset=meta.header_bytes)
@@ -408,26 +508,22 @@ def document_offsets(lengths: Iterator[np.ndarray], separated: bool) -> Iterator
 
 def docs_problem(path: Path, info: SplitInfo) -> str | None:
     """What is wrong with a split's document index against its meta.json entry (its size, its
-    first and last entries, entries that decrease; read in chunks) and the fix, or None."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        size = None
-    previous, first = None, None
-    if size == (info.documents + 1) * DOCS_DTYPE.itemsize:
-        for chunk in read_chunks(path, DOCS_DTYPE):
-            first = int(chunk[0]) if first is None else first
-            if (previous is not None and chunk[0] < previous) or np.any(np.diff(chunk) < 0):
-                return f"{path}: document offsets decrease; {RESTORE}"
-            previous = int(chunk[-1])
-    if size is None:
-        return f"{path} is missing (meta.json lists it); {RESTORE}"
+    first and last entries, entries that decrease; read in chunks), or None."""
+    if not path.is_file():
+        return f"{path} is missing (meta.json lists it)"
+    size = path.stat().st_size
     if size != (info.documents + 1) * DOCS_DTYPE.itemsize:
         return (f"{path} is {size} bytes, not the {(info.documents + 1) * 8} of "
-                f"{info.documents} documents + 1 int64 offsets; {RESTORE}")
+                f"{info.documents} documents + 1 int64 offsets")
+    previous, first = None, None
+    for chunk in read_chunks(path, DOCS_DTYPE):
+        first = int(chunk[0]) if first is None else first
+        if (previous is not None and chunk[0] < previous) or np.any(np.diff(chunk) < 0):
+            return f"{path}: document offsets decrease"
+        previous = int(chunk[-1])
     if (first, previous) != (0, info.tokens):
         return (f"{path} runs from {first} to {previous}, not from 0 to the split's "
-                f"{info.tokens} tokens; {RESTORE}")
+                f"{info.tokens} tokens")
     return None
 
 
@@ -440,7 +536,8 @@ def read_docs(folder: Path, meta: Meta, split: str) -> np.ndarray:
                           f"`dvc repro` (binarize then writes {docs_file(split)})")
     problem = docs_problem(folder / info.docs, info)
     if problem:
-        raise TokbinError(problem)
+        raise TokbinError(f"{problem}; in its DVC project `python -m tokbin repair` restores "
+                          "it, `dvc pull binarize` fetches it")
     return np.fromfile(folder / info.docs, DOCS_DTYPE)
 
 
@@ -463,6 +560,24 @@ def read_chunks(path: Path, dtype: np.dtype, chunk_tokens: int = CHUNK_TOKENS,
             yield buffer[:size // dtype.itemsize]
 
 
+def read_checked(path: Path, dtype: np.dtype, crc32: str | None,
+                 chunk_tokens: int = CHUNK_TOKENS) -> Iterator[np.ndarray]:
+    """`read_chunks`, then, once every chunk is read, a TokbinError unless the bytes read have
+    the CRC-32 that meta.json records for them: the file is the one its writer wrote."""
+    if crc32 is None:
+        raise TokbinError(f"meta.json records no crc32 for {path} (an older tokbin wrote it): "
+                          f"{REBUILD}")
+    crc = 0
+    for chunk in read_chunks(path, dtype, chunk_tokens):
+        crc = zlib.crc32(chunk, crc)
+        yield chunk
+    if crc32_hex(crc) != crc32:
+        raise TokbinError(f"{path} is not the file its stage wrote: its CRC-32 is "
+                          f"{crc32_hex(crc)}, {path.parent / META_FILENAME} records {crc32}. It "
+                          "was changed in place (and with it the DVC cache object it is "
+                          f"hard-linked to); {REPAIR}")
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 def check_ids(ids: np.ndarray, n_vocab: int) -> None:
@@ -474,8 +589,9 @@ def check_ids(ids: np.ndarray, n_vocab: int) -> None:
 
 
 class BinWriter:
-    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab; the file is
-    fdatasynced as it grows (`Writeback`), every `WRITEBACK_BYTES`."""
+    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab and computing the
+    file's CRC-32 as it goes (`crc32`); the file is fdatasynced as it grows (`Writeback`), every
+    `WRITEBACK_BYTES`."""
 
     WRITEBACK_BYTES = 64 << 20
 
@@ -484,18 +600,26 @@ class BinWriter:
         self.tokens = 0
         self._file: BinaryIO = open(path, "wb")
         self._file.write(header)  # llmc: `llmc_header` of the ids that will follow
+        self._crc = zlib.crc32(header)
         self._writeback = Writeback(self._file, self.WRITEBACK_BYTES)
+
+    @property
+    def crc32(self) -> str:
+        """The CRC-32 of everything written so far, as meta.json records it."""
+        return crc32_hex(self._crc)
 
     def write(self, ids: np.ndarray) -> None:
         check_ids(ids, self.n_vocab)
         data = memoryview(ids.astype(self.dtype, copy=False))
         self._file.write(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.tokens += ids.size
         self._writeback.wrote(data.nbytes)
 
-    def append_file(self, path: Path, count: int) -> None:
-        """Appends the `count` ids that `path` holds, in this bin's dtype and already checked
-        against n_vocab by whoever wrote it (`check_ids`), by a copy inside the kernel."""
+    def append_file(self, path: Path, count: int, crc32: int) -> None:
+        """Appends the `count` ids that `path` holds, in this bin's dtype, already checked
+        against n_vocab by whoever wrote it (`check_ids`), whose CRC-32 it computed as it wrote
+        them (`crc32`), by a copy inside the kernel: this process never reads the ids."""
         size = count * self.dtype.itemsize
         with open(path, "rb") as source:
             actual = os.fstat(source.fileno()).st_size
@@ -503,6 +627,7 @@ class BinWriter:
                 raise TokbinError(f"{path} holds {actual} bytes, not the {size} of {count} ids; "
                                   "rerun")
             copy_into(source, self._file, size)
+        self._crc = crc32_combine(self._crc, crc32, size)
         self.tokens += count
         self._writeback.wrote(size)
 
