@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.support.text_classes import CLASSES, class_documents
-from tokbin.encode import get_encoding
+from tokbin.vocab import get_encoding
 from tokbin.engines import FastokensEngine
 from tokbin.executors import default_workers
 from tokbin.fast_path import documents_containing, fast_path_mask, unsafe_codepoints
@@ -69,7 +69,7 @@ def differing_documents(ids, lengths, want_ids, want_lengths) -> int:
 
 def differential(per_class: int) -> int:
     encoding = get_encoding("gpt2")
-    engine = FastokensEngine(encoding)
+    engine = FastokensEngine(encoding, encoding.eot_token)
     suites = [(name, lambda name=name, seed=seed: class_documents(name, CHUNK, seed=seed))
               for name in CLASSES for seed in range(per_class // CHUNK)]
     safe = np.flatnonzero(~unsafe_codepoints())

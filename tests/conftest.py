@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from support.tokenizer_fixtures import tokenizer_files  # noqa: F401  (a session fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TIKTOKEN_CACHE = ROOT.parent / "shared" / "tiktoken-cache"
 
@@ -54,8 +56,8 @@ def stage_command(repo: Path, name: str) -> list[str]:
     return [sys.executable if words[0] == "python" else words[0], *words[1:]]
 
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", ".dvc/config",
-                 ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", "tokenizers",
+                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 
 
 def make_project(dest: Path, **params) -> Path:

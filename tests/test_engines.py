@@ -13,7 +13,8 @@ import pytest
 
 from support.text_classes import CLASSES, class_documents
 from tokbin import fast_path
-from tokbin.engines import CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine, make_engine
+from tokbin.engines import (CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine,
+                            effective_engine, make_engine)
 from tokbin.errors import TokbinError
 from tokbin.fast_path import (derive_tokenizer_json, documents_containing, fast_path_mask,
                               tokenizer_json, unsafe_codepoints)
@@ -51,7 +52,7 @@ SEPARATOR = "<|endoftext|>"
 
 @pytest.fixture(scope="module")
 def fast(gpt2):
-    return FastokensEngine(gpt2)
+    return FastokensEngine(gpt2, gpt2.eot_token)
 
 
 def test_the_tokenizer_json_is_gpt2_derived_from_tiktoken_with_no_special_tokens(gpt2):
@@ -232,11 +233,18 @@ def test_a_thread_copy_shares_the_tokenizer_and_owns_its_tiktoken_encoding(fast,
 
 
 def test_r50k_base_is_fast_and_other_encodings_fall_back_to_tiktoken(capsys):
-    from tokbin.encode import get_encoding
-    r50k = get_encoding("r50k_base")
-    assert_exact(make_engine("fastokens", r50k), r50k, class_documents("mixed", 300, seed=2))
-    cl100k = get_encoding("cl100k_base")
-    assert isinstance(make_engine("fastokens", cl100k), TiktokenEngine)
+    from tokbin.tokenizer_spec import resolve_tokenizer
+    from tokbin.vocab import load_vocabulary
+
+    def fastokens_asked(name):
+        spec = resolve_tokenizer(name)
+        vocabulary = load_vocabulary(spec)
+        return make_engine(effective_engine("fastokens", spec), vocabulary), vocabulary.encoding
+
+    r50k_engine, r50k = fastokens_asked("r50k_base")
+    assert isinstance(r50k_engine, FastokensEngine)
+    assert_exact(r50k_engine, r50k, class_documents("mixed", 300, seed=2))
+    assert isinstance(fastokens_asked("cl100k_base")[0], TiktokenEngine)
     assert "encoding cl100k_base is tokenized with tiktoken" in capsys.readouterr().err
 
 

@@ -182,7 +182,7 @@ def test_a_valid_meta_json_parses():
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=2), "format version 2 is not supported"),
+    (lambda m: m.update(version=3), "format version 3 is not supported"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
 ], ids=["unknown field", "unknown source field", "unknown split field", "missing field",
         "string for int", "bool for int", "float for int", "null for string", "list for int",

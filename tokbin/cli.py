@@ -2,10 +2,12 @@
 
     python -m tokbin verify [data/]            # exit 1 on any mismatch
     python -m tokbin inspect data/train.bin    # meta, per-split stats, decoded sample windows
+        [--tokenizer PATH]                     # the tokenizer file, if not where meta.json says
 
 `verify` checks each bin listed in meta.json: present, the size meta.json gives, every id below
 n_vocab, one end-of-text id per document (eot append/prepend), and the md5 that `dvc.lock`
-records for it when the folder is inside a DVC project.
+records for it when the folder is inside a DVC project. `inspect` decodes with the tokenizer
+meta.json records, whatever its kind, and only with the very file (its sha256) it records.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import numpy as np
 
 from tokbin.dvclock import file_md5, find_dvc_lock, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import META_FILENAME, Meta, meta_path, open_bin, read_chunks, read_meta
+from tokbin.format import (META_FILENAME, TIKTOKEN, Meta, meta_path, open_bin, read_chunks,
+                           read_meta)
 
 
 @dataclass
@@ -128,8 +131,38 @@ def verify(data: Path) -> int:
 
 # --- inspect ---------------------------------------------------------------------------------
 
-def inspect(path: Path, windows: int, window_tokens: int, seed: int) -> int:
-    from tokbin.encode import get_encoding
+def recorded_tokenizer(meta: Meta, folder: Path, given: Path | None = None):
+    """The tokenizer meta.json records, loaded: a tiktoken encoding by name; a file from
+    `given`, else where meta.json says it was (under the DVC project holding `folder`, or
+    here), else from the Hub at the recorded commit. Its sha256 must be the recorded one."""
+    from tokbin.tokenizer_files import read_file, sha256_of
+    from tokbin.tokenizer_spec import TokenizerSpec
+    from tokbin.vocab import load_vocabulary
+    record = meta.tokenizer
+    if record.kind == TIKTOKEN:
+        return load_vocabulary(TokenizerSpec(meta.encoding, TIKTOKEN, eot_token=record.eot_name))
+    lock = find_dvc_lock(folder.resolve())
+    candidates = [given] if given else [root / record.file for root in
+                                        ([lock.parent] if lock else []) + [Path.cwd()]]
+    if given is None and record.hub is not None and not any(p.is_file() for p in candidates):
+        from tokbin.hub import fetch_model_file
+        candidates.append(fetch_model_file(record.hub.repo, record.hub.sha, record.file))
+    for candidate in candidates:
+        if candidate.is_file() and sha256_of(read_file(candidate, "--tokenizer")) == record.sha256:
+            specials = record.special_tokens
+            return load_vocabulary(TokenizerSpec(
+                meta.encoding, record.kind, record.file, str(candidate.resolve()), record.sha256,
+                record.hub, record.pattern,
+                tuple(sorted(specials.items(), key=lambda item: item[1])) if specials else None,
+                record.eot_name))
+    looked = ", ".join(str(p) for p in candidates)
+    raise TokbinError(f"decoding needs the tokenizer meta.json records, {record.file} with sha256 "
+                      f"{record.sha256[:16]}...; {looked} is missing or another file; pass "
+                      "--tokenizer PATH to a copy of that file")
+
+
+def inspect(path: Path, windows: int, window_tokens: int, seed: int,
+            tokenizer: Path | None = None) -> int:
     meta = read_meta(path)
     folder = meta_path(path).parent
     if path.is_dir():
@@ -146,7 +179,7 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int) -> int:
         print(f"{split:>12}: {info.tokens:>14,} tokens {info.documents:>12,} documents "
               f"{info.tokens / max(info.documents, 1):>10.1f} tokens/document "
               f"{info.bytes / 1e6:>10.1f} MB  ({info.file})")
-    encoding = get_encoding(meta.encoding)
+    vocabulary = recorded_tokenizer(meta, folder, tokenizer)
     rng = np.random.default_rng(seed)
     for split in shown:
         for relative, info in meta.splits[split].bins():
@@ -159,7 +192,7 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int) -> int:
             for start in starts:
                 ids = np.asarray(data[start:start + length]).tolist()
                 print(f"-- tokens {start:,}..{start + length:,} of {len(data):,}")
-                print(encoding.decode(ids))
+                print(vocabulary.decode(ids))
     return 0
 
 
@@ -177,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     look.add_argument("--windows", type=int, default=3, help="sample windows per bin")
     look.add_argument("--tokens", type=int, default=64, help="tokens per window")
     look.add_argument("--seed", type=int, default=0, help="where the windows fall")
+    look.add_argument("--tokenizer", type=Path, default=None,
+                      help="the tokenizer file meta.json records, if it is not where it says")
     args = parser.parse_args(argv)
     given = args.data if args.command == "verify" else args.path
     try:
@@ -185,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                               "(default: data) or a bin inside one")
         if args.command == "verify":
             return verify(args.data)
-        return inspect(args.path, args.windows, args.tokens, args.seed)
+        return inspect(args.path, args.windows, args.tokens, args.seed, args.tokenizer)
     except TokbinError as e:
         print(f"tokbin {args.command}: error: {e}", file=sys.stderr)
         return 1

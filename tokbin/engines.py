@@ -1,9 +1,10 @@
 """Tokenizer engines: what turns a batch of documents into token ids.
 
 Every engine encodes a TextBatch into the joined layout: each document's ids, encoded on its
-own with tiktoken's `encode_ordinary` semantics (a literal <|endoftext|> is ordinary text),
-followed by the end-of-text id (the ids of the documents joined by <|endoftext|>, and one
-more at the end), plus each document's token count. `tiktoken` is the reference.
+own with its reference library's semantics (a special token's text is ordinary text), followed
+by the end-of-text id (the ids of the documents joined by the end-of-text token, and one more
+at the end), plus each document's token count. The reference engines, one per kind of
+tokenizer, are tokbin.reference_engines'; for gpt2, tiktoken.
 
 `fastokens` is the same tokenizer run by the fastokens library (a Rust BPE with a PCRE2
 pre-tokenizer), loaded from a Hugging Face tokenizer.json that is derived at run time from
@@ -27,10 +28,13 @@ import numpy as np
 from tokbin.errors import TokbinError
 from tokbin.fast_path import (documents_containing, fast_path_mask, limit_fastokens_threads,
                               tokenizer_json)
-from tokbin.format import token_ends
+from tokbin.format import RANK_FILE, TIKTOKEN, token_ends
+from tokbin.reference_engines import LIBRARY, NO_IDS, TiktokenEngine
 
 if TYPE_CHECKING:
     from tokbin.readers import TextBatch
+    from tokbin.tokenizer_spec import TokenizerSpec
+    from tokbin.vocab import Vocabulary
 
 # Encodings the fast engine was differentially tested on: both are gpt2's byte-level BPE
 # (same ranks, same pre-tokenizer pattern). Others run on tiktoken (see make_engine).
@@ -39,38 +43,6 @@ FAST_ENCODINGS = ("gpt2", "r50k_base")
 # One fast-path document in CROSS_CHECK_ONE_IN (at least one per batch) is re-encoded with
 # tiktoken: a run-time guard whose cost docs/performance.md measures.
 CROSS_CHECK_ONE_IN = 256
-
-
-class TiktokenEngine:
-    name = "tiktoken"
-
-    def __init__(self, encoding):
-        self.encoding = encoding
-
-    def thread_copy(self) -> "TiktokenEngine":
-        return TiktokenEngine(own_copy(self.encoding))
-
-    def encode_batch(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-        return self.encode_texts(batch.texts())
-
-    def encode_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [self.encoding.encode_to_numpy(text, disallowed_special=()) for text in texts]
-        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-        eot = np.array([self.encoding.eot_token], dtype=np.uint32)
-        ids = np.concatenate([x for part in parts for x in (part, eot)]) if parts else _NO_IDS
-        return ids.astype(np.uint32, copy=False), lengths
-
-
-_NO_IDS = np.zeros(0, np.uint32)
-
-
-def own_copy(encoding):
-    """A tiktoken Encoding of its own for another thread: threads sharing one contend for its
-    regex caches and spend more CPU for the same tokens (docs/performance.md)."""
-    import tiktoken
-    return tiktoken.Encoding(encoding.name, pat_str=encoding._pat_str,
-                             mergeable_ranks=encoding._mergeable_ranks,
-                             special_tokens=encoding._special_tokens)
 
 
 @dataclass(frozen=True)
@@ -96,10 +68,10 @@ class FastokensEngine:
     """
     name = "fastokens"
 
-    def __init__(self, encoding):
+    def __init__(self, encoding, eot: int):
         import fastokens  # noqa: F401  (fails here, before any work, if it is not installed)
-        self.encoding = encoding
-        self.reference = TiktokenEngine(encoding)
+        self.encoding, self.eot = encoding, eot
+        self.reference = TiktokenEngine(encoding, eot)
         self.separator = "<|endoftext|>"
         self.tokenizer = self._load()
 
@@ -116,9 +88,9 @@ class FastokensEngine:
         limit_fastokens_threads()
         tokenizer = fastokens.Tokenizer.from_json_str(tokenizer_json(self.encoding))
         [(_, eot)] = tokenizer.add_tokens([_SpecialToken(self.separator)])
-        if eot != self.encoding.eot_token:
+        if eot != self.eot:
             raise TokbinError(f"fastokens gave {self.separator} the id {eot}, not the "
-                              f"encoding's end-of-text id {self.encoding.eot_token}; set "
+                              f"encoding's end-of-text id {self.eot}; set "
                               "tokenize.engine: tiktoken")
         return tokenizer
 
@@ -145,10 +117,10 @@ class FastokensEngine:
         none holding the separator's text."""
         texts = batch.joined(self.separator, members)
         if not texts:
-            return _NO_IDS, np.zeros(0, np.int64)
+            return NO_IDS, np.zeros(0, np.int64)
         ids, _ = self.tokenizer.encode_batch_flat(texts)
         ids = np.frombuffer(ids, dtype=np.uint32)
-        ends = np.flatnonzero(ids == self.encoding.eot_token)
+        ends = np.flatnonzero(ids == self.eot)
         documents = len(batch) if members is None else int(np.count_nonzero(members))
         if len(ends) != documents:  # only separators give the id: routing keeps it out of text
             raise TokbinError(f"fastokens returned {len(ends)} end-of-text ids for {documents} "
@@ -161,11 +133,10 @@ class FastokensEngine:
         string per document: the slower way, for the few documents the joined one cannot take."""
         texts = batch.texts(members)
         if not texts:
-            return _NO_IDS, np.zeros(0, np.int64)
+            return NO_IDS, np.zeros(0, np.int64)
         ids, offsets = self.tokenizer.encode_batch_flat(texts, split_special_tokens=True)
         offsets = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
-        ids = np.insert(np.frombuffer(ids, dtype=np.uint32), offsets[1:],
-                        self.encoding.eot_token)
+        ids = np.insert(np.frombuffer(ids, dtype=np.uint32), offsets[1:], self.eot)
         return ids, np.diff(offsets)
 
     def cross_check(self, batch: TextBatch, members: np.ndarray | None, ids: np.ndarray,
@@ -211,22 +182,30 @@ def interleave(route: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
     return np.concatenate(parts), lengths
 
 
-def effective_engine(name: str, encoding_name: str) -> str:
-    """The engine that encodes `encoding_name` when `name` is asked for: fastokens falls back
-    to tiktoken for encodings it was not tested on, and says so (once, from the process that
-    asks, before any worker starts)."""
-    if name == "fastokens" and encoding_name not in FAST_ENCODINGS:
+def effective_engine(name: str, tokenizer: TokenizerSpec) -> str:
+    """The engine that encodes with `tokenizer` when `name` is asked for: "fastokens", or
+    "reference" (its kind's library). fastokens falls back to the reference for tokenizers it
+    was not tested on, and says so (once, from the process that asks, before any worker
+    starts); tiktoken names the reference of the kinds tiktoken runs."""
+    library = LIBRARY[tokenizer.kind]
+    if name == "tiktoken" and tokenizer.kind not in (TIKTOKEN, RANK_FILE):
+        raise TokbinError(f"tokenize.engine is tiktoken, but {tokenizer.encoding} is a "
+                          f"{tokenizer.kind}, which {library} encodes; set tokenize.engine: "
+                          f"reference ({library}) or fastokens")
+    if name == "fastokens" and not (tokenizer.kind == TIKTOKEN
+                                    and tokenizer.encoding in FAST_ENCODINGS):
         _announce(f"tokenize.engine fastokens supports {', '.join(FAST_ENCODINGS)}; "
-                  f"encoding {encoding_name} is tokenized with tiktoken (same tokens, "
-                  "tiktoken's speed)")
-        return "tiktoken"
-    return name
+                  f"encoding {tokenizer.encoding} is tokenized with {library} (same tokens, "
+                  f"{library}'s speed)")
+        return "reference"
+    return "fastokens" if name == "fastokens" else "reference"
 
 
-def make_engine(name: str, encoding):
-    if effective_engine(name, encoding.name) == "fastokens":
-        return FastokensEngine(encoding)
-    return TiktokenEngine(encoding)
+def make_engine(name: str, vocabulary: Vocabulary):
+    """The engine `name` (effective_engine's answer) for a loaded tokenizer."""
+    if name == "fastokens":
+        return FastokensEngine(vocabulary.encoding, vocabulary.eot_id)
+    return vocabulary.reference_engine()
 
 
 def _announce(message: str) -> None:

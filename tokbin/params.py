@@ -7,6 +7,7 @@ is a TokbinError that names the key and lists what is valid.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 
@@ -31,6 +32,9 @@ class TokenizeParams:
     eot: str
     engine: str
     executor: str
+    eot_token: str | None                       # the separator token (None: the tokenizer's)
+    pattern: str | None                         # a tiktoken rank file's split regex or preset
+    special_tokens: str | dict[str, int] | None  # a rank file's special tokens, or a preset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Params:
     binarize: BinarizeParams
 
 
-ENGINES = ("tiktoken", "fastokens")
+ENGINES = ("fastokens", "reference", "tiktoken")  # tiktoken: the reference of tiktoken kinds
 EXECUTORS = ("local", "ray")
 CHOICES = {
     "tokenize.eot": EOT_POLICIES,
@@ -64,7 +68,23 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise TokbinError(f"{path} not found: run from the repository root") from None
     except yaml.YAMLError as e:
         raise TokbinError(f"{path} is not valid YAML: {e}") from None
-    return _parse(Params, raw, "", path)
+    params = _parse(Params, raw, "", path)
+    _check_special_tokens(params.tokenize.special_tokens, path)
+    return params
+
+
+def _check_special_tokens(special_tokens, path: Path) -> None:
+    if not isinstance(special_tokens, dict):
+        return
+    owner: dict[int, str] = {}
+    for name, token_id in special_tokens.items():
+        if token_id < 0:
+            raise TokbinError(f"{path}: tokenize.special_tokens gives {name} the id {token_id}; "
+                              "ids are >= 0")
+        if token_id in owner:
+            raise TokbinError(f"{path}: tokenize.special_tokens gives the id {token_id} to both "
+                              f"{owner[token_id]} and {name}; each needs its own")
+        owner[token_id] = name
 
 
 def _parse(cls, raw, prefix: str, path: Path):
@@ -101,7 +121,19 @@ def _check_type(name: str, value, hint, path: Path):
         if len(set(value)) != len(value):
             raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
         return list(value)
-    if not schema.matches(value, hint):
-        raise TokbinError(f"{path}: {name} must be a {hint.__name__}, got {value!r} "
+    if not schema.matches(value, hint) or value == {}:
+        raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
     return value
+
+
+def _describe(hint) -> str:
+    """A type annotation in the words of a params.yaml user."""
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in typing.get_args(hint))
+    if typing.get_origin(hint) is dict:
+        key, item = typing.get_args(hint)
+        return f"a mapping of {key.__name__} to {item.__name__}"
+    return f"a {hint.__name__}"

@@ -88,7 +88,7 @@ class RayExecutor:
         self.settings, self.workers = settings, workers
 
     def encoding_info(self) -> EncodingInfo:
-        return encoding_info(self.settings.encoding)
+        return encoding_info(self.settings.tokenizer)
 
     def tokenize_split(self, files: list[Path], text_column: str, out_bin: Path,
                        out_doclens: Path, info: EncodingInfo,

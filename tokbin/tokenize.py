@@ -14,6 +14,7 @@ import numpy as np
 
 from tokbin.encode import settings_for
 from tokbin.errors import TokbinError
+from tokbin.tokenizer_spec import TokenizerSpec, resolve_tokenizer
 from tokbin.executors import ProcessExecutor, ThreadExecutor, default_workers, worth_processes
 from tokbin.format import (Meta, SplitInfo, doclens_file, read_source, write_meta)
 from tokbin.fsio import atomic_path
@@ -21,13 +22,15 @@ from tokbin.readers import check_text_column, count_documents, use_lean_arrow_me
 
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_column: str,
-                     encoding: str, eot: str, engine: str = "tiktoken",
+                     encoding: str | TokenizerSpec, eot: str, engine: str = "tiktoken",
                      workers: int | None = None, executor: str = "local") -> Meta:
-    """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json).
+    """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json),
+    with the tokenizer resolved from tokenize.encoding (or an encoding name, resolved here).
 
     `out_dir` appears whole or not at all. executor "local" runs worker processes for large
     parquet datasets and threads otherwise; "ray" runs Ray tasks. All give the same output.
     """
+    tokenizer = encoding if isinstance(encoding, TokenizerSpec) else resolve_tokenizer(encoding)
     from tqdm.auto import tqdm
 
     workers = workers or default_workers()
@@ -41,7 +44,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
         files[split] = [raw_dir / name for name in source.files[split]]
         for path in files[split]:
             check_text_column(path, text_column)
-    settings = settings_for(encoding, eot, engine)
+    settings = settings_for(tokenizer, eot, engine)
     split_infos = {}
     with atomic_path(out_dir) as tmp, ExitStack() as stack:
         chosen = _choose_executors(executor, settings, workers, files, stack)
@@ -62,8 +65,9 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_colum
                                   "download.splits or fix the dataset")
             split_infos[split] = SplitInfo(f"{split}.bin", counts.tokens, counts.documents,
                                            counts.tokens * np.dtype(info.dtype).itemsize)
-        meta = Meta(encoding=encoding, n_vocab=info.n_vocab, eot_token=info.eot_token, eot=eot,
-                    dtype=info.dtype, source=source.source, splits=split_infos)
+        meta = Meta(encoding=tokenizer.encoding, n_vocab=info.n_vocab,
+                    eot_token=info.eot_token, eot=eot, dtype=info.dtype, source=source.source,
+                    splits=split_infos, tokenizer=info.tokenizer)
         write_meta(tmp, meta)
     return meta
 
