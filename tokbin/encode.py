@@ -50,8 +50,7 @@ def settings_for(tokenizer: TokenizerSpec, eot: str, engine: str) -> EncodeSetti
     """The settings a run uses, checked once, in the process that asks, before any worker
     starts: the tokenizer loads (every bad setting fails here), and the engine suits it (and
     it says when fastokens falls back to the reference)."""
-    load_vocabulary(tokenizer)
-    return EncodeSettings(tokenizer, eot, effective_engine(engine, tokenizer))
+    return EncodeSettings(tokenizer, eot, effective_engine(engine, load_vocabulary(tokenizer)))
 
 
 def place_eot(ids: np.ndarray, lengths: np.ndarray, eot: str) -> np.ndarray:

