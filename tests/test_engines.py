@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from support.engine_faults import shift_joined_ids
 from support.text_classes import CLASSES, class_documents
 from tokbin import fast_path
 from tokbin.engines import CROSS_CHECK_ONE_IN, FastokensEngine, effective_engine, make_engine
@@ -199,14 +200,8 @@ def test_a_missing_end_of_text_id_stops_the_fast_path(fast, monkeypatch):
         fast.encode_batch(TextBatch.from_texts(["one", "two"]))
 
 
-def test_the_cross_check_stops_on_a_mismatch(fast, gpt2, monkeypatch):
-    encode_joined = fast.encode_joined
-
-    def off_by_one(batch, members):
-        ids, lengths = encode_joined(batch, members)
-        return np.where(ids == gpt2.eot_token, ids, ids + 1), lengths
-
-    monkeypatch.setattr(fast, "encode_joined", off_by_one)
+def test_the_cross_check_stops_on_a_mismatch(fast, monkeypatch):
+    shift_joined_ids(fast, monkeypatch)
     with pytest.raises(TokbinError, match="disagrees with tiktoken.*tokenize.engine: tiktoken"):
         fast.encode_batch(TextBatch.from_texts(["A perfectly ordinary story."]))
 

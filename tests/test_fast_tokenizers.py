@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from support.engine_faults import shift_joined_ids
 from support.text_classes import hostile_documents
 from support.tokenizer_fixtures import reference_ids, stories, train_tokenizer_json
 from tokbin.engines import FastokensEngine, effective_engine, make_engine
@@ -124,14 +125,8 @@ def _trained(tmp_path, layout):
 
 
 def test_the_cross_check_stops_a_mismatch_on_a_users_tokenizer(layouts, monkeypatch):
-    engine, vocabulary = engine_for(layouts["digits"])
-    encode_joined = engine.encode_joined
-
-    def off_by_one(batch, members):
-        ids, lengths = encode_joined(batch, members)
-        return np.where(ids == vocabulary.eot_id, ids, ids + 1), lengths
-
-    monkeypatch.setattr(engine, "encode_joined", off_by_one)
+    engine, _ = engine_for(layouts["digits"])
+    shift_joined_ids(engine, monkeypatch)
     with pytest.raises(TokbinError, match="disagrees with tokenizers.*tokenize.engine: reference"):
         engine.encode_batch(TextBatch.from_texts(["A perfectly ordinary story."]))
 

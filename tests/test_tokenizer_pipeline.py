@@ -147,8 +147,7 @@ def test_worker_processes_write_the_threads_bins_for_every_kind(file_attr, setti
             (tmp_path / "threads" / name).read_bytes()
 
 
-def test_inspect_decodes_with_the_recorded_tokenizer_and_only_that_file(tmp_path,
-                                                                        tokenizer_files, capsys):
+def test_verify_inspect_and_the_loader_read_a_llama3_build(tmp_path, tokenizer_files, capsys):
     from tokbin.binarize import binarize
     local = tmp_path / "tokenizers" / "llama3.model"
     local.parent.mkdir()
@@ -163,12 +162,19 @@ def test_inspect_decodes_with_the_recorded_tokenizer_and_only_that_file(tmp_path
     (tmp_path / "data").mkdir()
     binarize(tmp_path / "tokens", tmp_path / "data", "auto")
     assert cli.main(["verify", str(tmp_path / "data")]) == 0
+    from tokbin.loader import BinLoader
+    with BinLoader(tmp_path / "data/train.bin", batch_size=2, block_size=4) as loader:
+        x, y = loader.next_batch()  # uint32 ids, widened as any bin's
+    bins = np.fromfile(tmp_path / "data/train.bin", "<u4")
+    assert x.max().item() < 128256 and x[0].tolist() in [bins[i:i + 4].tolist()
+                                                         for i in range(len(bins) - 4)]
     tokens = read_meta(tmp_path / "data").splits["train"].tokens
     args = ["inspect", str(tmp_path / "data"), "--windows", "1", "--tokens", str(tokens)]
     capsys.readouterr()
     assert cli.main(args) == 0
     assert "".join(f"<|begin_of_text|>{t}" for t in texts) in capsys.readouterr().out
-    local.write_bytes(local.read_bytes()[:-100])  # the file changed since tokenize
+    # Decoding uses only the very file meta.json records: a changed one is refused.
+    local.write_bytes(local.read_bytes()[:-100])
     assert cli.main(args) == 1
     assert "decoding needs the tokenizer meta.json records" in capsys.readouterr().err
     assert cli.main([*args, "--tokenizer", str(tokenizer_files.llama3)]) == 0
