@@ -173,14 +173,16 @@ def run_stage(raw: Path, out: Path, engine: str, workers: int, env: dict) -> dic
 def executor_of(raw: Path, workers: int) -> str:
     """How the local executor runs this corpus: worker processes or threads."""
     from tokbin.executors import worth_processes
-    if workers > 1 and worth_processes(sorted(raw.glob("data/*.parquet"))):
+    from tokbin.readers import DataFile, Reading
+    files = [DataFile(str(p), str(p)) for p in sorted(raw.glob("data/*.parquet"))]
+    if workers > 1 and worth_processes(files, Reading("parquet", "text"), workers):
         return f"{workers} processes"
     return f"{workers} thread{'s' * (workers > 1)}"
 
 
 def speed(stories_list: list[int]) -> None:
     from tests.support.corpus import write_corpus
-    from tokbin.readers import iter_text_batches
+    from tokbin.readers import DataFile, Reading, iter_text_batches
     from tokbin.source import materialize
 
     cores = default_workers()
@@ -195,7 +197,8 @@ def speed(stories_list: list[int]) -> None:
             raw = tmp / "raw"
             materialize(str(tmp / "corpus"), "main", ["train", "validation"], "text", raw)
             batches = [b for p in sorted(raw.glob("data/train-*.parquet"))
-                       for b in iter_text_batches(p, "text", 1 << 20)]
+                       for b in iter_text_batches(DataFile(str(p), str(p)),
+                                                  Reading("parquet", "text"), 1 << 20)]
             if one_core is None:  # tiktoken's rate: once per run, on the first corpus
                 sample = [t for b in batches[:60] for t in b.texts()][:50_000]
                 started = time.perf_counter()

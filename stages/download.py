@@ -1,6 +1,7 @@
 """download: fetch the configured splits' data files into RAW_DIR (Hub layout + source.json).
 
-    python -m stages.download data/raw      # params: download.*
+    python -m stages.download data/raw
+        # params: download.dataset, .config, .revision, .data_files, .splits, .text_column
 """
 import argparse
 from pathlib import Path
@@ -19,11 +20,12 @@ def main() -> None:
     remove_stale_temps(raw_dir.parent)
     with atomic_path(raw_dir) as tmp:
         tmp.mkdir(parents=True)
-        record = materialize(params.dataset, params.revision, params.splits,
-                             params.text_column, tmp)
+        record = materialize(params.dataset, params.revision, params.bins, params.text_column,
+                             tmp, config=params.config, data_files=params.data_files_by_split)
     at = f" at {record.sha}" if record.sha else ""
-    for split, files in record.files.items():
-        print(f"download: {split}: {len(files)} file(s) from {params.dataset}{at}")
+    print(f"download: {params.dataset}{at}, config {record.config!r}, read as {record.builder}")
+    for bin_name, split in record.splits.items():
+        print(f"download: {bin_name}: split {split!r}, {len(record.files[split])} file(s)")
 
 
 if __name__ == "__main__":

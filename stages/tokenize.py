@@ -1,7 +1,7 @@
 """tokenize: encode every document of RAW_DIR with the configured engine into TOKENS_DIR.
 
     python -m stages.tokenize data/raw data/tokens --tokenizers tokenizers
-        # params: download.splits, download.text_column, tokenize.*
+        # params: download.splits, .text_column, .sample_by, .separator, .holdout, tokenize.*
         # a local tokenizer file (tokenize.encoding) must be inside the --tokenizers folder
         # workers: TOKBIN_WORKERS (default: all cores)
 """
@@ -25,17 +25,20 @@ def main() -> None:
                              "this stage in dvc.yaml, so a changed file reruns it")
     args = parser.parse_args()
     params = load_params()
+    download = params.download
     remove_stale_temps(args.tokens_dir.parent)
     started = time.perf_counter()
     settings = params.tokenize
     tokenizer = resolve_tokenizer(settings.encoding, settings.eot_token, settings.pattern,
                                   settings.special_tokens, tracked_folder=args.tokenizers)
-    meta = tokenize_dataset(args.raw_dir, args.tokens_dir, params.download.splits,
-                            params.download.text_column, tokenizer, settings.eot,
-                            settings.engine, executor=settings.executor)
+    meta = tokenize_dataset(args.raw_dir, args.tokens_dir, download.bins, download.text_column,
+                            tokenizer, settings.eot, settings.engine,
+                            executor=settings.executor, sample_by=download.sample_by,
+                            separator=download.separator, holdout=download.holdout)
     seconds = time.perf_counter() - started
     tokens = sum(s.tokens for s in meta.splits.values())
-    print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s ({tokens / seconds / 1e6:.2f} M tokens/s)")
+    print(f"tokenize: {tokens:,} tokens in {seconds:.1f} s "
+          f"({tokens / seconds / 1e6:.2f} M tokens/s)")
 
 
 if __name__ == "__main__":

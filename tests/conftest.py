@@ -1,10 +1,13 @@
 """Test setup: offline tiktoken vocabularies, no DVC analytics, shared fixtures."""
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,18 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and SHARED_TIKTOKEN_CACHE.is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN_CACHE)
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# Every Hugging Face client of the session, in this process and in the stages it runs, talks to
+# one offline fake Hub (tests/support/fakehub.py), with a throwaway HF_HOME. Set before any
+# test imports huggingface_hub or datasets: both read these at import.
+from support.fakehub import FakeHub  # noqa: E402
+
+FAKE_HUB = FakeHub().start()
+_HF_HOME = tempfile.mkdtemp(prefix="tokbin-test-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, True)
+os.environ.update(HF_ENDPOINT=FAKE_HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=_HF_HOME)
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +72,7 @@ def stage_command(repo: Path, name: str) -> list[str]:
 
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", "tokenizers",
-                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "data/.gitignore"]
 
 
 def make_project(dest: Path, **params) -> Path:

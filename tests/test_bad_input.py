@@ -89,19 +89,19 @@ def test_a_non_string_value_in_a_jsonl_dataset_is_refused(tmp_path):
     (repo / "dataset").mkdir()
     (repo / "dataset" / "train.jsonl").write_text('{"text": "a story"}\n{"text": 42}\n')
     (repo / "dataset" / "validation.jsonl").write_text('{"text": "a story"}\n')
-    run(stage_command(repo, "download"), repo)
-    assert_fails_clearly(stage(repo, "tokenize"), repo, "tokenize", "holds a int", "not text",
-                         "must be a string")
+    assert_fails_clearly(stage(repo, "download"), repo, "download", "./dataset/train.jsonl:2:",
+                         "holds a int", "not text", "must be a string")
 
 
 # --- splits ----------------------------------------------------------------------------------
 
-def test_a_missing_split_names_the_patterns_looked_for_and_the_files_found(tmp_path):
+def test_a_missing_split_lists_the_splits_found_and_offers_a_holdout(tmp_path):
     repo = project(tmp_path)
     write_parquet_dataset(repo / "dataset", {"train": DOCS["train"]})
-    assert_fails_clearly(stage(repo, "download"), repo, "download", "split 'validation'",
-                         "data/validation-*", "train-00000-of-00001.parquet",
-                         "fix download.splits")
+    assert_fails_clearly(stage(repo, "download"), repo, "download", "download.splits",
+                         "./dataset (config 'default') has no split 'validation'",
+                         "its splits are train", "download.splits: [train] and "
+                         "download.holdout: {fraction: 0.0005, seed: 2357}")
 
 
 def test_an_empty_split_is_refused(tmp_path):
@@ -220,12 +220,20 @@ def test_bad_params_yaml_names_the_key_and_what_is_valid(tmp_path, edit, fragmen
 
 
 def test_dvc_repro_stops_at_the_failing_stage_with_a_non_zero_exit_and_no_bins(tmp_path):
-    repo = project(tmp_path)
-    write_parquet_dataset(repo / "dataset", DOCS, column="story")
+    repo = project(tmp_path)  # nulls: what only the stage reading the rows can find
+    write_parquet_dataset(repo / "dataset", {**DOCS, "train": [*DOCS["train"], None]})
     result = run(["dvc", "repro"], repo, check=False)
     assert result.returncode != 0
-    assert "download: error:" in result.stderr and "columns: story" in result.stderr
-    assert not (repo / "data" / "raw").exists() and not (repo / "data" / "train.bin").exists()
+    assert "tokenize: error:" in result.stderr and "null value" in result.stderr
+    assert not (repo / "data" / "tokens").exists() and not (repo / "data" / "train.bin").exists()
+
+
+def test_dvc_repro_finds_a_local_dataset_that_is_not_there_before_any_stage_runs(tmp_path):
+    repo = project(tmp_path, download__dataset="./datset")  # a typo
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode != 0
+    assert "check: error: download.dataset './datset'" in result.stderr
+    assert "is not a directory" in result.stderr and "No stage ran" in result.stderr
 
 
 # --- a very large document -------------------------------------------------------------------

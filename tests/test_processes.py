@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import psutil
@@ -22,25 +23,28 @@ import pytest
 from support.text_classes import CLASSES, class_documents
 from tokbin import executors
 from tokbin.errors import TokbinError
+from tokbin.format import read_meta
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
 TEXTS = [t for name in CLASSES for t in class_documents(name, 60, seed=21)]
 
 
-def write_dataset(root: Path, train: list, validation: list, validation_as_jsonl=False) -> Path:
-    """Two train parquet files of many small row groups; validation as parquet or JSON Lines."""
+def write_dataset(root: Path, train: list, validation: list, jsonl=False) -> Path:
+    """Train in parquet files of many small row groups (or in 4 JSON Lines files); validation
+    in one file."""
     (root / "data").mkdir(parents=True)
-    half = len(train) // 2
-    for index, part in enumerate([train[:half], train[half:]]):
-        pq.write_table(pa.table({"text": pa.array(part, type=pa.string())}),
-                       root / "data" / f"train-0000{index}-of-00002.parquet", row_group_size=40)
-    if validation_as_jsonl:
-        (root / "data" / "validation-00000-of-00001.jsonl").write_text(
-            "".join(json.dumps({"text": t}) + "\n" for t in validation), encoding="utf-8")
-    else:
-        pq.write_table(pa.table({"text": validation}),
-                       root / "data" / "validation-00000-of-00001.parquet", row_group_size=40)
+    parts = 4 if jsonl else 2
+    for split, texts, files in (("train", train, parts), ("validation", validation, 1)):
+        for index in range(files):
+            part = texts[len(texts) * index // files:len(texts) * (index + 1) // files]
+            name = root / "data" / f"{split}-{index:05d}-of-{files:05d}"
+            if jsonl:
+                name.with_suffix(".jsonl").write_text(
+                    "".join(json.dumps({"text": t}) + "\n" for t in part), encoding="utf-8")
+            else:
+                pq.write_table(pa.table({"text": pa.array(part, type=pa.string())}),
+                               name.with_suffix(".parquet"), row_group_size=40)
     return root
 
 
@@ -58,9 +62,9 @@ def use_processes(monkeypatch) -> list[str]:
     monkeypatch.setattr(executors, "UNIT_BYTES", 1)
     written, real = [], executors.ProcessExecutor.tokenize_split
 
-    def recording(self, files, text_column, out_bin, *args):
-        written.append(out_bin.stem)
-        return real(self, files, text_column, out_bin, *args)
+    def recording(self, job, *args):
+        written.append(job.outputs[0].bin.stem)
+        return real(self, job, *args)
 
     monkeypatch.setattr(executors.ProcessExecutor, "tokenize_split", recording)
     return written
@@ -87,18 +91,26 @@ def test_worker_processes_write_the_same_bins_as_threads(tmp_path, monkeypatch, 
     assert written == ["train", "validation"]
     assert outputs(tmp_path / "processes") == outputs(tmp_path / "threads")
     assert not list((tmp_path / "processes").glob(".*"))  # no spill folder left
+    # meta.json's CRC-32, combined from the workers' (the main process never reads the ids)
+    for info in read_meta(tmp_path / "processes").splits.values():
+        data = (tmp_path / "processes" / info.file).read_bytes()
+        assert info.crc32 == f"{zlib.crc32(data):08x}"
 
 
-def test_a_jsonl_split_beside_parquet_ones_is_read_by_threads_with_the_same_bins(
+def test_a_json_lines_dataset_of_many_files_is_read_a_file_per_worker_with_the_same_bins(
         tmp_path, monkeypatch):
-    raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:100], validation_as_jsonl=True)
+    raw = downloaded(tmp_path, train=TEXTS, validation=TEXTS[:100], jsonl=True)
     tokenize_dataset(raw, tmp_path / "threads", ["train", "validation"], "text", "gpt2",
                      "append", engine="fastokens", workers=2)
     written = use_processes(monkeypatch)
-    tokenize_dataset(raw, tmp_path / "mixed", ["train", "validation"], "text", "gpt2", "append",
-                     engine="fastokens", workers=2)
-    assert written == ["train"]
-    assert outputs(tmp_path / "mixed") == outputs(tmp_path / "threads")
+    tokenize_dataset(raw, tmp_path / "processes", ["train", "validation"], "text", "gpt2",
+                     "append", engine="fastokens", workers=2)
+    assert written == ["train", "validation"]
+    assert outputs(tmp_path / "processes") == outputs(tmp_path / "threads")
+    monkeypatch.setattr(executors, "PROCESSES_FROM_BYTES", 1 << 40)  # too small for them
+    written.clear()
+    tokenize_dataset(raw, tmp_path / "small", ["train"], "text", "gpt2", "append", workers=2)
+    assert written == []
 
 
 def test_small_datasets_and_one_worker_use_threads(tmp_path, monkeypatch):
@@ -204,7 +216,7 @@ def test_a_spill_file_of_another_size_than_its_worker_reported_is_refused(tmp_pa
     spill = tmp_path / "0.ids"
     spill.write_bytes(b"\x01\x00" * 5)
     with BinWriter(tmp_path / "out.bin", "uint16", 50257) as bins:
-        bins.append_file(spill, 5)
+        bins.append_file(spill, 5, zlib.crc32(spill.read_bytes()))
         with pytest.raises(TokbinError, match="holds 10 bytes, not the 12 of 6 ids"):
-            bins.append_file(spill, 6)
+            bins.append_file(spill, 6, 0)
     assert (tmp_path / "out.bin").read_bytes() == b"\x01\x00" * 5

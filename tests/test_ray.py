@@ -3,7 +3,6 @@ started by this module): the same bytes as executor local whatever order tasks f
 killed task retried by Ray, data errors surfacing as TokbinError, RAY_ADDRESS honoured."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -16,8 +15,9 @@ import pytest
 
 from conftest import make_project, run, stage_command
 from tokbin import ray_executor
-from tokbin.readers import WorkUnit, work_units
 from tokbin.errors import TokbinError
+from tokbin.format import Holdout
+from tokbin.readers import DataFile, Reading, WorkUnit, work_units
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -41,14 +41,13 @@ def cluster():
 
 @pytest.fixture
 def raw(tmp_path) -> Path:
-    """A downloaded dataset: train in 2 parquet files of 7-row row groups, validation JSONL."""
+    """A downloaded dataset: train in 2 parquet files of 7-row row groups, validation in one."""
     dataset = tmp_path / "dataset" / "data"
     dataset.mkdir(parents=True)
     for i, texts in enumerate(TRAIN):
         pq.write_table(pa.table({"text": texts}), dataset / f"train-0000{i}-of-00002.parquet",
                        row_group_size=7)
-    (dataset / "validation.jsonl").write_text(
-        "".join(json.dumps({"text": t}) + "\n" for t in VALIDATION))
+    pq.write_table(pa.table({"text": VALIDATION}), dataset / "validation-00000-of-00001.parquet")
     raw = tmp_path / "raw"
     raw.mkdir()
     materialize(str(dataset.parent), "main", ["train", "validation"], "text", raw)
@@ -61,20 +60,22 @@ def task_per_row_group(monkeypatch):
     monkeypatch.setattr(ray_executor, "TASK_BYTES", 1)
 
 
-def tokenize(raw: Path, out: Path, executor: str) -> dict[str, bytes]:
-    """Tokenizes both splits; returns every output file's bytes by name."""
-    tokenize_dataset(raw, out, ["train", "validation"], "text", "gpt2", "append", workers=2,
-                     executor=executor)
+def tokenize(raw: Path, out: Path, executor: str, splits=("train", "validation"),
+             holdout=None) -> dict[str, bytes]:
+    """Tokenizes the splits; returns every output file's bytes by name."""
+    tokenize_dataset(raw, out, list(splits), "text", "gpt2", "append", workers=2,
+                     executor=executor, holdout=holdout)
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
 def test_work_units_cover_every_row_group_once_in_order(raw):
-    files = sorted((raw / "data").glob("train-*.parquet"))
-    units = work_units(files, unit_bytes=1)
-    assert [(Path(s.path).name, s.row_groups) for s in units] == (
+    files = [DataFile(str(p), p.name) for p in sorted((raw / "data").glob("train-*.parquet"))]
+    reading = Reading("parquet", "text")
+    units = work_units(files, reading, unit_bytes=1)
+    assert [(s.file.name, s.row_groups) for s in units] == (
         [(files[0].name, (g,)) for g in range(10)] + [(files[1].name, (g,)) for g in range(5)])
-    assert work_units(files, unit_bytes=1 << 30) == [
-        WorkUnit(str(files[0]), tuple(range(10))), WorkUnit(str(files[1]), tuple(range(5)))]
+    assert work_units(files, reading, unit_bytes=1 << 30) == [
+        WorkUnit(files[0], reading, tuple(range(10))), WorkUnit(files[1], reading, tuple(range(5)))]
 
 
 def test_ray_output_is_byte_identical_to_local_whatever_order_tasks_finish_in(
@@ -125,11 +126,20 @@ def test_a_task_that_dies_on_every_attempt_is_a_tokbin_error_and_no_output(
     assert not (tmp_path / "ray").exists()
 
 
+def test_a_holdout_gives_the_same_bins_on_ray_as_locally(cluster, raw, tmp_path,
+                                                         task_per_row_group):
+    holdout = Holdout(0.3, 11)
+    local = tokenize(raw, tmp_path / "local", "local", ["train"], holdout)
+    assert tokenize(raw, tmp_path / "ray", "ray", ["train"], holdout) == local
+    assert {"train.bin", "validation.bin"} <= set(local) and len(local["validation.bin"]) > 0
+
+
 def test_a_data_error_in_a_task_surfaces_as_the_tokbin_error_and_no_output(
         cluster, raw, tmp_path):
-    with open(raw / "data" / "validation.jsonl", "a") as f:
-        f.write(json.dumps({"body": "no text field"}) + "\n")
-    with pytest.raises(TokbinError, match=r"validation.jsonl:4: no 'text' field") as error:
+    validation = raw / "data" / "validation-00000-of-00001.parquet"
+    pq.write_table(pa.table({"text": ["fine", None]}), validation)  # a null, after download
+    with pytest.raises(TokbinError, match=r"validation-00000-of-00001.parquet: column 'text' "
+                                          r"has 1 null value\(s\)") as error:
         tokenize(raw, tmp_path / "ray", "ray")
     assert "Traceback" not in str(error.value)
     assert not (tmp_path / "ray").exists()

@@ -1,5 +1,6 @@
-"""Security guards: no pickle in the data path, no remote dataset code, meta.json parsed
-strictly, no shell built from parameters, no credentials in tracked files.
+"""Security guards: no pickle in the data path, no remote dataset code (datasets' resolution
+only, in one module; no dataset script ever runs), meta.json parsed strictly, no shell built
+from parameters, no credentials in tracked files.
 
 The code checks read tokbin/ and stages/ as syntax trees, so a comment or a docstring that
 names a forbidden call does not trip them, and an aliased import does not slip past.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -63,7 +65,8 @@ def offences(check) -> list[str]:
     found = []
     for path in code_files():
         tree = ast.parse(path.read_text(), str(path))
-        found += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in check(tree)]
+        where = path.relative_to(ROOT).as_posix()
+        found += [f"{where}:{line}: {what}" for line, what in check(tree, where)]
     return found
 
 
@@ -73,7 +76,7 @@ NUMPY_FILE_CALLS = {"np.load", "numpy.load", "np.save", "numpy.save", "np.savez"
                     "numpy.savez", "np.savez_compressed", "numpy.savez_compressed"}
 
 
-def pickle_uses(tree):
+def pickle_uses(tree, where=""):
     for module in imported_modules(tree) & {"pickle", "cPickle", "dill", "joblib", "shelve"}:
         yield 0, f"imports {module}"
     for call in calls(tree):
@@ -97,12 +100,23 @@ def test_the_pickle_guard_catches_a_numpy_load_that_allows_pickle():
 
 # --- remote dataset code ---------------------------------------------------------------------
 
-def remote_code_uses(tree):
-    if "datasets" in imported_modules(tree):
-        yield 0, "imports the datasets library (dataset scripts run remote code)"
+# tokbin takes one thing from Hugging Face datasets: which files a dataset's splits are
+# (load_dataset_builder resolves configs and globs; it builds nothing, and datasets 5 runs no
+# dataset script). Only this module may import datasets, and no module may call what builds a
+# dataset or runs its code.
+DATASETS_MODULE = "tokbin/resolve.py"
+BUILDS_OR_RUNS = {"load_dataset", "load_from_disk", "download_and_prepare", "as_dataset",
+                  "as_streaming_dataset", "dataset_module_factory", "import_main_class",
+                  "get_dataset_builder_class", "prepare_module"}
+
+
+def remote_code_uses(tree, where=""):
+    if "datasets" in imported_modules(tree) and where != DATASETS_MODULE:
+        yield 0, f"imports the datasets library outside {DATASETS_MODULE}"
     for call in calls(tree):
-        if dotted(call.func).split(".")[-1] == "load_dataset":
-            yield call.lineno, "calls load_dataset"
+        name = dotted(call.func).split(".")[-1]
+        if name in BUILDS_OR_RUNS:
+            yield call.lineno, f"calls {name}"
         if keyword(call, "trust_remote_code") is not ...:
             yield call.lineno, "passes trust_remote_code"
 
@@ -115,6 +129,76 @@ def test_the_remote_code_guard_catches_load_dataset_with_trust_remote_code():
     tree = ast.parse("from datasets import load_dataset\n"
                      "load_dataset('x', trust_remote_code=True)\n")
     assert sorted(line for line, _ in remote_code_uses(tree)) == [0, 2, 2]
+    resolution = ast.parse("import datasets\nb = datasets.load_dataset_builder('x')\n"
+                           "b.download_and_prepare()\n")
+    assert [line for line, _ in remote_code_uses(resolution, DATASETS_MODULE)] == [3]
+
+
+def test_a_hub_dataset_script_is_refused_and_never_run(tmp_path):
+    from conftest import FAKE_HUB
+    from tokbin.source import materialize
+    marker = tmp_path / "the-script-ran"
+    FAKE_HUB.add_commit("evil/scripted", {
+        "scripted.py": f"open({str(marker)!r}, 'w').write('pwned')\n".encode(),
+        "data/train-00000-of-00001.jsonl": b'{"text": "a"}\n'})
+    for data_files in (None, {"train": ["data/*.jsonl"]}):
+        with pytest.raises(TokbinError, match="is a dataset script repository; tokbin never "
+                                              "runs dataset code"):
+            materialize("evil/scripted", "main", ["train"], "text", tmp_path / "raw",
+                        data_files=data_files)
+    assert not marker.exists()
+
+
+def test_resolution_leaves_nothing_behind_and_calls_nowhere_but_the_hub(tmp_path,
+                                                                         monkeypatch):
+    import datasets.load
+    import datasets.utils._dataset_viewer as viewer
+    from conftest import FAKE_HUB
+    from tokbin.source import materialize
+    elsewhere = []
+
+    class Recorder:  # what datasets would use to count downloads or ask the dataset viewer
+        def head(self, url, **kw):
+            elsewhere.append(url)
+
+        def get(self, url, **kw):
+            elsewhere.append(url)
+            raise RuntimeError("no network")
+
+    monkeypatch.setattr(datasets.load, "get_session", lambda: Recorder())
+    monkeypatch.setattr(viewer, "get_session", lambda: Recorder())
+    FAKE_HUB.add_commit("acme/counted", {"data/train-00000-of-00001.jsonl": b'{"text": "a"}\n',
+                                         "README.md": b"# counted"})
+    (tmp_path / "raw").mkdir()
+    materialize("acme/counted", "main", ["train"], "text", tmp_path / "raw")
+    assert elsewhere == [] and FAKE_HUB.unknown == []
+    hub_cache = Path(os.environ["HF_HOME"]) / "hub"
+    assert not hub_cache.exists() or not any(hub_cache.iterdir())  # the README went to a temp
+
+
+TOKENIZE_THEN_LIST_IMPORTS = """
+import sys
+from pathlib import Path
+from tokbin.tokenize import tokenize_dataset
+tokenize_dataset(Path(sys.argv[1]), Path(sys.argv[2]), ["train", "validation"], "text", "gpt2",
+                 "append", engine="fastokens", workers=2)
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_tokenize_binarize_and_the_loader_never_import_datasets(tmp_path):
+    """Only tokbin/resolve.py imports datasets (above); it is outside the others' imports, and
+    a tokenize run imports it from nowhere else either."""
+    from test_house import closure
+    for module in ("stages.tokenize", "stages.binarize", "tokbin.loader", "tokbin.cli"):
+        assert DATASETS_MODULE.replace("/", ".").removesuffix(".py") not in closure(module)
+    from tokbin.source import materialize
+    (tmp_path / "raw").mkdir()
+    materialize(str(ROOT / "sample"), "main", ["train", "validation"], "text", tmp_path / "raw")
+    imported = run([sys.executable, "-c", TOKENIZE_THEN_LIST_IMPORTS, str(tmp_path / "raw"),
+                    str(tmp_path / "tokens")], ROOT).stdout.split()
+    assert "tokbin.tokenize" in imported and (tmp_path / "tokens" / "train.bin").exists()
+    assert "datasets" not in imported and "pandas" not in imported  # pandas: csv files only
 
 
 # --- shell -----------------------------------------------------------------------------------
@@ -123,7 +207,7 @@ SHELL_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.gets
                "os.execl", "os.execlp", "os.spawnl", "os.spawnlp"}
 
 
-def shell_uses(tree):
+def shell_uses(tree, where=""):
     for call in calls(tree):
         if dotted(call.func) in SHELL_CALLS:
             yield call.lineno, f"calls {dotted(call.func)}"
@@ -182,11 +266,14 @@ def test_a_valid_meta_json_parses():
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=3), "format version 3 is not supported"),
+    (lambda m: m.update(version=4), "format version 4 is not supported"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
+    (lambda m: m["splits"]["train"].update(crc32="1C291CA3"), "crc32 must be 8 lowercase hex"),
+    (lambda m: m["splits"]["train"].update(crc32=None), "crc32 must be 8 lowercase hex"),
 ], ids=["unknown field", "unknown source field", "unknown split field", "missing field",
         "string for int", "bool for int", "float for int", "null for string", "list for int",
-        "unknown dtype", "other format", "other version", "path outside the folder"])
+        "unknown dtype", "other format", "other version", "path outside the folder",
+        "crc32 not lowercase hex", "null crc32"])
 def test_meta_json_refuses_unknown_missing_and_ill_typed_fields(change, message):
     with pytest.raises(TokbinError, match=message):
         Meta.from_json(mutated(change))

@@ -14,8 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import make_project, run, set_params, stage_command, write_parquet_dataset
-from support.fakehub import FakeHub, hub_env
+from conftest import FAKE_HUB, make_project, run, set_params, stage_command, write_parquet_dataset
 from support.tokenizer_fixtures import reference_ids, stories, train_tokenizer_json
 from test_bad_input import assert_fails_clearly, stage
 from tokbin import cli, executors
@@ -63,40 +62,40 @@ def test_a_changed_tokenizer_file_reruns_tokenize_and_an_unchanged_one_reruns_no
 def test_an_hf_model_id_is_fetched_at_the_commit_its_revision_names(tmp_path, tokenizer_files):
     text = tokenizer_files.trained_json.read_bytes()
     config = json.dumps({"eos_token": {"content": "<|begin_of_text|>"}}).encode()
-    with FakeHub() as hub:
-        v1 = hub.add_commit("acme/tok", {"tokenizer.json": text, "tokenizer_config.json": config},
-                            branch="v1", repo_type="model")
-        hub.add_commit("acme/tok", {"README.md": b"moved on"}, repo_type="model")  # main
-        repo = make_project(tmp_path / "p", download__dataset="./dataset",
-                            tokenize__encoding="hf:acme/tok@v1")
-        write_parquet_dataset(repo / "dataset", DOCS)
-        run(stage_command(repo, "download"), repo)
-        env = {**os.environ, **hub_env(hub, tmp_path / "hf-home")}
+    v1 = FAKE_HUB.add_commit("acme/tok", {"tokenizer.json": text,
+                                          "tokenizer_config.json": config},
+                             branch="v1", repo_type="model")
+    FAKE_HUB.add_commit("acme/tok", {"README.md": b"moved on"}, repo_type="model")  # main
+    repo = make_project(tmp_path / "p", download__dataset="./dataset",
+                        tokenize__encoding="hf:acme/tok@v1")
+    write_parquet_dataset(repo / "dataset", DOCS)
+    run(stage_command(repo, "download"), repo)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home")}  # the session's cache stays clean
 
-        def tokenize():
-            return subprocess.run(stage_command(repo, "tokenize"), cwd=repo, env=env,
-                                  capture_output=True, text=True)
+    def tokenize():
+        return subprocess.run(stage_command(repo, "tokenize"), cwd=repo, env=env,
+                              capture_output=True, text=True)
 
-        assert tokenize().returncode == 0
-        meta = read_meta(repo / "data/tokens")
-        assert (meta.tokenizer.kind, meta.tokenizer.file, meta.tokenizer.hub) == (
-            "tokenizer_json", "tokenizer.json", HubFile("acme/tok", "v1", v1))
-        assert meta.tokenizer.eot_name == "<|begin_of_text|>"  # tokenizer_config's eos_token
-        assert meta.tokenizer.sha256 == hashlib.sha256(text).hexdigest()
-        ids = np.fromfile(repo / "data/tokens/train.bin", "<u2").tolist()
-        assert ids == appended(reference_ids("tokenizer_json", tokenizer_files.trained_json,
-                                             DOCS["train"]), meta.eot_token)
-        assert "GET /api/models/acme/tok/revision/v1" in hub.requests
-        assert f"GET /acme/tok/resolve/{v1}/tokenizer.json" in hub.requests
-        shutil.rmtree(repo / "data/tokens")
-        for encoding, fragment in [
-                ("hf:acme/missing", "model 'acme/missing' not found on the Hub"),
-                ("hf:acme/tok@nope", "revision 'nope' not found in Hub model acme/tok; set "
-                                     "tokenize.encoding (hf:<model id>@<revision>)"),
-                ("hf:acme/tok", "Hub model acme/tok has no tokenizer.json at main"),
-                ("hf:", "is not hf:<model id>[@<revision>]")]:
-            set_params(repo, tokenize__encoding=encoding)
-            assert_fails_clearly(tokenize(), repo, "tokenize", fragment)
+    assert tokenize().returncode == 0
+    meta = read_meta(repo / "data/tokens")
+    assert (meta.tokenizer.kind, meta.tokenizer.file, meta.tokenizer.hub) == (
+        "tokenizer_json", "tokenizer.json", HubFile("acme/tok", "v1", v1))
+    assert meta.tokenizer.eot_name == "<|begin_of_text|>"  # tokenizer_config's eos_token
+    assert meta.tokenizer.sha256 == hashlib.sha256(text).hexdigest()
+    ids = np.fromfile(repo / "data/tokens/train.bin", "<u2").tolist()
+    assert ids == appended(reference_ids("tokenizer_json", tokenizer_files.trained_json,
+                                         DOCS["train"]), meta.eot_token)
+    assert "GET /api/models/acme/tok/revision/v1" in FAKE_HUB.requests
+    assert f"GET /acme/tok/resolve/{v1}/tokenizer.json" in FAKE_HUB.requests
+    shutil.rmtree(repo / "data/tokens")
+    for encoding, fragment in [
+            ("hf:acme/missing", "model 'acme/missing' not found on the Hub"),
+            ("hf:acme/tok@nope", "revision 'nope' not found in Hub model acme/tok; set "
+                                 "tokenize.encoding (hf:<model id>@<revision>)"),
+            ("hf:acme/tok", "Hub model acme/tok has no tokenizer.json at main"),
+            ("hf:", "is not hf:<model id>[@<revision>]")]:
+        set_params(repo, tokenize__encoding=encoding)
+        assert_fails_clearly(tokenize(), repo, "tokenize", fragment)
 
 
 def test_every_bad_tokenizer_setting_stops_tokenize_with_a_clear_error_and_no_output(

@@ -298,8 +298,8 @@ def test_a_vocabulary_beyond_uint16_gets_uint32_and_an_explicit_uint16_is_refuse
 @pytest.mark.parametrize("key, value, fragment", [
     ("special_tokens", {"<a>": 5, "<b>": 5}, "gives the id 5 to both <a> and <b>"),
     ("special_tokens", {"<a>": -1}, "gives <a> the id -1"),
-    ("special_tokens", [1, 2], "must be a str or a mapping of str to int or null"),
-    ("special_tokens", {"<a>": "5"}, "must be a str or a mapping of str to int or null"),
+    ("special_tokens", [1, 2], "must be a str or a mapping of str to an integer or null"),
+    ("special_tokens", {"<a>": "5"}, "must be a str or a mapping of str to an integer or null"),
     ("pattern", 7, "tokenize.pattern must be a str or null"),
     ("eot_token", "", "tokenize.eot_token must be a str or null"),
     ("engine", "tokie", "valid values: fastokens, reference, tiktoken"),
@@ -317,30 +317,32 @@ def test_tokenizer_params_are_checked_strictly(key, value, fragment, tmp_path):
 
 # --- meta.json's tokenizer record ------------------------------------------------------------
 
-V2_META = {"format": "tokbin", "version": 2, "encoding": "hf:acme/tok@v1", "n_vocab": 727,
+V3_META = {"format": "tokbin", "version": 3, "encoding": "hf:acme/tok@v1", "n_vocab": 727,
            "eot_token": 0, "eot": "append", "dtype": "uint16",
-           "source": {"dataset": "./sample", "revision": None, "sha": None},
+           "source": {"dataset": "./sample", "revision": None, "sha": None, "config": None,
+                      "data_files": None, "splits": None, "files": None},
            "splits": {"train": {"file": "train.bin", "tokens": 3, "documents": 1, "bytes": 6}},
+           "holdout": None,
            "tokenizer": {"kind": "tokenizer_json", "file": "tokenizer.json", "sha256": "ab" * 32,
                          "hub": {"repo": "acme/tok", "revision": "v1", "sha": "1" * 40},
                          "pattern": None, "special_tokens": None, "eot_name": "<|endoftext|>"}}
 
 
 @pytest.mark.parametrize("change, fragment", [
-    (lambda m: m.pop("tokenizer"), "a version 2 meta.json has no tokenizer field"),
+    (lambda m: m.pop("tokenizer"), "a version 3 meta.json has no tokenizer field"),
     (lambda m: m["tokenizer"].update(kind="tekken"), "tokenizer.kind 'tekken' is not one of"),
     (lambda m: m["tokenizer"]["hub"].pop("sha"), r"tokenizer.hub: unknown fields \[\], missing "
                                                  r"fields \['sha'\]"),
     (lambda m: m["tokenizer"].update(special_tokens={"<a>": "1"}), "field 'special_tokens' has "
                                                                   "the wrong type"),
-    (lambda m: m.update(version=1), "a version 1 meta.json has a tokenizer field"),
+    (lambda m: m.update(version=2), "a version 2 meta.json has a tokenizer field"),
 ])
 def test_meta_json_records_the_tokenizer_strictly(change, fragment):
     from tokbin.format import HubFile, Meta
-    meta = Meta.from_json(json.dumps(V2_META))
+    meta = Meta.from_json(json.dumps(V3_META))
     assert meta.tokenizer.hub == HubFile("acme/tok", "v1", "1" * 40)
-    assert json.loads(meta.to_json()) == V2_META
-    damaged = json.loads(json.dumps(V2_META))
+    assert json.loads(meta.to_json()) == V3_META
+    damaged = json.loads(json.dumps(V3_META))
     change(damaged)
     with pytest.raises(TokbinError, match=fragment):
         Meta.from_json(json.dumps(damaged))

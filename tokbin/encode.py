@@ -1,23 +1,28 @@
-"""Encoding a batch of documents: the tokenizer, the engine and the eot policy.
+"""Encoding a batch of documents: the tokenizer, the engine, the eot policy, and which output
+each document goes to.
 
 Every document is encoded on its own with its tokenizer's reference semantics (a special
 token's text, such as a literal <|endoftext|>, is text); the engines return a batch in the
 joined layout (each document followed by the end-of-text id) and `place_eot` turns that into
-the eot policy's: with `prepend` and a BOS as the eot token, each document starts with it. What runs
-the encoding (threads, worker processes, Ray tasks) is tokbin.executors' and
-tokbin.ray_executor's concern; each worker builds its encoder once (`batch_encoder`).
+the eot policy's (with `prepend` and a BOS as the eot token, each document starts with it).
+With a holdout, each document's ids go to the held-out output or the kept one by `held_out`, a
+function of the seed and the document's bytes (tokbin.format defines it), decided here, in
+whichever worker encodes the batch: one pass writes both bins. What runs the encoding
+(threads, worker processes, Ray tasks) is tokbin.executors' and tokbin.ray_executor's
+concern; each worker builds its encoder once (`batch_encoder`).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from tokbin.engines import effective_engine, make_engine
 from tokbin.errors import TokbinError
-from tokbin.format import DOCLENS_DTYPE, TokenizerRecord, choose_dtype, token_ends
+from tokbin.format import DOCLENS_DTYPE, Holdout, TokenizerRecord, choose_dtype, token_ends
 from tokbin.readers import TextBatch, WorkUnit
 from tokbin.tokenizer_spec import TokenizerSpec
 from tokbin.vocab import load_vocabulary
@@ -87,6 +92,17 @@ class BatchEncoder:
         ids = place_eot(ids, lengths, self.eot)
         return ids.astype(self.info.dtype), lengths.astype(DOCLENS_DTYPE)
 
+    def routed(self, batch: TextBatch, holdout: Holdout | None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, lengths) per output: all documents; or, with a holdout, the kept ones and
+        the held-out ones, each in batch order."""
+        ids, lengths = self(batch)
+        if holdout is None:
+            return [(ids, lengths)]
+        members = held_out(batch, holdout)
+        tokens_held = np.repeat(members, lengths.astype(np.int64) + (self.eot != "none"))
+        return [(ids[~tokens_held], lengths[~members]), (ids[tokens_held], lengths[members])]
+
     def thread_copy(self) -> "BatchEncoder":
         copy = object.__new__(BatchEncoder)
         copy.info, copy.eot, copy.engine = self.info, self.eot, self.engine.thread_copy()
@@ -100,14 +116,24 @@ def batch_encoder(settings: EncodeSettings) -> BatchEncoder:
     return BatchEncoder(settings)
 
 
-def encode_work_unit(unit: WorkUnit, text_column: str, settings: EncodeSettings,
-                     write_ids: Callable[[np.ndarray], object]) -> np.ndarray:
-    """Reads and encodes one work unit batch by batch, handing each batch's ids to `write_ids`;
-    returns its documents' lengths. What a worker process and a Ray task run."""
+def held_out(batch: TextBatch, holdout: Holdout) -> np.ndarray:
+    """True for each document of the batch that the holdout draws (tokbin.format's rule)."""
+    data, bounds = memoryview(batch.data), batch.offsets.tolist()
+    key, threshold = holdout.key, holdout.threshold
+    return np.fromiter((int.from_bytes(hashlib.blake2b(data[a:b], digest_size=8, key=key)
+                                       .digest(), "little") < threshold
+                        for a, b in zip(bounds, bounds[1:])), dtype=bool, count=len(batch))
+
+
+def encode_work_unit(unit: WorkUnit, settings: EncodeSettings, holdout: Holdout | None,
+                     write_ids: Sequence[Callable[[np.ndarray], object]]) -> list[np.ndarray]:
+    """Reads and encodes one work unit batch by batch, handing each batch's ids for output k
+    to `write_ids[k]` (one output; two with a holdout: kept, held out); returns the lengths
+    of each output's documents. What a worker process and a Ray task run."""
     encoder = batch_encoder(settings)
-    lengths = [np.zeros(0, DOCLENS_DTYPE)]
-    for batch in unit.batches(text_column):
-        ids, batch_lengths = encoder(batch)
-        write_ids(ids)
-        lengths.append(batch_lengths)
-    return np.concatenate(lengths)
+    lengths = [[np.zeros(0, DOCLENS_DTYPE)] for _ in write_ids]
+    for batch in unit.batches():
+        for k, (ids, batch_lengths) in enumerate(encoder.routed(batch, holdout)):
+            write_ids[k](ids)
+            lengths[k].append(batch_lengths)
+    return [np.concatenate(parts) for parts in lengths]

@@ -35,6 +35,7 @@ from tokbin.reference_engines import LIBRARY, NO_IDS
 
 if TYPE_CHECKING:
     from tokbin.readers import TextBatch
+    from tokbin.tokenizer_spec import TokenizerSpec
     from tokbin.vocab import Vocabulary
 
 # One fast-path document in CROSS_CHECK_ONE_IN (at least one per batch) is re-encoded with
@@ -197,10 +198,7 @@ def effective_engine(name: str, vocabulary: Vocabulary) -> str:
     (once, from the process that asks, before any worker starts)."""
     spec = vocabulary.spec
     library = LIBRARY[spec.kind]
-    if name == "tiktoken" and spec.kind not in (TIKTOKEN, RANK_FILE):
-        raise TokbinError(f"tokenize.engine is tiktoken, but {spec.encoding} is a {spec.kind}, "
-                          f"which {library} encodes; set tokenize.engine: reference ({library}) "
-                          "or fastokens")
+    check_engine(name, spec)
     if name != "fastokens":
         return "reference"
     refusal = fast_refusal(vocabulary)
@@ -210,6 +208,15 @@ def effective_engine(name: str, vocabulary: Vocabulary) -> str:
                   f"{library}'s speed)")
         return "reference"
     return "fastokens"
+
+
+def check_engine(name: str, spec: TokenizerSpec) -> None:
+    """Refuses tokenize.engine tiktoken for a kind of tokenizer tiktoken does not run."""
+    if name == "tiktoken" and spec.kind not in (TIKTOKEN, RANK_FILE):
+        library = LIBRARY[spec.kind]
+        raise TokbinError(f"tokenize.engine is tiktoken, but {spec.encoding} is a {spec.kind}, "
+                          f"which {library} encodes; set tokenize.engine: reference ({library}) "
+                          "or fastokens")
 
 
 def make_engine(name: str, vocabulary: Vocabulary):

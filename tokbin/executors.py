@@ -1,18 +1,21 @@
 """What runs the encoding on this machine: a pool of threads or of worker processes.
 
 Both follow one protocol, as `tokbin.ray_executor.RayExecutor` does: a context manager with
-`encoding_info()` and `tokenize_split(files, text_column, out_bin, out_doclens, info, progress)`,
-which writes a split's ids to `out_bin` and its documents' lengths to `out_doclens` and returns
-their counts. Whatever the executor and worker count, the main thread writes results strictly
-in submission order (`write_in_order`) with a few per worker in flight, so memory is bounded
-whatever the corpus size and the output is the same.
+`encoding_info()` and `tokenize_split(job, info, progress)`, which reads a `SplitJob`'s files
+and writes each document's ids to an output's bin and its length to that output's doclens,
+and returns the counts per output. A job has one output, or two with a holdout (the kept
+documents, the held-out ones): the encoder decides each document's output as it encodes, so
+both are written in the one pass. Whatever the executor and worker count, the main thread
+writes results strictly in submission order (`write_in_order`) with a few per worker in
+flight, so memory is bounded whatever the corpus size and the output is the same.
 
 - `ThreadExecutor`: the main thread reads batches of about `BATCH_BYTES` of text for a pool of
   encoding threads. Both engines encode in Rust with the GIL released; threads start at once.
 - `ProcessExecutor`: worker processes, one per core, each reading its own work units (row
-  groups of a parquet file) with its own GIL: making the `str` fastokens needs holds the GIL,
-  which threads of one process share. Processes take a while to start, so they are used only
-  for parquet datasets of at least `PROCESSES_FROM_BYTES` of text (`worth_processes`).
+  groups of a parquet file, or a whole file of another format) with its own GIL: making the
+  `str` fastokens needs holds the GIL, which threads of one process share. Processes take a
+  while to start, so they are used only for datasets of at least `PROCESSES_FROM_BYTES` of
+  text that cut into enough work units (`worth_processes`).
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ import os
 import sys
 import threading
 import types
+import zlib
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -33,8 +37,8 @@ import numpy as np
 
 from tokbin.encode import EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit
 from tokbin.errors import TokbinError
-from tokbin.format import BinWriter, check_ids
-from tokbin.readers import (BATCH_BYTES, WorkUnit, iter_text_batches, row_group_bytes,
+from tokbin.format import BinWriter, Holdout, check_ids
+from tokbin.readers import (DataFile, Reading, WorkUnit, iter_text_batches, row_group_bytes,
                             use_lean_arrow_memory, work_units)
 
 T = TypeVar("T")
@@ -52,51 +56,88 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def worth_processes(files: list[Path]) -> bool:
-    """Whether worker processes pay for their start: parquet files (all a dataset's splits
-    together) holding at least PROCESSES_FROM_BYTES of text, and a fork server to start them
-    from (not on Windows)."""
+def worth_processes(files: list[DataFile], reading: Reading, workers: int) -> bool:
+    """Whether worker processes pay for their start: a dataset (all its splits together) of
+    at least PROCESSES_FROM_BYTES of text (parquet: uncompressed, from the footers; other
+    formats: the files' size, compressed or not) that cuts into enough work units for the
+    workers to share (a whole file is one unless it is parquet), and a fork server to start
+    them from (not on Windows)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    size = sum(sum(row_group_bytes(p)) for p in files if p.suffix == ".parquet")
+    if reading.builder == "parquet":
+        size = sum(sum(row_group_bytes(f.path)) for f in files)
+    elif len(files) >= 2 * workers:
+        size = sum(os.path.getsize(f.path) for f in files)
+    else:
+        return False
     return size >= PROCESSES_FROM_BYTES
+
+
+@dataclass(frozen=True)
+class SplitOutput:
+    bin: Path
+    doclens: Path
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    """A split to tokenize: `files` read with `reading`, in order, into `outputs[0]`; with a
+    `holdout`, the documents it draws go to `outputs[1]` instead."""
+    files: list[DataFile]
+    reading: Reading
+    outputs: list[SplitOutput]
+    holdout: Holdout | None = None
+
+    def __post_init__(self):
+        if len(self.outputs) != 1 + (self.holdout is not None):
+            raise ValueError("a split job has one output, or two with a holdout")
 
 
 @dataclass
 class SplitCounts:
     tokens: int = 0
     documents: int = 0
+    crc32: str = ""  # of the bin written (format.BinWriter.crc32)
 
 
 @dataclass(frozen=True)
 class SpilledIds:
-    """A worker process's ids for one work unit, in a file (the bin's dtype, checked)."""
+    """A worker process's ids for one work unit, in a file (the bin's dtype, checked), and
+    the CRC-32 of the file's bytes, computed as the worker wrote them."""
     path: Path
     count: int
+    crc32: int
 
 
-def write_in_order(submitted: Iterable[T], in_flight: int,
-                   result: Callable[[T], tuple[np.ndarray | SpilledIds, np.ndarray]],
-                   cancel: Callable[[T], object], out_bin: Path, out_doclens: Path,
-                   info: EncodingInfo, progress: Callable[[int], None]) -> SplitCounts:
-    """Writes the (ids, lengths) results of `submitted` work in submission order, pulling new
-    work only while fewer than `in_flight` results are pending: output order never depends on
-    which worker finishes first, and memory stays bounded whatever the corpus size."""
-    counts = SplitCounts()
+Result = list[tuple[np.ndarray | SpilledIds, np.ndarray]]  # (ids, lengths) per output
+
+
+def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T], Result],
+                   cancel: Callable[[T], object], outputs: list[SplitOutput],
+                   info: EncodingInfo, progress: Callable[[int], None]) -> list[SplitCounts]:
+    """Writes the results of `submitted` work in submission order, (ids, lengths) to each
+    output, pulling new work only while fewer than `in_flight` results are pending: output
+    order never depends on which worker finishes first, and memory stays bounded whatever the
+    corpus size."""
+    counts = [SplitCounts() for _ in outputs]
     pending: deque = deque()
-    with BinWriter(out_bin, info.dtype, info.n_vocab) as bins, open(out_doclens, "wb") as lens:
+    with ExitStack() as stack:
+        files = [(stack.enter_context(BinWriter(out.bin, info.dtype, info.n_vocab)),
+                  stack.enter_context(open(out.doclens, "wb"))) for out in outputs]
+
         def write_oldest() -> None:
-            ids, lengths = result(pending.popleft())
-            if isinstance(ids, SpilledIds):
-                bins.append_file(ids.path, ids.count)
-                ids.path.unlink()
-                counts.tokens += ids.count
-            else:
-                bins.write(ids)
-                counts.tokens += ids.size
-            lens.write(memoryview(lengths))
-            counts.documents += lengths.size
-            progress(lengths.size)
+            for (ids, lengths), (bins, lens), count in zip(result(pending.popleft()), files,
+                                                           counts):
+                if isinstance(ids, SpilledIds):
+                    bins.append_file(ids.path, ids.count, ids.crc32)
+                    ids.path.unlink()
+                    count.tokens += ids.count
+                else:
+                    bins.write(ids)
+                    count.tokens += ids.size
+                lens.write(memoryview(lengths))
+                count.documents += lengths.size
+                progress(lengths.size)
 
         try:
             for work in submitted:
@@ -108,6 +149,8 @@ def write_in_order(submitted: Iterable[T], in_flight: int,
         finally:
             for work in pending:
                 cancel(work)
+        for count, (bins, _) in zip(counts, files):
+            count.crc32 = bins.crc32
     return counts
 
 
@@ -128,20 +171,18 @@ class ThreadExecutor:
         """The encoding; a bad encoding name fails here with a clear message."""
         return self._loaded.result().info
 
-    def tokenize_split(self, files: list[Path], text_column: str, out_bin: Path,
-                       out_doclens: Path, info: EncodingInfo,
-                       progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
-        batches = (b for path in files for b in iter_text_batches(path, text_column, BATCH_BYTES))
-        futures = (self._pool.submit(self._encode, batch) for batch in batches)
+    def tokenize_split(self, job: SplitJob, info: EncodingInfo,
+                       progress: Callable[[int], None] = lambda n: None) -> list[SplitCounts]:
+        batches = (b for file in job.files for b in iter_text_batches(file, job.reading))
+        futures = (self._pool.submit(self._encode, batch, job.holdout) for batch in batches)
         return write_in_order(futures, 2 * self.workers, lambda future: future.result(),
-                              lambda future: future.cancel(), out_bin, out_doclens, info,
-                              progress)
+                              lambda future: future.cancel(), job.outputs, info, progress)
 
-    def _encode(self, batch) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, batch, holdout: Holdout | None) -> Result:
         encoder = getattr(self._per_thread, "encoder", None)
         if encoder is None:
             encoder = self._per_thread.encoder = self._loaded.result().thread_copy()
-        return encoder(batch)
+        return encoder.routed(batch, holdout)
 
     def __enter__(self) -> "ThreadExecutor":
         return self
@@ -177,28 +218,29 @@ class ProcessExecutor:
         fails here with a clear message."""
         return self._result(self._loaded[0], "loading the encoder")
 
-    def tokenize_split(self, files: list[Path], text_column: str, out_bin: Path,
-                       out_doclens: Path, info: EncodingInfo,
-                       progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
+    def tokenize_split(self, job: SplitJob, info: EncodingInfo,
+                       progress: Callable[[int], None] = lambda n: None) -> list[SplitCounts]:
+        out_bin = job.outputs[0].bin
         spill_dir = out_bin.with_name(f".{out_bin.stem}.spill")
         spill_dir.mkdir()
 
-        def submit(index: int, unit: WorkUnit) -> tuple[Path, WorkUnit, Future]:
-            spill = spill_dir / f"{index}.ids"
-            future = self._pool.submit(_encode_to_file, unit, text_column, self.settings,
-                                       str(spill))
-            return spill, unit, future
+        def submit(index: int, unit: WorkUnit) -> tuple[list[Path], WorkUnit, Future]:
+            spills = [spill_dir / f"{index}.{k}.ids" for k in range(len(job.outputs))]
+            future = self._pool.submit(_encode_to_files, unit, self.settings, job.holdout,
+                                       [str(spill) for spill in spills])
+            return spills, unit, future
 
-        def spilled(work) -> tuple[SpilledIds, np.ndarray]:
-            spill, unit, future = work
-            count, lengths = self._result(future, f"tokenizing {unit}")
-            return SpilledIds(spill, count), lengths
+        def spilled(work) -> Result:
+            spills, unit, future = work
+            results = self._result(future, f"tokenizing {unit}")
+            return [(SpilledIds(spill, count, crc32), lengths)
+                    for spill, (count, crc32, lengths) in zip(spills, results)]
 
-        submitted = (submit(i, unit) for i, unit in enumerate(work_units(files, UNIT_BYTES)))
+        units = work_units(job.files, job.reading, UNIT_BYTES)
+        submitted = (submit(i, unit) for i, unit in enumerate(units))
         # Results wait as files, not in memory: a deeper queue keeps every worker busy.
         counts = write_in_order(submitted, 4 * self.workers, spilled,
-                                lambda work: work[2].cancel(), out_bin, out_doclens, info,
-                                progress)
+                                lambda work: work[2].cancel(), job.outputs, info, progress)
         spill_dir.rmdir()
         return counts
 
@@ -254,18 +296,29 @@ def _load_encoder(settings: EncodeSettings) -> EncodingInfo:
     return batch_encoder(settings).info
 
 
-def _encode_to_file(unit: WorkUnit, text_column: str, settings: EncodeSettings,
-                    spill: str) -> tuple[int, np.ndarray]:
-    """The unit's ids written to `spill`: returns how many, and its documents' lengths."""
+class _SpillWriter:
+    """A worker's ids for one output, appended to its spill file, checked against n_vocab
+    and hashed (CRC-32) here, so that the main process appends the file unread."""
+
+    def __init__(self, f, n_vocab: int):
+        self.f, self.n_vocab, self.written, self.crc32 = f, n_vocab, 0, 0
+
+    def __call__(self, ids: np.ndarray) -> None:
+        check_ids(ids, self.n_vocab)
+        data = memoryview(ids)
+        self.f.write(data)
+        self.crc32 = zlib.crc32(data, self.crc32)  # the main process combines the units'
+        self.written += ids.size
+
+
+def _encode_to_files(unit: WorkUnit, settings: EncodeSettings, holdout: Holdout | None,
+                     spills: list[str]) -> list[tuple[int, int, np.ndarray]]:
+    """The unit's ids for each output written to its spill file: returns, per output, how
+    many, their CRC-32, and its documents' lengths."""
     n_vocab = batch_encoder(settings).info.n_vocab
-    written = 0
-
-    def write_ids(ids: np.ndarray) -> None:
-        nonlocal written
-        check_ids(ids, n_vocab)  # here, so that the main process appends the file unread
-        f.write(memoryview(ids))
-        written += ids.size
-
-    with open(spill, "wb") as f:
-        lengths = encode_work_unit(unit, text_column, settings, write_ids)
-    return written, lengths
+    with ExitStack() as stack:
+        writers = [_SpillWriter(stack.enter_context(open(spill, "wb")), n_vocab)
+                   for spill in spills]
+        lengths = encode_work_unit(unit, settings, holdout, writers)
+    return [(writer.written, writer.crc32, unit_lengths)
+            for writer, unit_lengths in zip(writers, lengths)]

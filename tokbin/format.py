@@ -13,7 +13,7 @@ special id. Any nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode=
 
     {
       "format": "tokbin",            # always this string
-      "version": 2,                  # FORMAT_VERSION; readers refuse versions they don't know
+      "version": 3,                  # FORMAT_VERSION; readers refuse versions they don't know
       "encoding": "gpt2",            # tokenize.encoding as given: a tiktoken encoding name,
                                      # hf:<model id>[@<revision>], or a tokenizer file's path
       "n_vocab": 50257,              # every id in the bins is < n_vocab
@@ -22,11 +22,19 @@ special id. Any nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode=
       "dtype": "uint16",             # uint16 | uint32, always little-endian
       "source": {"dataset": "roneneldan/TinyStories",   # Hub id or local directory
                  "revision": "main",                     # as requested (null for local)
-                 "sha": "<40 hex chars>"},               # resolved commit (null for local)
+                 "sha": "<40 hex chars>",                # resolved commit (null for local)
+                 "config": "default",                    # the config (subset) read
+                 "data_files": null,                     # as requested: {split: [globs]}
+                 "splits": {"train": "train"},           # bin -> the dataset split it holds
+                 "files": {"train": ["data/train-00000-of-00004.parquet"]}},
+                                                         # dataset split -> its data files,
+                                                         # in reading order (repo paths)
       "splits": {"train": {"file": "train.bin",         # relative to meta.json's folder
                            "tokens": 123,                # ids in the file
                            "documents": 4,               # documents in the file
-                           "bytes": 246}},               # == tokens * itemsize
+                           "bytes": 246,                 # == tokens * itemsize
+                           "crc32": "1c291ca3"}},        # zlib CRC-32 of the file's bytes
+      "holdout": null,               # or {"fraction": 0.0005, "seed": 2357}: see below
       "tokenizer": {"kind": "tiktoken",  # tiktoken (an encoding name) | tiktoken_rank_file |
                                          # tokenizer_json | sentencepiece
                     "file": null,        # the tokenizer file: its path as tokenize.encoding
@@ -39,22 +47,37 @@ special id. Any nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode=
                     "eot_name": "<|endoftext|>"}  # the special token whose id is eot_token
     }
 
-Version 1 files have no ``tokenizer`` (their ``encoding`` is a tiktoken encoding name).
+The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
+existed); readers take them as null. ``tokenizer`` is absent from version 1 and 2 files (their
+``encoding`` is a tiktoken encoding name) and required from version 3.
+
+``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
+disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
+have none), and every stage writes it.
+
+**holdout** (``download.holdout``): the ``validation`` split holds the documents of the dataset's
+train split that are *held out*, the ``train`` split the others, each in dataset order. A
+document is held out when the first 8 bytes of ``blake2b(its UTF-8 bytes, digest_size=8,
+key=seed as 8 little-endian bytes)``, read as a little-endian integer, are below ``int(fraction
+* 2**64)``: a function of the seed and the document's text only, so identical documents land in
+the same split, and no worker count, executor or file order changes the result.
 
 A split may instead be a **shard directory** (``binarize.shard_tokens: N > 0``): its ``file`` names
 a folder beside meta.json (``"train"``) holding bins ``000000.bin``, ``000001.bin``, ... (each a
 bin as above). Shard i holds tokens [i*N, (i+1)*N) of the split, so the shards concatenated in
 order are byte for byte the split's single bin; a document may straddle two shards. The split's
-entry then has one more field, ``shards``, listing the same four fields per shard (``file``
+entry then has one more field, ``shards``, listing the same fields per shard (``file``
 relative to the split's folder; ``documents``: documents that start in the shard), and its own
-four fields are the shards' totals.
+are the shards' totals (``crc32``: of the shards concatenated in order).
 
 **<split>.doclens** (the tokenize stage's, beside its bins): each document's token count,
 without the end-of-text id, as little-endian uint32, in document order.
 
-**source.json** (the download stage's, in data/raw): what was downloaded, as
-``{"dataset", "revision", "sha"}`` as in meta.json's source, plus ``"files"``: per split the
-data files' paths relative to data/raw, in reading order.
+**source.json** (the download stage's, in data/raw): what was downloaded and how to read it:
+every field of meta.json's source (``files`` relative to data/raw), plus ``"builder"``, the
+reader Hugging Face ``datasets`` picked for the files (``parquet``, ``json``, ``csv``, ``text``
+or ``arrow``), and ``"reader_options"``, that reader's options from the dataset's config (for
+``csv``, the ``pandas.read_csv`` arguments datasets would pass).
 
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
 guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
@@ -64,24 +87,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from tokbin import schema
+from tokbin.crc import crc32_combine, crc32_hex
 from tokbin.errors import TokbinError
 from tokbin.fsio import Writeback, copy_into, write_text_atomic
 
 FORMAT_NAME = "tokbin"
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)  # 2 added "tokenizer"
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)  # 2 added crc32, 3 "tokenizer"
 META_FILENAME = "meta.json"
 SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 DOCLENS_DTYPE = np.dtype("<u4")
 EOT_POLICIES = ("append", "prepend", "none")
 REBUILD = "rebuild it with `dvc repro`"
+REPAIR = ("run `python -m tokbin repair`: it restores every damaged output from the DVC remote, "
+          "or says which `dvc repro` rebuilds it")
 # tokenizer.kind: what tokenize.encoding named, told apart by content (tokbin.tokenizer_files)
 TIKTOKEN = "tiktoken"              # a tiktoken encoding name (no file)
 RANK_FILE = "tiktoken_rank_file"
@@ -95,6 +123,33 @@ class Source:
     dataset: str
     revision: str | None
     sha: str | None
+    config: str | None = None
+    data_files: dict[str, list[str]] | None = None
+    splits: dict[str, str] | None = None       # bin -> dataset split
+    files: dict[str, list[str]] | None = None  # dataset split -> data files, in reading order
+
+
+@dataclasses.dataclass(frozen=True)
+class Holdout:
+    """validation.bin drawn from the train split: which documents, see the module docstring."""
+    fraction: float
+    seed: int
+
+    def __post_init__(self):
+        if not 0 < self.fraction < 1:
+            raise TokbinError(f"fraction is {self.fraction!r}: it must be between 0 and 1 "
+                              "(e.g. 0.0005)")
+        if not 0 <= self.seed < 1 << 64:
+            raise TokbinError(f"seed is {self.seed!r}: it must be an integer from 0 to 2**64-1")
+
+    @property
+    def threshold(self) -> int:
+        """A document whose 8-byte keyed hash is below this is held out."""
+        return int(self.fraction * 2.0 ** 64)
+
+    @property
+    def key(self) -> bytes:
+        return self.seed.to_bytes(8, "little")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +158,7 @@ class SplitInfo:
     tokens: int
     documents: int
     bytes: int
+    crc32: str | None = None  # of the bytes, as written (None: not recorded)
     shards: tuple["SplitInfo", ...] | None = None  # a shard directory's bins, in order
 
     def bins(self) -> list[tuple[str, "SplitInfo"]]:
@@ -130,7 +186,7 @@ class TokenizerRecord:
     eot_name: str
 
 
-# What a version 1 meta.json's tokenizer is: a tiktoken encoding name, <|endoftext|> its eot.
+# What a version 1 or 2 meta.json's tokenizer is: a tiktoken name, <|endoftext|> its eot.
 TIKTOKEN_NAMED = TokenizerRecord(TIKTOKEN, None, None, None, None, None, "<|endoftext|>")
 
 
@@ -143,6 +199,7 @@ class Meta:
     dtype: str
     source: Source
     splits: dict[str, SplitInfo]
+    holdout: Holdout | None = None
     tokenizer: TokenizerRecord = TIKTOKEN_NAMED
 
     @property
@@ -153,8 +210,9 @@ class Meta:
         body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **dataclasses.asdict(self)}
         for split in body["splits"].values():  # only a shard directory has a "shards" field
             for entry in [split, *(split["shards"] or [])]:
-                if entry["shards"] is None:
-                    del entry["shards"]
+                for optional in ("shards", "crc32"):
+                    if entry[optional] is None:
+                        del entry[optional]
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -167,35 +225,61 @@ class Meta:
             raise TokbinError(f"{where}: format version {fields['version']} is not supported by "
                               f"this tokbin (it reads versions {READS_VERSIONS}); upgrade tokbin "
                               "or rebuild the data")
-        if (fields["version"] == 1) != ("tokenizer" not in fields):
+        if (fields["version"] < 3) != ("tokenizer" not in fields):
             raise TokbinError(f"{where}: a version {fields['version']} meta.json "
-                              f"{'has no' if fields['version'] > 1 else 'has a'} tokenizer "
+                              f"{'has no' if fields['version'] >= 3 else 'has a'} tokenizer "
                               f"field; the file is damaged: {REBUILD}")
         if fields["dtype"] not in DTYPES:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
         if fields["eot"] not in EOT_POLICIES:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
-        source = Source(**_fields(fields["source"], Source, f"{where}: source"))
+        source = _parse(fields["source"], Source, f"{where}: source")
         splits = {name: _parse_split(split, fields["dtype"], f"{where}: splits.{name}")
                   for name, split in fields["splits"].items()}
+        holdout = fields.get("holdout")
+        if holdout is not None:
+            holdout = _parse(holdout, Holdout, f"{where}: holdout")
         tokenizer = (_parse_tokenizer(fields["tokenizer"], f"{where}: tokenizer")
                      if "tokenizer" in fields else TIKTOKEN_NAMED)
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
                    eot_token=fields["eot_token"], eot=fields["eot"], dtype=fields["dtype"],
-                   source=source, splits=splits, tokenizer=tokenizer)
+                   source=source, splits=splits, holdout=holdout, tokenizer=tokenizer)
+
+
+READERS = ("parquet", "json", "csv", "text", "arrow")  # datasets' builders tokbin reads
+
+
+def bin_splits(splits: list[str] | dict[str, str]) -> dict[str, str]:
+    """download.splits as {bin: the dataset split it holds}: a list names splits that are
+    their own bins."""
+    return dict(splits) if isinstance(splits, dict) else {split: split for split in splits}
+HOLDOUT_BIN, HOLDOUT_FROM = "validation", "train"  # a holdout: validation drawn from train
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceRecord:
-    """source.json: the dataset's identity and the data files taken per split."""
+    """source.json: the dataset's identity, the data files taken and how to read them."""
     dataset: str
     revision: str | None
     sha: str | None
-    files: dict[str, list[str]]
+    config: str
+    data_files: dict[str, list[str]] | None
+    splits: dict[str, str]                 # bin -> dataset split
+    files: dict[str, list[str]]            # dataset split -> data files under data/raw
+    builder: str
+    reader_options: dict[str, object]
 
     @property
     def source(self) -> Source:
-        return Source(self.dataset, self.revision, self.sha)
+        return Source(self.dataset, self.revision, self.sha, self.config, self.data_files,
+                      self.splits, self.files)
+
+    def origin(self, name: str) -> str:
+        """What messages call data file `name`: the user's own path for a local dataset,
+        its hf:// address for a Hub one (data/raw's copy is an implementation detail)."""
+        if self.sha is None:
+            return os.path.join(self.dataset, name)
+        return f"hf://datasets/{self.dataset}/{name}"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -228,12 +312,24 @@ def _parse_tokenizer(raw, where: str) -> TokenizerRecord:
     if fields["kind"] not in TOKENIZER_KINDS:
         raise TokbinError(f"{where}.kind {fields['kind']!r} is not one of {list(TOKENIZER_KINDS)}")
     if fields["hub"] is not None:
-        fields["hub"] = HubFile(**_fields(fields["hub"], HubFile, f"{where}.hub"))
+        fields["hub"] = _parse(fields["hub"], HubFile, f"{where}.hub")
     return TokenizerRecord(**fields)
+
+
+def _parse(raw, cls, where: str):
+    """A nested object of `cls`'s exact fields, built (its own checks run)."""
+    fields = _fields(raw, cls, where)
+    try:
+        return cls(**fields)
+    except TokbinError as e:
+        raise TokbinError(f"{where}: {e}") from None
 
 
 def _parse_split(raw, dtype: str, where: str, shard: bool = False) -> SplitInfo:
     fields = dict(_fields(raw, SplitInfo, where))
+    if "crc32" in fields and not re.fullmatch("[0-9a-f]{8}", str(fields["crc32"])):
+        raise TokbinError(f"{where}.crc32 must be 8 lowercase hex digits, got "
+                          f"{fields['crc32']!r}; the file is damaged")
     if "shards" in fields:
         if fields["shards"] is None:
             raise TokbinError(f"{where}: field 'shards' has the wrong type (None)")
@@ -316,7 +412,11 @@ def read_source(raw_dir: Path) -> SourceRecord:
         text = where.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokbinError(f"{where} not found: run the download stage (`dvc repro`)") from None
-    return SourceRecord(**_fields(_load_json(text, str(where)), SourceRecord, str(where)))
+    record = _parse(_load_json(text, str(where)), SourceRecord, str(where))
+    if record.builder not in READERS:
+        raise TokbinError(f"{where}: builder {record.builder!r} is not one of {list(READERS)}; "
+                          f"{REBUILD}")
+    return record
 
 
 def write_source(raw_dir: Path, record: SourceRecord) -> Path:
@@ -334,12 +434,13 @@ def open_bin(path: str | os.PathLike, meta: Meta, split: str,
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise TokbinError(f"{path} is missing (meta.json lists it); fetch it with `dvc pull` "
-                          "or rebuild it with `dvc repro`") from None
+        raise TokbinError(f"{path} is missing (meta.json lists it); in its DVC project "
+                          "`python -m tokbin repair` restores it") from None
     if size != info.bytes:
         raise TokbinError(f"{path} is {size} bytes but meta.json says {info.bytes} "
                           f"({info.tokens} {meta.dtype} tokens): the file is truncated, padded or "
-                          "from another build; restore it with `dvc pull` or `dvc repro`")
+                          "from another build; in its DVC project `python -m tokbin repair` "
+                          "restores it")
     if info.tokens == 0:
         return np.zeros(0, dtype=meta.np_dtype)
     return np.memmap(path, dtype=meta.np_dtype, mode="r")
@@ -373,6 +474,24 @@ def read_chunks(path: Path, dtype: np.dtype, chunk_tokens: int = CHUNK_TOKENS
             yield buffer[:size // dtype.itemsize]
 
 
+def read_checked(path: Path, dtype: np.dtype, crc32: str | None,
+                 chunk_tokens: int = CHUNK_TOKENS) -> Iterator[np.ndarray]:
+    """`read_chunks`, then, once every chunk is read, a TokbinError unless the bytes read have
+    the CRC-32 that meta.json records for them: the file is the one its writer wrote."""
+    if crc32 is None:
+        raise TokbinError(f"meta.json records no crc32 for {path} (an older tokbin wrote it): "
+                          f"{REBUILD}")
+    crc = 0
+    for chunk in read_chunks(path, dtype, chunk_tokens):
+        crc = zlib.crc32(chunk, crc)
+        yield chunk
+    if crc32_hex(crc) != crc32:
+        raise TokbinError(f"{path} is not the file its stage wrote: its CRC-32 is "
+                          f"{crc32_hex(crc)}, {path.parent / META_FILENAME} records {crc32}. It "
+                          "was changed in place (and with it the DVC cache object it is "
+                          f"hard-linked to); {REPAIR}")
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 def check_ids(ids: np.ndarray, n_vocab: int) -> None:
@@ -384,27 +503,36 @@ def check_ids(ids: np.ndarray, n_vocab: int) -> None:
 
 
 class BinWriter:
-    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab; the file is
-    fdatasynced as it grows (`Writeback`), every `WRITEBACK_BYTES`."""
+    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab and computing the
+    file's CRC-32 as it goes (`crc32`); the file is fdatasynced as it grows (`Writeback`), every
+    `WRITEBACK_BYTES`."""
 
     WRITEBACK_BYTES = 64 << 20
 
     def __init__(self, path: Path, dtype: str, n_vocab: int):
         self.path, self.dtype, self.n_vocab = path, DTYPES[dtype], n_vocab
         self.tokens = 0
+        self._crc = 0
         self._file: BinaryIO = open(path, "wb")
         self._writeback = Writeback(self._file, self.WRITEBACK_BYTES)
+
+    @property
+    def crc32(self) -> str:
+        """The CRC-32 of everything written so far, as meta.json records it."""
+        return crc32_hex(self._crc)
 
     def write(self, ids: np.ndarray) -> None:
         check_ids(ids, self.n_vocab)
         data = memoryview(ids.astype(self.dtype, copy=False))
         self._file.write(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.tokens += ids.size
         self._writeback.wrote(data.nbytes)
 
-    def append_file(self, path: Path, count: int) -> None:
-        """Appends the `count` ids that `path` holds, in this bin's dtype and already checked
-        against n_vocab by whoever wrote it (`check_ids`), by a copy inside the kernel."""
+    def append_file(self, path: Path, count: int, crc32: int) -> None:
+        """Appends the `count` ids that `path` holds, in this bin's dtype, already checked
+        against n_vocab by whoever wrote it (`check_ids`), whose CRC-32 it computed as it wrote
+        them (`crc32`), by a copy inside the kernel: this process never reads the ids."""
         size = count * self.dtype.itemsize
         with open(path, "rb") as source:
             actual = os.fstat(source.fileno()).st_size
@@ -412,6 +540,7 @@ class BinWriter:
                 raise TokbinError(f"{path} holds {actual} bytes, not the {size} of {count} ids; "
                                   "rerun")
             copy_into(source, self._file, size)
+        self._crc = crc32_combine(self._crc, crc32, size)
         self.tokens += count
         self._writeback.wrote(size)
 

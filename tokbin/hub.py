@@ -1,8 +1,9 @@
-"""The Hugging Face Hub: resolve a dataset revision to its commit, list its files, fetch some;
-and fetch a model repo's tokenizer file at a resolved commit.
+"""The Hugging Face Hub: resolve a dataset revision to its commit, fetch some of its files; and
+fetch a model repo's tokenizer files at a resolved commit.
 
 The requested revision (branch, tag or sha) is resolved to its commit sha once and every file
-is fetched at that sha, so a branch that moves mid-download cannot mix two versions.
+is fetched at that sha, so a branch that moves mid-download cannot mix two versions. Files
+are fetched by huggingface_hub's own parallel download, with its progress bar.
 `HF_ENDPOINT` and `HF_TOKEN` are honoured as huggingface_hub honours them.
 """
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Iterator
 
 from tokbin.errors import TokbinError
 
-OFFLINE_HINT = ("use a local directory instead (download.dataset: path/to/dir, laid out as "
-                "data/<split>-*.parquet) or the bundled sample: "
+OFFLINE_HINT = ("use a local directory instead (download.dataset: ./path/to/dir, laid out like "
+                "a Hub dataset repo) or the bundled sample: "
                 "`dvc exp run -S download.dataset=./sample`")
+FETCH_WORKERS = 8  # files downloaded at once
 
 
 @dataclass(frozen=True)
@@ -30,33 +32,53 @@ class HubTarget:
 
 
 DATASET = HubTarget("dataset", "download.dataset (a Hub id such as roneneldan/TinyStories, or "
-                    "a path starting with ./ or /)", "download.revision", OFFLINE_HINT)
-MODEL = HubTarget("model", "tokenize.encoding (hf:<owner>/<model>)",
-                  "tokenize.encoding (hf:<model id>@<revision>)",
+                    "a path starting with ./ or /; a gated or private dataset needs HF_TOKEN)",
+                    "download.revision", OFFLINE_HINT)
+MODEL = HubTarget("model", "tokenize.encoding (hf:<owner>/<model>; a gated or private model "
+                  "needs HF_TOKEN)", "tokenize.encoding (hf:<model id>@<revision>)",
                   "save the model's tokenizer.json in tokenizers/ and set tokenize.encoding to "
                   "its path")
 
 
-def resolve(repo_id: str, revision: str, target: HubTarget = DATASET
-            ) -> tuple[str, list[str]]:
-    """The commit sha `revision` names in Hub repo `repo_id` (a dataset, unless `target` says
-    otherwise), and the repo's file names."""
+def resolve(repo_id: str, revision: str) -> str:
+    """The commit sha `revision` names in Hub dataset `repo_id`."""
+    return _repo_info(repo_id, revision, DATASET).sha
+
+
+def resolve_model(repo_id: str, revision: str) -> tuple[str, list[str]]:
+    """The commit sha `revision` names in Hub model `repo_id`, and the repo's file names."""
+    info = _repo_info(repo_id, revision, MODEL)
+    return info.sha, [s.rfilename for s in info.siblings or []]
+
+
+def _repo_info(repo_id: str, revision: str, target: HubTarget):
     from huggingface_hub import HfApi
     with hub_errors(repo_id, revision, target):
         info = HfApi().repo_info(repo_id, revision=revision, repo_type=target.repo_type,
                                  timeout=30)
     if len(info.sha or "") != 40:
         raise TokbinError(f"the Hub returned no commit sha for {repo_id}@{revision}")
-    return info.sha, [s.rfilename for s in info.siblings or []]
+    return info
 
 
 def fetch(repo_id: str, sha: str, names: list[str], out: Path) -> None:
-    """Downloads `names` of `repo_id` at commit `sha` into `out`, at their repo paths."""
-    from huggingface_hub import hf_hub_download
+    """Downloads `names` of `repo_id` at commit `sha` into `out`, at their repo paths, several
+    at once."""
+    from huggingface_hub import snapshot_download
     with hub_errors(repo_id, sha):
-        for name in names:
-            hf_hub_download(repo_id, name, repo_type="dataset", revision=sha, local_dir=out)
+        snapshot_download(repo_id, repo_type="dataset", revision=sha, local_dir=out,
+                          allow_patterns=[_literal(name) for name in dict.fromkeys(names)],
+                          max_workers=FETCH_WORKERS)
     shutil.rmtree(out / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
+    missing = [name for name in names if not (out / name).is_file()]
+    if missing:
+        raise TokbinError(f"the Hub did not serve {missing[0]} of {repo_id}@{sha} (and "
+                          f"{len(missing) - 1} more); rerun, or check the repo")
+
+
+def _literal(name: str) -> str:
+    """`name` as an fnmatch pattern that matches only itself (allow_patterns are fnmatch)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def fetch_model_file(repo_id: str, sha: str, name: str) -> Path:

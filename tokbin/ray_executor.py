@@ -1,13 +1,14 @@
 """Tokenizing a split as Ray tasks (``tokenize.executor: ray``): the same bins as the local pool.
 
 `RayExecutor` follows tokbin.executors' protocol. The input is cut into work units: runs of
-consecutive parquet row groups of about `TASK_BYTES` of text, or a whole ``.jsonl``/``.txt``
-file. Each unit is one Ray task that reads its documents itself (the driver ships a path,
+consecutive parquet row groups of about `TASK_BYTES` of text, or a whole file of another
+format. Each unit is one Ray task that reads its documents itself (the driver ships a path,
 never text: the files must be reachable at the same path on every node, e.g. a shared
 filesystem) and encodes them with the local executors' code (`tokbin.encode`: same engine,
-same eot policy, same dtype). The driver writes results strictly in unit order with at most
-`2 x cluster CPUs` tasks in flight, so its memory is bounded and the output is byte-identical
-to ``executor: local`` whatever the number of workers or the order tasks finish in.
+same eot policy, same dtype, same holdout decision per document). The driver writes results
+strictly in unit order with at most `2 x cluster CPUs` tasks in flight, so its memory is
+bounded and the output is byte-identical to ``executor: local`` whatever the number of
+workers or the order tasks finish in.
 
 A task whose worker process dies (killed, out of memory, node lost) is rerun by Ray up to
 `TASK_RETRIES` times; a task is a pure function of its unit, so a rerun gives the same ids.
@@ -28,7 +29,8 @@ import numpy as np
 from tokbin.encode import (EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit,
                            encoding_info)
 from tokbin.errors import TokbinError
-from tokbin.executors import SplitCounts, write_in_order
+from tokbin.executors import SplitCounts, SplitJob, write_in_order
+from tokbin.format import Holdout
 from tokbin.readers import WorkUnit, work_units
 
 TASK_BYTES = 8 << 20  # text per task: seconds of encoding, so Ray's cost per task is noise
@@ -38,23 +40,27 @@ TOKBIN_PACKAGE = Path(__file__).resolve().parent
 
 # --- worker side: a Ray task ---------------------------------------------------------------
 
-def _encode_unit(unit: WorkUnit, text_column: str, settings: EncodeSettings
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ids (eot placed, compact dtype) and document lengths of one work unit."""
-    parts = [np.zeros(0, batch_encoder(settings).info.dtype)]
-    lengths = encode_work_unit(unit, text_column, settings, parts.append)
-    return np.concatenate(parts), lengths
+def _encode_unit(unit: WorkUnit, settings: EncodeSettings, holdout: Holdout | None
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per output (one; two with a holdout), the ids (eot placed, compact dtype) and document
+    lengths of one work unit."""
+    dtype = batch_encoder(settings).info.dtype
+    parts = [[np.zeros(0, dtype)] for _ in range(1 + (holdout is not None))]
+    lengths = encode_work_unit(unit, settings, holdout, [p.append for p in parts])
+    return [(np.concatenate(ids), unit_lengths) for ids, unit_lengths in zip(parts, lengths)]
 
 
 # --- driver side ---------------------------------------------------------------------------
+
+RAY_MISSING = ("tokenize.executor is ray but Ray is not installed; install it with "
+               "`pip install -r requirements-ray.txt`, or set tokenize.executor: local")
+
 
 def import_ray():
     try:
         import ray
     except ImportError:
-        raise TokbinError("tokenize.executor is ray but Ray is not installed; install it with "
-                          "`pip install -r requirements-ray.txt`, or set tokenize.executor: "
-                          "local") from None
+        raise TokbinError(RAY_MISSING) from None
     return ray
 
 
@@ -90,18 +96,16 @@ class RayExecutor:
     def encoding_info(self) -> EncodingInfo:
         return encoding_info(self.settings.tokenizer)
 
-    def tokenize_split(self, files: list[Path], text_column: str, out_bin: Path,
-                       out_doclens: Path, info: EncodingInfo,
-                       progress: Callable[[int], None] = lambda n: None) -> SplitCounts:
+    def tokenize_split(self, job: SplitJob, info: EncodingInfo,
+                       progress: Callable[[int], None] = lambda n: None) -> list[SplitCounts]:
         ray = connect(self.workers)
         # Looked up at call time, not import time, so a test can substitute a faulty task.
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_encode_unit)
         in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        submitted = ((unit, task.remote(unit, text_column, self.settings))
-                     for unit in work_units(files, TASK_BYTES))
+        submitted = ((unit, task.remote(unit, self.settings, job.holdout))
+                     for unit in work_units(job.files, job.reading, TASK_BYTES))
         return write_in_order(submitted, in_flight, lambda work: _result(ray, *work),
-                              lambda work: ray.cancel(work[1]), out_bin, out_doclens, info,
-                              progress)
+                              lambda work: ray.cancel(work[1]), job.outputs, info, progress)
 
     def __enter__(self) -> "RayExecutor":
         return self
@@ -110,7 +114,7 @@ class RayExecutor:
         pass
 
 
-def _result(ray, unit: WorkUnit, ref) -> tuple[np.ndarray, np.ndarray]:
+def _result(ray, unit: WorkUnit, ref) -> list[tuple[np.ndarray, np.ndarray]]:
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:

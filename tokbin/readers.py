@@ -1,14 +1,16 @@
 """Reading documents back from a split's data files, as batches of UTF-8 bytes.
 
-Parquet and JSON Lines rows are documents; a ``.txt`` file holds one document per line, as
-Hugging Face's ``text`` builder reads it. A **work unit** is what one worker process or Ray
-task reads by itself: some row groups of a parquet file, or a whole file.
+A dataset's files are all read by one reader, the one Hugging Face ``datasets`` picks for
+them (`Reading.builder`), with its options from the dataset's config: parquet and Arrow
+(tokbin.columnar), JSON (tokbin.jsonfiles), CSV (tokbin.csvfiles) and text (tokbin.textfiles),
+the last three plain or compressed (tokbin.compression). Every reader streams: memory holds a
+batch, not a file. A **work unit** is what one worker process or Ray task reads by itself:
+some row groups of a parquet file, or a whole file.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -17,27 +19,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tokbin import columnar
+from tokbin.compression import uncompressed_name
+from tokbin.csvfiles import iter_csv
 from tokbin.errors import TokbinError
+from tokbin.jsonfiles import iter_json
+from tokbin.textfiles import iter_text
 
-EXTENSIONS = (".parquet", ".jsonl", ".txt")
 BATCH_BYTES = 1 << 20  # text per TextBatch: what one encoding step takes
+# The files each reader reads: a README config's globs may match others (a stray .md).
+FILE_TYPES = {"parquet": (".parquet",), "arrow": (".arrow",),
+              "json": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv"), "text": (".txt",)}
+COMPRESSIBLE = ("json", "csv", "text")
 
 
-def check_text_column(path: Path, text_column: str) -> None:
-    """Fails early, before any worker starts, when a parquet file lacks the text column."""
-    if path.suffix != ".parquet":
-        return
-    try:
-        schema = pq.read_schema(path)
-    except pa.ArrowException as e:
-        raise TokbinError(f"{path} is not a readable parquet file ({e})") from None
-    if text_column not in schema.names:
-        raise TokbinError(f"{path} has no column {text_column!r} (columns: "
-                          f"{', '.join(schema.names)}); set download.text_column to one of them")
-    kind = schema.field(text_column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise TokbinError(f"{path}: column {text_column!r} holds {kind}, not strings; set "
-                          "download.text_column to the column that holds the text")
+@dataclass(frozen=True)
+class Reading:
+    """How a dataset's files are read: the reader datasets picked for them, the column that
+    holds the text and the reader's options (the config's, tokbin's `separator`...)."""
+    builder: str
+    text_column: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str  # absolute: workers do not share the driver's working directory
+    name: str  # what messages call it: the user's path, not data/raw's copy
 
 
 @dataclass
@@ -129,88 +137,78 @@ def use_lean_arrow_memory() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
-def count_documents(path: Path) -> int | None:
+def check_file_type(name: str, builder: str) -> None:
+    """Refuses a file the split's reader does not read (named in the user's terms)."""
+    plain = uncompressed_name(name) if builder in COMPRESSIBLE else name
+    if not plain.endswith(FILE_TYPES[builder]):
+        supported = ", ".join(t for types in FILE_TYPES.values() for t in types)
+        raise TokbinError(f"{name} is not a {builder} file ({'/'.join(FILE_TYPES[builder])}), "
+                          f"but the dataset's other files are read as {builder}; tokbin reads "
+                          f"{supported} (the text ones also .gz, .bz2, .xz or .zst); leave it "
+                          "out with download.data_files")
+
+
+def check_columns(file: DataFile, reading: Reading) -> None:
+    """Fails early, before any worker starts, when a file lacks the text column (the text
+    formats: in its first rows)."""
+    column = reading.text_column
+    if reading.builder == "parquet":
+        columnar.check_parquet_columns(file.path, file.name, column, reading.options)
+    elif reading.builder == "arrow":
+        columnar.check_arrow_columns(file.path, file.name, column)
+    elif reading.builder == "text":
+        if column != "text":
+            raise TokbinError(f"{file.name}: the documents of a .txt file are in the column "
+                              "'text'; set download.text_column: text")
+    else:
+        next(_texts(file, reading), None)
+
+
+def count_documents(file: DataFile, reading: Reading) -> int | None:
     """Rows in a parquet file from its footer (None for formats that would need a full read)."""
-    return pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None
+    if reading.builder != "parquet":
+        return None
+    return columnar.parquet_file(file.path, file.name).metadata.num_rows
 
 
-def iter_text_batches(path: Path, text_column: str, batch_bytes: int) -> Iterator[TextBatch]:
+def iter_text_batches(file: DataFile, reading: Reading,
+                      batch_bytes: int = BATCH_BYTES) -> Iterator[TextBatch]:
     """Streams the documents of one data file as TextBatches of about `batch_bytes` of text."""
-    readers = {".parquet": _parquet_arrays, ".jsonl": _jsonl_arrays, ".txt": _txt_arrays}
-    for array in readers[path.suffix](path, text_column):
-        yield from slice_text_array(array, path, text_column, batch_bytes)
-
-
-def _parquet_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
-    check_text_column(path, text_column)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=[text_column]):
-        yield batch.column(0)
-
-
-def _jsonl_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
-    texts = []
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise TokbinError(f"{path}:{lineno}: not a JSON object ({e}); fix the line "
-                                  "(JSON Lines: one object per line)") from None
-            if not isinstance(row, dict) or text_column not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise TokbinError(f"{path}:{lineno}: no {text_column!r} field (fields: {keys});"
-                                  " set download.text_column to the field that holds the text")
-            texts.append(row[text_column])
-            if len(texts) == 8192:
-                yield _string_array(texts, path, text_column)
-                texts = []
+    if reading.builder in ("parquet", "arrow"):
+        if reading.builder == "parquet":
+            arrays = columnar.parquet_arrays(file.path, file.name, reading.text_column,
+                                             reading.options)
+        else:
+            arrays = columnar.arrow_arrays(file.path, file.name, reading.text_column)
+        for array in arrays:
+            yield from slice_text_array(array, file.name, reading.text_column, batch_bytes)
+        return
+    texts, size = [], 0
+    for chunk in _texts(file, reading):
+        for text in chunk:
+            texts.append(text)
+            size += len(text)
+            if size >= batch_bytes:
+                yield TextBatch.from_texts(texts)
+                texts, size = [], 0
     if texts:
-        yield _string_array(texts, path, text_column)
+        yield TextBatch.from_texts(texts)
 
 
-def _string_array(texts: list, path: Path, text_column: str) -> pa.Array:
-    nulls = sum(t is None for t in texts)
-    if nulls:
-        raise _nulls_error(path, text_column, nulls)
-    bad = next((t for t in texts if not isinstance(t, str)), None)
-    if bad is not None:
-        raise TokbinError(f"{path}: column {text_column!r} holds a {type(bad).__name__} "
-                          f"({str(bad)[:40]!r}), not text; every document must be a string")
-    return _large_strings(texts)
+def _texts(file: DataFile, reading: Reading) -> Iterator[list[str]]:
+    """The documents of a JSON, CSV or text file, a list at a time."""
+    if reading.builder == "json":
+        return iter_json(file.path, file.name, reading.text_column, reading.options)
+    if reading.builder == "csv":
+        return iter_csv(file.path, file.name, reading.text_column, reading.options)
+    return iter_text(file.path, file.name, reading.options)
 
 
-def _large_strings(texts: list[str]) -> pa.LargeStringArray:
-    batch = TextBatch.from_texts(texts)
-    return _string_array_from(batch.offsets, batch.data)
-
-
-def _nulls_error(path: Path, text_column: str, count: int) -> TokbinError:
-    return TokbinError(f"{path}: column {text_column!r} has {count} null value(s); drop or fill "
-                       "those rows in the dataset")
-
-
-def _txt_arrays(path: Path, text_column: str) -> Iterator[pa.Array]:
-    lines = []
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                lines.append(line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise TokbinError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line;"
-                                  " re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)") from None
-            if len(lines) == 8192:
-                yield _large_strings(lines)
-                lines = []
-    if lines:
-        yield _large_strings(lines)
-
-
-def slice_text_array(array: pa.Array, path: Path, text_column: str,
+def slice_text_array(array: pa.Array, name: str, text_column: str,
                      batch_bytes: int) -> Iterator[TextBatch]:
     if array.null_count:
-        raise _nulls_error(path, text_column, array.null_count)
+        raise TokbinError(f"{name}: column {text_column!r} has {array.null_count} null "
+                          "value(s); drop or fill those rows in the dataset")
     offsets = _offsets_of(array)
     start = 0
     while start < len(array):
@@ -226,48 +224,49 @@ def slice_text_array(array: pa.Array, path: Path, text_column: str,
 @dataclass(frozen=True)
 class WorkUnit:
     """One worker's input: `row_groups` of a parquet file, or a whole file when None."""
-    path: str  # absolute: workers do not share the driver's working directory
+    file: DataFile
+    reading: Reading
     row_groups: tuple[int, ...] | None = None
 
-    def batches(self, text_column: str) -> Iterator[TextBatch]:
-        path = Path(self.path)
+    def batches(self) -> Iterator[TextBatch]:
         if self.row_groups is None:
-            yield from iter_text_batches(path, text_column, BATCH_BYTES)
+            yield from iter_text_batches(self.file, self.reading)
             return
-        for record_batch in pq.ParquetFile(path).iter_batches(
-                batch_size=8192, row_groups=list(self.row_groups), columns=[text_column]):
-            yield from slice_text_array(record_batch.column(0), path, text_column, BATCH_BYTES)
+        for array in columnar.parquet_arrays(self.file.path, self.file.name,
+                                             self.reading.text_column, self.reading.options,
+                                             self.row_groups):
+            yield from slice_text_array(array, self.file.name, self.reading.text_column,
+                                        BATCH_BYTES)
 
     def __str__(self) -> str:
         if self.row_groups is None:
-            return self.path
-        return f"{self.path} (row groups {self.row_groups[0]}-{self.row_groups[-1]})"
+            return self.file.name
+        return f"{self.file.name} (row groups {self.row_groups[0]}-{self.row_groups[-1]})"
 
 
-def row_group_bytes(path: Path) -> list[int]:
+def row_group_bytes(path: str | Path) -> list[int]:
     """The uncompressed size of each row group of a parquet file, from its footer."""
     metadata = pq.ParquetFile(path).metadata
     return [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
 
 
-def work_units(files: list[Path], unit_bytes: int) -> list[WorkUnit]:
+def work_units(files: list[DataFile], reading: Reading, unit_bytes: int) -> list[WorkUnit]:
     """The work units of a split's files in document order; parquet row groups are grouped
-    until their uncompressed size reaches `unit_bytes`."""
+    until their uncompressed size reaches `unit_bytes`; any other file is one unit."""
     units = []
-    for path in files:
-        path = path.resolve()
-        if path.suffix != ".parquet":
-            units.append(WorkUnit(str(path)))
+    for file in files:
+        if reading.builder != "parquet":
+            units.append(WorkUnit(file, reading))
             continue
         group, size = [], 0
-        for index, group_bytes in enumerate(row_group_bytes(path)):
+        for index, group_bytes in enumerate(row_group_bytes(file.path)):
             group.append(index)
             size += group_bytes
             if size >= unit_bytes:
-                units.append(WorkUnit(str(path), tuple(group)))
+                units.append(WorkUnit(file, reading, tuple(group)))
                 group, size = [], 0
         if group:
-            units.append(WorkUnit(str(path), tuple(group)))
+            units.append(WorkUnit(file, reading, tuple(group)))
     return units
 
 

@@ -1,90 +1,105 @@
 """Where the text comes from: a Hugging Face Hub dataset repo or a local directory laid out
-like one, copied into data/raw with its source.json.
+like one; its configured splits' data files copied into data/raw with its source.json.
 
-Layout (the Hub's convention for data files): ``data/<split>-*.parquet`` (or ``.jsonl``,
-``.txt``), also ``data/<split>.<ext>``, ``<split>-*.<ext>`` and ``<split>.<ext>`` at the top.
-A split's files are read in name order. Parquet and JSON Lines rows are documents; a ``.txt``
-file holds one document per line, as Hugging Face's ``text`` builder reads it. No dataset
-script or other remote code is ever run: only data files are fetched and parsed.
+Which files a split is, and which reader reads them, is what ``datasets.load_dataset(dataset,
+config, data_files=...)`` would take (tokbin.resolve asks datasets itself): README configs and
+their globs, split names in file and folder names, the default config. Only those files are
+fetched, at the resolved commit, several at once (tokbin.hub). No dataset script or other
+remote code is ever run: only data files are fetched and parsed.
 """
 from __future__ import annotations
 
+import re
 import shutil
-from fnmatch import fnmatchcase
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tokbin import hub
 from tokbin.errors import TokbinError
-from tokbin.format import SourceRecord, write_source
-from tokbin.readers import EXTENSIONS, check_text_column
+from tokbin.format import HOLDOUT_BIN, HOLDOUT_FROM, SourceRecord, bin_splits, write_source
+from tokbin.readers import DataFile, Reading, check_columns, check_file_type
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
 
 
-def split_file_patterns(split: str) -> list[str]:
-    return [f"data/{split}-*", f"data/{split}.*", f"{split}-*", f"{split}.*"]
+def local_root(dataset: str) -> Path | None:
+    """The local directory `dataset` names, or None for a Hub dataset id.
+
+    A path that exists, or starts with /, ./, ../ or ~, is local; so is one that cannot be a
+    Hub id (which is owner/name) or whose first part is a local folder: a mistyped local
+    path is reported as one, not looked up on the Hub."""
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise TokbinError(f"download.dataset {dataset!r} is a file, not a directory: give the "
+                          "directory that holds it (and name the file in download.data_files)")
+    first = Path(dataset.split("/", 1)[0]).expanduser()
+    if dataset.startswith(("/", "./", "../", "~")) or not HUB_ID.fullmatch(dataset) \
+            or first.is_dir():
+        raise TokbinError(f"download.dataset {dataset!r}: {str(path)!r} is not a directory "
+                          f"({path.absolute()} does not exist): give a local directory laid out "
+                          "like a Hub dataset repo, or a Hub dataset id such as "
+                          "roneneldan/TinyStories (owner/name)")
+    return None
 
 
-def select_split_files(names: list[str], split: str) -> list[str]:
-    """The data files of `split` among repo-relative `names`, by the first pattern that matches."""
-    for pattern in split_file_patterns(split):
-        folder = PurePosixPath(pattern).parent
-        hits = sorted(n for n in names if fnmatchcase(n, pattern) and n.endswith(EXTENSIONS)
-                      and PurePosixPath(n).parent == folder)
-        if hits:
-            kinds = {PurePosixPath(h).suffix for h in hits}
-            if len(kinds) > 1:
-                raise TokbinError(f"split {split!r} mixes file types {sorted(kinds)} "
-                                  f"({', '.join(hits)}); keep one type per split")
-            return hits
-    return []
-
-
-def is_local_dataset(dataset: str) -> bool:
-    return dataset.startswith(("/", "./", "../", "~")) or Path(dataset).exists()
-
-
-def materialize(dataset: str, revision: str, splits: list[str], text_column: str,
-                out: Path) -> SourceRecord:
-    """Fills `out` with the split files of `dataset`, in its Hub layout, plus source.json.
+def materialize(dataset: str, revision: str, splits: list[str] | dict[str, str],
+                text_column: str, out: Path, *, config: str | None = None,
+                data_files: dict[str, list[str]] | None = None) -> SourceRecord:
+    """Fills `out` with the data files of `dataset`'s splits, at their repo paths, plus
+    source.json. `splits`: bin names, or {bin name: dataset split}.
 
     Returns the source record: dataset, requested revision and resolved commit sha (both None
-    for local directories) and the files taken.
+    for local directories), config, files and reader.
     """
-    if is_local_dataset(dataset):
-        files = _copy_local(Path(dataset).expanduser(), splits, out)
-        record = SourceRecord(dataset, None, None, files)
+    from tokbin.resolve import resolve_files  # imports datasets: seconds, download stage only
+
+    bins = bin_splits(splits)
+    root = local_root(dataset)
+    sha = hub.resolve(dataset, revision) if root is None else None
+    resolution = resolve_files(dataset, root, sha, config, data_files)
+    _check_splits(bins, resolution.files, dataset, resolution.config)
+    files = {split: resolution.files[split] for split in dict.fromkeys(bins.values())}
+    record = SourceRecord(dataset, revision if root is None else None, sha, resolution.config,
+                          data_files, bins, files, resolution.builder, resolution.options)
+    names = list(dict.fromkeys(name for names in files.values() for name in names))
+    for name in names:
+        check_file_type(record.origin(name), resolution.builder)
+    if root is None:
+        hub.fetch(dataset, sha, names, out)
     else:
-        sha, names = hub.resolve(dataset, revision)
-        files = {split: select_split_files(names, split) for split in splits}
-        check_splits_found(files, f"Hub dataset {dataset}@{sha}", names)
-        hub.fetch(dataset, sha, [name for split in splits for name in files[split]], out)
-        record = SourceRecord(dataset, revision, sha, files)
-    for split in splits:
-        for name in files[split]:
-            check_text_column(out / name, text_column)
+        _copy_local(root, names, out)
+    reading = Reading(resolution.builder, text_column, resolution.options)
+    for name in names:
+        check_columns(DataFile(str(out / name), record.origin(name)), reading)
     write_source(out, record)
     return record
 
 
-def _copy_local(root: Path, splits: list[str], out: Path) -> dict[str, list[str]]:
-    if not root.is_dir():
-        raise TokbinError(f"download.dataset {str(root)!r} is not a directory: give a local "
-                          "directory laid out like a Hub dataset repo (data/<split>-*.parquet) "
-                          "or a Hub dataset id such as roneneldan/TinyStories")
-    names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-    files = {split: select_split_files(names, split) for split in splits}
-    check_splits_found(files, f"local directory {root}", names)
-    for split_files in files.values():
-        for name in split_files:
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / name, out / name)
-    return files
+def _check_splits(bins: dict[str, str], found: dict[str, list[str]], dataset: str,
+                  config: str) -> None:
+    """Every bin's dataset split exists; else which do, and how to map or hold out."""
+    for bin_name, split in bins.items():
+        if split in found:
+            continue
+        others = [s for s in found if s not in bins.values()]
+        fixes = []
+        if others:
+            mapping = ", ".join(f"{b}: {found_split}" for b, found_split in
+                                {**{b: s for b, s in bins.items() if s in found},
+                                 bin_name: others[0]}.items())
+            fixes.append(f"map the bin to one of them (download.splits: {{{mapping}}})")
+        if bin_name == HOLDOUT_BIN and HOLDOUT_FROM in found:
+            kept = [b for b in bins if b != HOLDOUT_BIN]
+            fixes.append(f"draw {HOLDOUT_BIN}.bin from {HOLDOUT_FROM} (download.splits: "
+                         f"[{', '.join(kept)}] and download.holdout: "
+                         "{fraction: 0.0005, seed: 2357})")
+        raise TokbinError(f"download.splits: {dataset} (config {config!r}) has no split "
+                          f"{split!r}; its splits are {', '.join(found)}"
+                          + (f": {' or '.join(fixes)}" if fixes else ""))
 
 
-def check_splits_found(files: dict[str, list[str]], where: str, names: list[str]) -> None:
-    missing = [split for split, found in files.items() if not found]
-    if missing:
-        data_files = sorted(n for n in names if n.endswith(EXTENSIONS))[:10]
-        raise TokbinError(f"split {missing[0]!r} has no data files in {where} (looked for "
-                          f"{', '.join(split_file_patterns(missing[0]))} ending in "
-                          f"{'/'.join(EXTENSIONS)}; data files there: {data_files or 'none'}); "
-                          "fix download.splits or the files' names")
+def _copy_local(root: Path, names: list[str], out: Path) -> None:
+    for name in names:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / name, out / name)

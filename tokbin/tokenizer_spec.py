@@ -102,14 +102,33 @@ def _from_file(encoding: str, tracked_folder: Path | None) -> TokenizerSpec:
                          sha256=sha256_of(data))
 
 
-def _from_hub(encoding: str) -> TokenizerSpec:
-    from tokbin.hub import MODEL, fetch_model_file, resolve
+def hub_id(encoding: str) -> tuple[str, str]:
+    """(model id, revision) of an hf: encoding; the revision defaults to main."""
     match = _HUB_ID.fullmatch(encoding)
     if match is None:
         raise TokbinError(f"{KEY}: {encoding!r} is not hf:<model id>[@<revision>], e.g. "
                           "hf:HuggingFaceTB/SmolLM2-135M or hf:HuggingFaceTB/SmolLM2-135M@main")
-    repo, revision = match.group(1), match.group(2) or "main"
-    sha, names = resolve(repo, revision, MODEL)
+    return match.group(1), match.group(2) or "main"
+
+
+def check_tokenizer_offline(encoding: str, eot_token: str | None = None,
+                            pattern: str | None = None,
+                            special_tokens: str | dict[str, int] | None = None,
+                            tracked_folder: Path | None = None) -> TokenizerSpec | None:
+    """What can be checked of the tokenizer settings without the network: everything for a
+    tiktoken name or a local file (the spec, to load), the form of an hf: id (None: the Hub
+    resolves the rest, in the tokenize stage)."""
+    if not encoding.startswith("hf:"):
+        return resolve_tokenizer(encoding, eot_token, pattern, special_tokens, tracked_folder)
+    hub_id(encoding)
+    _check_kind_keys(TokenizerSpec(encoding, TOKENIZER_JSON), pattern, special_tokens)
+    return None
+
+
+def _from_hub(encoding: str) -> TokenizerSpec:
+    from tokbin.hub import fetch_model_file, resolve_model
+    repo, revision = hub_id(encoding)
+    sha, names = resolve_model(repo, revision)
     if HUB_FILE not in names:
         raise TokbinError(f"{KEY}: Hub model {repo} has no {HUB_FILE} at {revision} "
                           f"({sha[:12]}); its files: {', '.join(sorted(names)[:20]) or 'none'}. "

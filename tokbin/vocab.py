@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from tokbin.errors import TokbinError
-from tokbin.format import RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON, TokenizerRecord
+from tokbin.format import (RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON, Meta,
+                           TokenizerRecord)
 from tokbin.reference_engines import SentencePieceEngine, TiktokenEngine, TokenizersEngine
 from tokbin.tokenizer_files import parse_ranks, read_file, sha256_of
 from tokbin.tokenizer_spec import PATTERN_PRESETS, TokenizerSpec
@@ -121,13 +122,41 @@ def load_vocabulary(spec: TokenizerSpec) -> Vocabulary:
     raise TokbinError(f"unknown tokenizer kind {spec.kind!r}")
 
 
+def recorded_vocabulary(meta: Meta, folder: Path, given: Path | None = None) -> Vocabulary:
+    """The tokenizer `meta` (a meta.json in `folder`) records, loaded: a tiktoken encoding by
+    name; a file from `given`, else where it was (under the DVC project holding `folder`, or
+    here), else from the Hub's cache at the recorded commit. Only a file of the recorded sha256
+    is used."""
+    from tokbin.dvclock import find_dvc_lock
+    record = meta.tokenizer
+    if record.kind == TIKTOKEN:
+        return load_vocabulary(TokenizerSpec(meta.encoding, TIKTOKEN, eot_token=record.eot_name))
+    lock = find_dvc_lock(folder.resolve())
+    candidates = [given] if given else [root / record.file for root in
+                                        ([lock.parent] if lock else []) + [Path.cwd()]]
+    if given is None and record.hub is not None and not any(p.is_file() for p in candidates):
+        from tokbin.hub import fetch_model_file
+        candidates.append(fetch_model_file(record.hub.repo, record.hub.sha, record.file))
+    for candidate in candidates:
+        if candidate.is_file() and sha256_of(read_file(candidate, "--tokenizer")) == record.sha256:
+            specials = record.special_tokens
+            return load_vocabulary(TokenizerSpec(
+                meta.encoding, record.kind, record.file, str(candidate.resolve()), record.sha256,
+                record.hub, record.pattern,
+                tuple(sorted(specials.items(), key=lambda item: item[1])) if specials else None,
+                record.eot_name))
+    raise TokbinError(f"decoding needs the tokenizer meta.json records, {record.file} with sha256 "
+                      f"{record.sha256[:16]}...; {', '.join(map(str, candidates))} is missing or "
+                      "another file; pass --tokenizer PATH to a copy of that file")
+
+
 def get_encoding(name: str):
     import tiktoken
+    if name not in tiktoken.list_encoding_names():  # without loading any vocabulary
+        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
+                          f"{', '.join(tiktoken.list_encoding_names())}")
     try:
         return tiktoken.get_encoding(name)
-    except ValueError:
-        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
-                          f"{', '.join(tiktoken.list_encoding_names())}") from None
     except OSError as e:  # requests' connection errors are OSErrors
         raise TokbinError(f"tiktoken could not fetch the {name!r} vocabulary ({type(e).__name__});"
                           " connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder "

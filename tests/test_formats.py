@@ -1,0 +1,230 @@
+"""Every format `datasets.load_dataset` reads, tokbin reads to the same documents in the same
+order: text (line, paragraph, document), JSON Lines and JSON (arrays, `field`, pretty-printed),
+CSV/TSV, Arrow, and gzip/bz2/xz/zstd compression; streamed with bounded memory (the readers'
+chunks are made tiny here, so that every boundary case is crossed); and a damaged file or a
+value that is not text is an error naming the user's file and line or row.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+from conftest import ROOT
+from tokbin import jsonfiles, textfiles
+from tokbin.errors import TokbinError
+from tokbin.format import read_source
+from tokbin.readers import DataFile, iter_text_batches
+from tokbin.source import materialize
+from tokbin.tokenize import reading_for, tokenize_dataset
+
+TXT = ("\ufeffBOM first\r\nsecond line\n\nafter blank\rlone cr\n\n\nthird para\n  \n"
+       "x\u2028y\x0cz\x85w\r\n\r\n\n\nlast no newline")
+
+
+def zstd(data: bytes) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as out:
+        out.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+def write(folder, files: dict[str, bytes | str]):
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return folder
+
+
+def jsonl(rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.fixture(autouse=True)
+def tiny_chunks(monkeypatch):
+    """Chunks of a few characters: every document, line and JSON value crosses a boundary."""
+    monkeypatch.setattr(textfiles, "CHUNK_CHARS", 5)
+    monkeypatch.setattr(jsonfiles, "CHUNK_CHARS", 7)
+
+
+@pytest.fixture(scope="module")
+def load(tmp_path_factory):
+    import datasets
+    datasets.disable_progress_bars()
+    cache = str(tmp_path_factory.mktemp("datasets-cache"))
+    return lambda folder, **kw: datasets.load_dataset(str(folder), cache_dir=cache, **kw)
+
+
+def documents(tmp_path, folder, splits, sample_by=None, data_files=None, text_column="text"):
+    """What tokbin reads for each split: download, then the tokenize stage's reader."""
+    raw = tmp_path / "raw"
+    raw.mkdir(parents=True)
+    materialize(str(folder), "main", splits, text_column, raw, data_files=data_files)
+    source = read_source(raw)
+    reading = reading_for(source, text_column, sample_by, None)
+    return {split: [text for name in source.files[split]
+                    for batch in iter_text_batches(DataFile(str(raw / name), name), reading, 64)
+                    for text in batch.texts()] for split in splits}
+
+
+def assert_same_as_load_dataset(tmp_path, load, folder, splits, sample_by=None, **kw):
+    got = documents(tmp_path, folder, splits, sample_by, kw.get("data_files"))
+    expected = load(folder, **({"sample_by": sample_by} if sample_by else {}), **kw)
+    for split in splits:
+        assert got[split] == expected[split]["text"], split
+
+
+@pytest.mark.parametrize("sample_by", ["line", "paragraph", "document"])
+def test_text_files_read_as_the_text_builder_reads_them(tmp_path, load, sample_by):
+    folder = write(tmp_path / "ds", {"train.txt": TXT, "validation.txt": "a\n\n\n\nb\n\n\nc\n\n\n",
+                                     "test.txt": "\n\na\n"})
+    assert_same_as_load_dataset(tmp_path, load, folder, ["train", "validation", "test"],
+                                sample_by)
+
+
+def test_a_configs_text_options_apply_and_download_sample_by_overrides_them(tmp_path, load):
+    folder = write(tmp_path / "ds", {"train.txt": "p1 a\np1 b\n\np2\n", "README.md":
+                                     "---\nconfigs:\n- config_name: paras\n  sample_by: paragraph"
+                                     "\n  keep_linebreaks: true\n  data_files: train.txt\n---\n"})
+    assert documents(tmp_path, folder, ["train"])["train"] == load(folder)["train"]["text"] == [
+        "p1 a\np1 b", "p2\n"]
+    assert documents(tmp_path / "l", folder, ["train"], "line")["train"] == load(
+        folder, sample_by="line")["train"]["text"] == ["p1 a\n", "p1 b\n", "\n", "p2\n"]
+
+
+def test_json_lines_arrays_and_pretty_printed_objects(tmp_path, load):
+    folder = write(tmp_path / "ds", {
+        "train/a.jsonl": '\ufeff{"text": "bom"}\r\n\n   \n{"text": "crlf \\u2028 \\ud83d\\ude00"}\n'
+                         '{"text": "two on"} {"text": "one line"}\n{"text": "no newline"}',
+        "train/b.json": '\n  [{"text": "array 0"},\n {"text": "array 1"}]',
+        "train/c.json": '{"text": "one"}\n{\n  "text":\n    "pretty"\n}\n\n{"text": "p2"}',
+        "train/d.json": json.dumps(["strings", "are", "the text column"]),
+        "validation/v.jsonl": jsonl([{"text": ""}, {"text": "x" * 50}])})
+    assert_same_as_load_dataset(tmp_path, load, folder, ["train", "validation"])
+
+
+def test_json_rows_under_a_configs_field(tmp_path, load):
+    folder = write(tmp_path / "ds", {
+        "train.json": json.dumps({"version": 1, "data": [{"text": "f0"}, {"text": "f1"}],
+                                  "after": {"x": [1]}}),
+        "README.md": "---\nconfigs:\n- config_name: default\n  field: data\n"
+                     "  data_files: train.json\n---\n"})
+    assert_same_as_load_dataset(tmp_path, load, folder, ["train"])
+
+
+def test_csv_and_tsv_with_quotes_line_breaks_and_compression(tmp_path, load):
+    csv = ('text,label\r\nhello world,1\r\n"a, quoted\r\nmultiline one",0\r\n\r\n'
+           '"say ""hi""",1\r\n  spaced  ,0\r\nplain é,1\r\n007,1\r\n')
+    folder = write(tmp_path / "csv", {"train.csv": csv, "validation.csv.gz":
+                                      gzip.compress(b"text\nzipped\n")})
+    assert_same_as_load_dataset(tmp_path / "c", load, folder, ["train", "validation"])
+    folder = write(tmp_path / "tsv", {"train.tsv.bz2": bz2.compress(b'text\tn\n"q\tuoted"\t1\n')})
+    assert_same_as_load_dataset(tmp_path / "t", load, folder, ["train"])
+    semi = write(tmp_path / "semi", {"data.csv": "text;n\nsemi, colon;1\n", "README.md":
+                                     "---\nconfigs:\n- config_name: default\n  sep: ';'\n"
+                                     "  data_files:\n  - split: train\n    path: data.csv\n---\n"})
+    assert_same_as_load_dataset(tmp_path / "s", load, semi, ["train"])
+
+
+def test_compression_by_extension_or_magic_number_every_member_and_frame(tmp_path, load):
+    lines = b"first \xc3\xa9 line\nsecond\n"
+    folder = write(tmp_path / "ds", {
+        "train/a.txt.gz": gzip.compress(lines) + gzip.compress(b"second member\n"),
+        "train/b.txt": gzip.compress(b"gzip named .txt\n"),  # found by its magic number
+        "train/c.txt.bz2": bz2.compress(lines) + bz2.compress(b"second stream\n"),
+        "train/d.txt.xz": lzma.compress(lines),
+        "train/e.txt.zst": zstd(lines) + zstd(b"second frame\n")})
+    assert_same_as_load_dataset(tmp_path, load, folder, ["train"])
+
+
+def test_arrow_stream_and_file_record_batch_by_record_batch(tmp_path, load):
+    table = pa.table({"text": ["arrow 0", "arrow 1", "arrow 2"], "n": [0, 1, 2]})
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for name, new in (("train.arrow", pa.ipc.new_stream), ("validation.arrow", pa.ipc.new_file)):
+        with pa.OSFile(str(folder / name), "wb") as sink, new(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=2)
+    assert_same_as_load_dataset(tmp_path, load, folder, ["train", "validation"])
+
+
+# --- bounded memory ------------------------------------------------------------------------
+
+READ_PEAK = """
+import resource, sys
+from tokbin.readers import DataFile, Reading, iter_text_batches
+reading = Reading(sys.argv[2], "text", {"separator": "<|endoftext|>"} if sys.argv[2] == "text"
+                  else {})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+documents = sum(len(b) for b in iter_text_batches(DataFile(sys.argv[1], sys.argv[1]), reading))
+print(documents, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+STREAMED_BYTES = 96 << 20
+
+
+@pytest.mark.parametrize("name, builder, row", [
+    ("big.jsonl.zst", "json", json.dumps({"text": "A story that goes on. " * 30}) + "\n"),
+    ("big.txt.gz", "text", "A story that goes on.\n" * 30 + "<|endoftext|>\n"),
+])
+def test_a_large_compressed_file_is_streamed_in_bounded_memory(tmp_path, name, builder, row):
+    path, block = tmp_path / name, row.encode() * ((1 << 20) // len(row))
+    with pa.CompressedOutputStream(str(path), "zstd" if builder == "json" else "gzip") as out:
+        for _ in range(STREAMED_BYTES // len(block)):
+            out.write(block)
+    result = subprocess.run([sys.executable, "-c", READ_PEAK, str(path), builder], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    documents, grown = map(int, result.stdout.split())
+    assert documents == STREAMED_BYTES // len(block) * (len(block) // len(row))
+    assert grown < STREAMED_BYTES / 4, f"RSS grew {grown / 1e6:.0f} MB"
+
+
+# --- damaged files and values that are not text ---------------------------------------------
+
+def tokenize(tmp_path, folder, splits=("train",), text_column="text"):
+    raw, tokens = tmp_path / "raw", tmp_path / "tokens"
+    raw.mkdir()
+    materialize(str(folder), "main", list(splits), text_column, raw)
+    try:
+        tokenize_dataset(raw, tokens, list(splits), text_column, "gpt2", "append", workers=2)
+    finally:
+        assert not tokens.exists()
+
+
+@pytest.mark.parametrize("name, compress", [
+    ("train.jsonl.gz", lambda b: gzip.compress(b)[:-40]),
+    ("train.jsonl.xz", lambda b: lzma.compress(b)[:-40]),
+    ("train.jsonl.zst", lambda b: zstd(b)[:200] + bytes(64) + zstd(b)[264:]),
+    ("train.jsonl.bz2", lambda b: bz2.compress(b)[:-40])])
+def test_a_truncated_or_corrupt_compressed_file_is_named(tmp_path, name, compress):
+    rows = jsonl([{"text": f"story {i} " * 20} for i in range(3000)]).encode()
+    folder = write(tmp_path / "ds", {name: compress(rows)})
+    with pytest.raises(TokbinError, match=rf"{tmp_path}/ds/{name}: truncated or corrupt "
+                                          r"compressed file .*download it again"):
+        tokenize(tmp_path, folder)
+
+
+def test_a_value_that_is_not_text_deep_in_a_json_file_names_its_line(tmp_path):
+    rows = [{"text": f"story {i}"} for i in range(9999)] + [{"text": ["a", "list"]}]
+    folder = write(tmp_path / "ds", {"train.jsonl": jsonl(rows)})
+    with pytest.raises(TokbinError, match=rf"{tmp_path}/ds/train.jsonl:10000: 'text' holds a "
+                                          r"list \(\[\"a\", \"list\"\]\), not text"):
+        tokenize(tmp_path, folder)
+
+
+def test_an_empty_or_na_csv_cell_names_its_row(tmp_path):
+    folder = write(tmp_path / "ds", {"train.csv": "text,n\nfine,1\nNA,2\n"})
+    with pytest.raises(TokbinError, match=rf"{tmp_path}/ds/train.csv: row 2: 'text' is empty "
+                                          r"or an NA marker .*fill or remove that row"):
+        tokenize(tmp_path, folder)
+
+
+def test_invalid_json_names_its_line(tmp_path):
+    folder = write(tmp_path / "ds", {"train.jsonl": '{"text": "ok"}\n{"text": "bad\n'})
+    with pytest.raises(TokbinError, match=r"train.jsonl:2: not valid JSON \(Invalid control "):
+        tokenize(tmp_path, folder)

@@ -1,0 +1,87 @@
+"""Compressed text data files, opened as Hugging Face `datasets` opens them: by the file name's
+extension (``.gz``, ``.bz2``, ``.xz``, ``.zst``), else by the magic number at its start (so a
+gzip file named ``train.txt`` is read decompressed, as load_dataset reads it). Every stream is
+decompressed as it is read, so memory does not grow with the file; all members of a gzip file
+and all frames of a zstd one are read. A truncated or corrupt stream is a TokbinError naming
+the file.
+"""
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import lzma
+import zlib
+from typing import IO, Iterator
+
+from tokbin.errors import TokbinError
+
+EXTENSIONS = {"gz": "gzip", "gzip": "gzip", "bz2": "bz2", "xz": "xz", "zst": "zstd",
+              "zstd": "zstd", "lz4": "lz4", "zip": "zip"}
+MAGIC = [(b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
+         (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"), (b"PK\x03\x04", "zip"),
+         (b"PK\x05\x06", "zip"), (b"Rar!", "rar"), (b"7z\xbc\xaf\x27\x1c", "7z")]
+SUPPORTED = ("gzip", "bz2", "xz", "zstd")
+
+
+def extension(name: str) -> str:
+    """datasets' idea of a file's extension: its last dot-suffix, cut at '?', '-' and '_'."""
+    ext = name.rsplit("/", 1)[-1].split(".")[-1]
+    for symbol in "?-_":
+        ext = ext.split(symbol)[0]
+    return ext
+
+
+def uncompressed_name(name: str) -> str:
+    """`name` without a compression suffix: what says which reader's file it is."""
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and ext in EXTENSIONS else name
+
+
+def compression_of(path: str) -> str | None:
+    kind = EXTENSIONS.get(extension(path))
+    if kind:
+        return kind
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in MAGIC if head.startswith(magic)), None)
+
+
+def open_data(path: str, name: str) -> IO[bytes]:
+    """The bytes of data file `path` (called `name` in messages), decompressed as read."""
+    kind = compression_of(path)
+    if kind is None:
+        return open(path, "rb")
+    if kind not in SUPPORTED:
+        raise TokbinError(f"{name} is a {kind} file, which tokbin does not read (compressions "
+                          f"read: {', '.join(SUPPORTED)}); recompress it or leave it out of "
+                          "download.data_files")
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    import pyarrow as pa  # zstd: pyarrow's codec needs no extra package, and reads every frame
+    return pa.CompressedInputStream(pa.OSFile(path), "zstd")
+
+
+@contextlib.contextmanager
+def read_errors(name: str) -> Iterator[None]:
+    """Decompression and decoding failures while reading data file `name`, as TokbinErrors."""
+    try:
+        yield
+    except (EOFError, zlib.error, lzma.LZMAError) as e:
+        raise corrupt(name, e) from None
+    except OSError as e:
+        if e.errno is not None:  # a real I/O error, not a decoder's complaint
+            raise
+        raise corrupt(name, e) from None
+    except UnicodeDecodeError as e:
+        raise TokbinError(f"{name}: invalid UTF-8 ({e.reason} at byte {e.start} of a block); "
+                          "re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)") from None
+
+
+def corrupt(name: str, e: Exception) -> TokbinError:
+    return TokbinError(f"{name}: truncated or corrupt compressed file ({type(e).__name__}: {e});"
+                       " download it again (`dvc repro --force download`) or fix the file")

@@ -1,0 +1,111 @@
+"""``.txt`` data files, read as Hugging Face ``datasets``' text builder reads them, or by
+tokbin's own ``separator``.
+
+The file is decoded (UTF-8 unless the dataset's config says otherwise; a BOM is kept, as there)
+with universal newlines: ``\\r\\n`` and a lone ``\\r`` become ``\\n`` before anything is split,
+and only ``\\n`` splits (never ``str.splitlines``, which also splits on ``\\x0c``, ``\\u2028``...).
+
+- ``sample_by: line``: each line is a document, its ``\\n`` removed (kept with the config's
+  ``keep_linebreaks``); empty lines are documents; an empty file has none.
+- ``paragraph``: the text split on ``\\n\\n``, empty pieces dropped, except that the last piece
+  is kept whole, trailing newline included (datasets' own rule).
+- ``document``: the whole file is one document (an empty file: one empty document).
+- ``separator`` (e.g. ``<|endoftext|>``, as in TinyStories' own ``.txt`` files): a line that is
+  exactly the separator ends a document; the document is the text since the previous one,
+  without the line break before the separator. An empty document (two separator lines in a
+  row, or one at the start) is no document.
+
+Text is read in chunks that end at a line end, so memory holds a chunk, not the file
+(``document`` mode excepted: its document is the file).
+"""
+from __future__ import annotations
+
+import io
+import re
+from typing import Iterator
+
+from tokbin.compression import open_data, read_errors
+from tokbin.errors import TokbinError
+
+CHUNK_CHARS = 4 << 20
+
+
+def iter_text(path: str, name: str, options: dict) -> Iterator[list[str]]:
+    """The documents of one .txt file, a chunk's worth at a time."""
+    separator = options.get("separator")
+    sample_by = options.get("sample_by") or "line"
+    encoding = options.get("encoding") or "utf-8"
+    try:
+        with read_errors(name), open_data(path, name) as raw, \
+                io.TextIOWrapper(raw, encoding=encoding,
+                                 errors=options.get("encoding_errors") or "strict") as f:
+            if separator is not None:
+                yield from _separated(_chunks(f), separator)
+            elif sample_by == "line":
+                yield from _lines(_chunks(f), bool(options.get("keep_linebreaks")))
+            elif sample_by == "paragraph":
+                yield from _paragraphs(_chunks(f))
+            elif sample_by == "document":
+                yield [f.read()]
+            else:
+                raise TokbinError(f"sample_by must be line, paragraph or document, not "
+                                  f"{sample_by!r}")
+    except TokbinError as e:
+        if "invalid UTF-8" in str(e) and encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+            raise _invalid_line(path, name) from None
+        raise
+
+
+def _chunks(f: io.TextIOWrapper) -> Iterator[str]:
+    """The file's text in chunks that each end at a line end (or the end of the file)."""
+    while True:
+        chunk = f.read(CHUNK_CHARS)
+        if not chunk:
+            return
+        yield chunk + f.readline()
+
+
+def _lines(chunks: Iterator[str], keep_linebreaks: bool) -> Iterator[list[str]]:
+    for chunk in chunks:
+        lines = chunk.split("\n")
+        last = lines.pop()  # "" after a final "\n"; else the file's last line, unterminated
+        if keep_linebreaks:
+            lines = [line + "\n" for line in lines]
+        if last:
+            lines.append(last)
+        yield lines
+
+
+def _paragraphs(chunks: Iterator[str]) -> Iterator[list[str]]:
+    rest = ""
+    for chunk in chunks:
+        pieces = (rest + chunk).split("\n\n")
+        rest = pieces.pop()
+        yield [piece for piece in pieces if piece]
+    if rest:
+        yield [rest]
+
+
+def _separated(chunks: Iterator[str], separator: str) -> Iterator[list[str]]:
+    # A separator line: one that holds exactly the separator (chunks end at line ends, so a
+    # line never straddles two chunks; `rest` always starts at a line start).
+    line = re.compile("^" + re.escape(separator) + r"(?:\n|\Z)", re.MULTILINE)
+    rest = ""
+    for chunk in chunks:
+        pieces = line.split(rest + chunk)
+        rest = pieces.pop()
+        yield [doc for piece in pieces if (doc := piece.removesuffix("\n"))]
+    if rest.removesuffix("\n"):
+        yield [rest.removesuffix("\n")]
+
+
+def _invalid_line(path: str, name: str) -> TokbinError:
+    """Where the file's first invalid UTF-8 is, by line (read again: only on this error)."""
+    with read_errors(name), open_data(path, name) as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return TokbinError(f"{name}:{lineno}: invalid UTF-8 at byte {e.start} of the "
+                                   "line; re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)")
+    return TokbinError(f"{name}: invalid UTF-8; re-encode the file as UTF-8")
