@@ -57,6 +57,14 @@ def test_a_changed_tokenizer_file_reruns_tokenize_and_an_unchanged_one_reruns_no
     assert ids == appended(reference_ids("tokenizer_json", tokenizer, DOCS["train"]),
                            meta.eot_token)
     assert (repo / "data/train.bin").read_bytes() != first
+    # A bad tokenizer setting stops the check stage, before DVC deletes any output.
+    shutil.copy(tokenizer_files.llama3, repo / "tokenizers/tokenizer.model")
+    set_params(repo, tokenize__encoding="tokenizers/tokenizer.model")  # no tokenize.pattern
+    built = (repo / "data/train.bin").read_bytes()
+    failed = run(["dvc", "repro"], repo, check=False)
+    assert failed.returncode != 0 and "tokenize.pattern is required" in failed.stderr
+    assert "Running stage 'tokenize'" not in failed.stdout
+    assert (repo / "data/train.bin").read_bytes() == built
 
 
 def test_an_hf_model_id_is_fetched_at_the_commit_its_revision_names(tmp_path, tokenizer_files):
