@@ -145,7 +145,9 @@ def stories(count: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer_files(request, tmp_path_factory) -> TokenizerFiles:
-    downloaded = wheels(Path(request.config.cache.mkdir("tokbin-wheels")))
+    cache = request.config.cache  # None under -p no:cacheprovider: then once per session
+    downloaded = wheels(Path(cache.mkdir("tokbin-wheels")) if cache is not None
+                        else tmp_path_factory.mktemp("wheels"))
     out = tmp_path_factory.mktemp("tokenizer-files")
     with zipfile.ZipFile(downloaded["llama_models-0.0.24-py3-none-any.whl"]) as wheel:
         (out / "llama3.tokenizer.model").write_bytes(
