@@ -8,6 +8,7 @@ names a forbidden call does not trip them, and an aliased import does not slip p
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import yaml
 
 from conftest import ROOT, make_project, run, write_parquet_dataset, stage_command
 from tokbin.errors import TokbinError
-from tokbin.format import Meta
+from tokbin.format import Meta, SplitInfo
 
 CODE_DIRS = ["tokbin", "stages"]
 
@@ -252,12 +253,31 @@ def mutated(change) -> str:
 
 def test_a_valid_meta_json_parses_in_every_format_version():
     assert Meta.from_json(json.dumps(VALID_META)).n_vocab == 50257  # version 1: headerless
-    v3 = mutated(lambda m: m.update(version=3, bin_format="llmc") or m["splits"]["train"].update(
-        bytes=6 + 1024, docs="train.docs"))
-    meta = Meta.from_json(v3)
-    assert (meta.bin_format, meta.header_bytes, meta.splits["train"].docs) == (
-        "llmc", 1024, "train.docs")
-    assert Meta.from_json(meta.to_json()) == meta
+    meta = dataclasses.replace(Meta.from_json(json.dumps(VALID_META)), bin_format="llmc",
+                               splits={"train": SplitInfo("train.bin", 3, 1, 6 + 1024,
+                                                          docs="train.docs")})
+    written = json.loads(meta.to_json())  # the current version: bin_format and docs
+    assert (written["version"], written["bin_format"]) == (4, "llmc")
+    assert written["splits"]["train"]["docs"] == "train.docs"
+    assert Meta.from_json(meta.to_json()) == meta and meta.header_bytes == 1024
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("bin_format"), "version 4 needs a field 'bin_format'"),
+    (lambda m: m.update(bin_format="pickle"), "bin_format 'pickle' is not one of"),
+    (lambda m: m["splits"]["train"].update(docs="../x.docs"), "plain file name"),
+    (lambda m: m["splits"]["train"].update(docs=None), "field 'docs' is None"),
+    (lambda m: m["splits"]["train"].update(bytes=6), r"size \+ 1024 header bytes"),
+], ids=["no bin_format", "unknown bin_format", "index outside the folder", "null index",
+        "llmc bytes without the header"])
+def test_a_current_meta_json_refuses_a_missing_or_bad_format_and_index(change, message):
+    meta = dataclasses.replace(Meta.from_json(json.dumps(VALID_META)), bin_format="llmc",
+                               splits={"train": SplitInfo("train.bin", 3, 1, 6 + 1024,
+                                                          docs="train.docs")})
+    raw = json.loads(meta.to_json())
+    change(raw)
+    with pytest.raises(TokbinError, match=message):
+        Meta.from_json(json.dumps(raw))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -272,20 +292,15 @@ def test_a_valid_meta_json_parses_in_every_format_version():
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=4), "format version 4 is not supported"),
+    (lambda m: m.update(version=5), "format version 5 is not supported"),
     (lambda m: m.update(bin_format="nanogpt"), "version 1 has no field 'bin_format'"),
-    (lambda m: m.update(version=3), "version 3 needs a field 'bin_format'"),
-    (lambda m: m.update(version=3, bin_format="pickle"), "bin_format 'pickle' is not one of"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
-    (lambda m: m["splits"]["train"].update(docs="../x.docs"), "plain file name"),
-    (lambda m: m["splits"]["train"].update(docs=None), "field 'docs' is None"),
     (lambda m: m["splits"]["train"].update(crc32="1C291CA3"), "crc32 must be 8 lowercase hex"),
     (lambda m: m["splits"]["train"].update(crc32=None), "crc32 must be 8 lowercase hex"),
 ], ids=["unknown field", "unknown source field", "unknown split field", "missing field",
         "string for int", "bool for int", "float for int", "null for string", "list for int",
         "unknown dtype", "other format", "other version", "bin_format in version 1",
-        "no bin_format in version 3", "unknown bin_format", "path outside the folder",
-        "index outside the folder", "null index", "crc32 not lowercase hex", "null crc32"])
+        "path outside the folder", "crc32 not lowercase hex", "null crc32"])
 def test_meta_json_refuses_unknown_missing_and_ill_typed_fields(change, message):
     with pytest.raises(TokbinError, match=message):
         Meta.from_json(mutated(change))
