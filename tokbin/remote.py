@@ -21,6 +21,7 @@ A streamed file is read exactly as the download stage recorded it (`format.Sourc
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -67,18 +68,23 @@ def scheme(url: str) -> str | None:
     return head if sep and head in ("hf", *OBJECT_STORES) else None
 
 
+def require_client(kind: str) -> None:
+    """Refuses an object store whose fsspec package this machine lacks."""
+    package = OBJECT_STORES.get(kind)
+    if package is not None and importlib.util.find_spec(package) is None:
+        extra = "requirements-gcs.txt" if kind == "gs" else "requirements.txt"
+        raise TokbinError(f"reading {kind}:// needs the {package} package on this machine: "
+                          f"pip install -r {extra}")
+
+
 def filesystem(kind: str, versions: bool = True):
     """The fsspec filesystem for a scheme (one per process: fsspec caches instances)."""
     if kind == "hf":
         from huggingface_hub import HfFileSystem
         return HfFileSystem()
-    try:
-        import fsspec
-        return fsspec.filesystem(kind, **({"version_aware": True} if versions else {}))
-    except ImportError:
-        extra = " -r requirements-gcs.txt" if kind == "gs" else " -r requirements.txt"
-        raise TokbinError(f"reading {kind}:// needs the {OBJECT_STORES[kind]} package on this "
-                          f"machine: pip install{extra}") from None
+    require_client(kind)
+    import fsspec
+    return fsspec.filesystem(kind, **({"version_aware": True} if versions else {}))
 
 
 def identity(details: dict, kind: str) -> SourceFile:

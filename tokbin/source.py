@@ -22,7 +22,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, SourceRecord, Stream, bin_splits,
                            write_source)
 from tokbin.readers import Reading, check_columns, check_file_type
-from tokbin.remote import identities, map_files, record_file
+from tokbin.remote import identities, map_files, record_file, require_client, scheme
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
 
@@ -49,6 +49,28 @@ def local_root(dataset: str) -> Path | None:
     return None
 
 
+def dataset_location(dataset: str, revision: str, copy: bool = True
+                     ) -> tuple[str | None, Path | None]:
+    """Where `dataset` is: (its object-storage folder's URL, None), (None, its local
+    directory), or (None, None) for a Hub dataset id. What cannot be read as asked is refused
+    here, with no network call (the check stage runs it before DVC deletes anything)."""
+    bucket = buckets.folder_url(dataset)
+    root = None if bucket else local_root(dataset)
+    if root is not None and not copy:
+        raise TokbinError(f"download.materialize: false streams a dataset from the Hub or "
+                          f"object storage, but {dataset} is a local directory: set "
+                          "download.materialize: true (it is copied into data/raw), or put it "
+                          "in a bucket (download.dataset: s3://bucket/folder)")
+    if bucket:
+        if revision != "main":
+            raise TokbinError(f"download.revision ({revision}) names a Hub revision, but "
+                              f"{dataset} is an object-storage folder: set download.revision: "
+                              "main (each object's version or ETag is recorded in "
+                              "data/raw/source.json)")
+        require_client(scheme(bucket))
+    return bucket, root
+
+
 def materialize(dataset: str, revision: str, splits: list[str] | dict[str, str],
                 text_column: str, out: Path, *, config: str | None = None,
                 data_files: dict[str, list[str]] | None = None,
@@ -63,17 +85,7 @@ def materialize(dataset: str, revision: str, splits: list[str] | dict[str, str],
     from tokbin.resolve import resolve_files  # imports datasets: seconds, download stage only
 
     bins = bin_splits(splits)
-    bucket = buckets.folder_url(dataset)
-    root = None if bucket else local_root(dataset)
-    if root is not None and not copy:
-        raise TokbinError(f"download.materialize: false streams a dataset from the Hub or "
-                          f"object storage, but {dataset} is a local directory: set "
-                          "download.materialize: true (it is copied into data/raw), or put it "
-                          "in a bucket (download.dataset: s3://bucket/folder)")
-    if bucket and revision != "main":
-        raise TokbinError(f"download.revision ({revision}) names a Hub revision, but {dataset} "
-                          "is an object-storage folder: set download.revision: main (each "
-                          "object's version or ETag is recorded in data/raw/source.json)")
+    bucket, root = dataset_location(dataset, revision, copy)
     sha = hub.resolve(dataset, revision) if bucket is None and root is None else None
     if bucket:
         resolution = buckets.resolve(bucket, config, data_files)
