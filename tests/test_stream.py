@@ -130,6 +130,8 @@ def test_an_object_changed_after_download_is_refused_before_any_output(
     url = f"{record.stream.url}/{changed}"
     moto_s3.put(url, moto_s3.get(url))  # the same bytes again: the same ETag, still accepted
     tokenize(raw, tmp_path / "same", ["train", "validation"])
+    again, _ = download(tmp_path, "again", record.dataset, False, ["train", "validation"])
+    assert (again / "source.json").read_bytes() == (raw / "source.json").read_bytes()
     moto_s3.put(url, b'{"text": "another document"}\n')
     with pytest.raises(TokbinError, match=rf"{changed} changed at its source since the download "
                                           r"stage recorded it \(recorded: \d+ bytes, etag:\w+; "

@@ -4,8 +4,9 @@ A dataset's files are all read by one reader, the one Hugging Face ``datasets`` 
 them (`Reading.builder`), with its options from the dataset's config: parquet and Arrow
 (tokbin.columnar), JSON (tokbin.jsonfiles), CSV (tokbin.csvfiles) and text (tokbin.textfiles),
 the last three plain or compressed (tokbin.compression). Every reader streams: memory holds a
-batch, not a file; a file is local or read where it is (tokbin.remote). A **work unit** is what one worker process or Ray task reads by itself:
-some row groups of a parquet file, or a whole file.
+batch, not a file; a file is local or read where it is (tokbin.remote). A **work unit** is
+what one worker process or Ray task reads by itself: some row groups of a parquet file, or a
+whole file.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 For each bin, an executor (tokbin.executors: threads or worker processes; or
 tokbin.ray_executor) reads the data files of its dataset split with the dataset's reader
 (tokbin.readers), from data/raw or, when source.json streams them, from their source, each
-first checked against its record (tokbin.remote), and encodes them (tokbin.encode) into ``<bin>.bin`` and ``<bin>.doclens``
-(tokbin.format); with a holdout, the train split's pass writes ``validation.bin`` too.
+first checked against its record (tokbin.remote), and encodes them (tokbin.encode) into
+``<bin>.bin`` and ``<bin>.doclens`` (tokbin.format); with a holdout, the train split's pass
+writes ``validation.bin`` too.
 meta.json describes them. Every executor gives the same bytes.
 """
 from __future__ import annotations
