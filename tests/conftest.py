@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from support.tokenizer_fixtures import tokenizer_files  # noqa: F401  (a session fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TIKTOKEN_CACHE = ROOT.parent / "shared" / "tiktoken-cache"
 
@@ -90,8 +92,8 @@ def stage_command(repo: Path, name: str) -> list[str]:
     return [sys.executable if words[0] == "python" else words[0], *words[1:]]
 
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", ".dvc/config",
-                 ".dvc/.gitignore", ".dvcignore", ".gitignore", "data/.gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", "tokenizers",
+                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "data/.gitignore"]
 
 
 def make_project(dest: Path, **params) -> Path:

@@ -11,13 +11,17 @@ import json
 import numpy as np
 import pytest
 
+from support.engine_faults import shift_joined_ids
 from support.text_classes import CLASSES, class_documents
 from tokbin import fast_path
-from tokbin.engines import CROSS_CHECK_ONE_IN, FastokensEngine, TiktokenEngine, make_engine
+from tokbin.engines import CROSS_CHECK_ONE_IN, FastokensEngine, effective_engine, make_engine
 from tokbin.errors import TokbinError
 from tokbin.fast_path import (derive_tokenizer_json, documents_containing, fast_path_mask,
                               tokenizer_json, unsafe_codepoints)
 from tokbin.readers import TextBatch
+from tokbin.reference_engines import TiktokenEngine
+from tokbin.tokenizer_spec import resolve_tokenizer
+from tokbin.vocab import load_vocabulary
 
 DOCS_PER_CLASS = 1000
 # Strings on which tokie, the first fast engine tried, disagrees with tiktoken: non-ASCII
@@ -49,9 +53,15 @@ def fast_texts(docs):
 SEPARATOR = "<|endoftext|>"
 
 
+def fastokens_asked(name: str):
+    """The engine tokbin runs for tiktoken encoding `name` when fastokens is asked for."""
+    vocabulary = load_vocabulary(resolve_tokenizer(name))
+    return make_engine(effective_engine("fastokens", vocabulary), vocabulary)
+
+
 @pytest.fixture(scope="module")
-def fast(gpt2):
-    return FastokensEngine(gpt2)
+def fast():
+    return fastokens_asked("gpt2")
 
 
 def test_the_tokenizer_json_is_gpt2_derived_from_tiktoken_with_no_special_tokens(gpt2):
@@ -190,14 +200,8 @@ def test_a_missing_end_of_text_id_stops_the_fast_path(fast, monkeypatch):
         fast.encode_batch(TextBatch.from_texts(["one", "two"]))
 
 
-def test_the_cross_check_stops_on_a_mismatch(fast, gpt2, monkeypatch):
-    encode_joined = fast.encode_joined
-
-    def off_by_one(batch, members):
-        ids, lengths = encode_joined(batch, members)
-        return np.where(ids == gpt2.eot_token, ids, ids + 1), lengths
-
-    monkeypatch.setattr(fast, "encode_joined", off_by_one)
+def test_the_cross_check_stops_on_a_mismatch(fast, monkeypatch):
+    shift_joined_ids(fast, monkeypatch)
     with pytest.raises(TokbinError, match="disagrees with tiktoken.*tokenize.engine: tiktoken"):
         fast.encode_batch(TextBatch.from_texts(["A perfectly ordinary story."]))
 
@@ -206,14 +210,11 @@ def test_the_cross_check_samples_one_document_in_n_at_least_one_per_batch(fast, 
                                                                         monkeypatch):
     checked = []
 
-    class CountingEncoding:
-        eot_token = gpt2.eot_token
+    def counting(text):
+        checked.append(text)
+        return gpt2.encode_ordinary(text)
 
-        def encode_ordinary(self, text):
-            checked.append(text)
-            return gpt2.encode_ordinary(text)
-
-    monkeypatch.setattr(fast, "encoding", CountingEncoding())
+    monkeypatch.setattr(fast.reference, "encode_ordinary", counting)
     texts = class_documents("ascii_plain", 3 * CROSS_CHECK_ONE_IN, seed=1)
     fast.encode_batch(TextBatch.from_texts(texts))
     assert len(checked) == 3
@@ -232,11 +233,10 @@ def test_a_thread_copy_shares_the_tokenizer_and_owns_its_tiktoken_encoding(fast,
 
 
 def test_r50k_base_is_fast_and_other_encodings_fall_back_to_tiktoken(capsys):
-    from tokbin.encode import get_encoding
-    r50k = get_encoding("r50k_base")
-    assert_exact(make_engine("fastokens", r50k), r50k, class_documents("mixed", 300, seed=2))
-    cl100k = get_encoding("cl100k_base")
-    assert isinstance(make_engine("fastokens", cl100k), TiktokenEngine)
+    r50k = fastokens_asked("r50k_base")
+    assert isinstance(r50k, FastokensEngine)
+    assert_exact(r50k, r50k.encoding, class_documents("mixed", 300, seed=2))
+    assert isinstance(fastokens_asked("cl100k_base"), TiktokenEngine)
     assert "encoding cl100k_base is tokenized with tiktoken" in capsys.readouterr().err
 
 

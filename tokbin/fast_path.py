@@ -106,7 +106,7 @@ def documents_containing(batch: TextBatch, *needles: bytes) -> np.ndarray:
 
 # --- the tokenizer.json fastokens loads --------------------------------------------------
 
-def _byte_to_unicode() -> dict[int, str]:
+def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (the ByteLevel alphabet)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
@@ -141,11 +141,15 @@ TOKENIZER_JSON_VERSION = 1
 
 def tokenizer_json_path(encoding) -> Path:
     """Where `tokenizer_json` keeps the tokenizer.json of `encoding`'s vocabulary."""
-    ranks = encoding._mergeable_ranks  # private in tiktoken, stable across its releases
-    digest = hashlib.sha256(b"".join(len(token).to_bytes(2, "little") + token
-                                     for token in sorted(ranks, key=ranks.get))).hexdigest()
+    digest = ranks_digest(encoding._mergeable_ranks)  # private in tiktoken, stable
     return (user_cache_dir() / "tokenizers"
             / f"{encoding.name}-v{TOKENIZER_JSON_VERSION}-{digest[:32]}.json")
+
+
+def ranks_digest(ranks: dict[bytes, int]) -> str:
+    """A hash of a BPE vocabulary: its tokens in rank order."""
+    return hashlib.sha256(b"".join(len(token).to_bytes(2, "little") + token
+                                   for token in sorted(ranks, key=ranks.get))).hexdigest()
 
 
 def limit_fastokens_threads() -> None:
@@ -158,19 +162,23 @@ def limit_fastokens_threads() -> None:
 
 
 def tokenizer_json(encoding) -> str:
-    """`derive_tokenizer_json(encoding)`, kept on disk for every later run (not in memory: a
-    process loads it once, and the text is large).
+    """`derive_tokenizer_json(encoding)`, kept on disk for every later run (`cached_text`)."""
+    return cached_text(tokenizer_json_path(encoding), lambda: derive_tokenizer_json(encoding))
 
-    Deriving costs far more than reading the file back. The file is named by a hash of the
-    vocabulary it was derived from (and TOKENIZER_JSON_VERSION), so another vocabulary or a
-    newer derivation never reads it; it is written atomically, so no reader sees half of it.
+
+def cached_text(path: Path, derive) -> str:
+    """The text at `path` in the user's cache, else `derive()`'s, written there for every later
+    run (not kept in memory: a process loads it once, and the text is large).
+
+    Deriving costs far more than reading the file back. The file is named by a hash of what it
+    was derived from (and a version), so other input or a newer derivation never reads it; it
+    is written atomically, so no reader sees half of it.
     """
-    path = tokenizer_json_path(encoding)
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
         pass
-    text = derive_tokenizer_json(encoding)
+    text = derive()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -186,7 +194,7 @@ def derive_tokenizer_json(encoding) -> str:
     No special tokens are declared, so a literal <|endoftext|> is text, as in encode_ordinary.
     """
     ranks = encoding._mergeable_ranks
-    to_unicode = _byte_to_unicode()
+    to_unicode = byte_to_unicode()
 
     def spell(token: bytes) -> str:
         return "".join(to_unicode[b] for b in token)

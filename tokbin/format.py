@@ -4,15 +4,18 @@ A **bin** (``<split>.bin``) is a flat array of token ids: little-endian unsigned
 ``dtype`` (``uint16`` or ``uint32``), no header, documents in dataset order. Around each document
 sits the end-of-text id ``eot_token`` per the ``eot`` policy: ``append`` (after each document),
 ``prepend`` (before each) or ``none`` (no separator: byte-identical to the seed notebook's
-output). A literal ``<|endoftext|>`` inside a text is ordinary text, never ``eot_token``. Any
-nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
+output). ``eot_token`` is the id of a special token of the tokenizer (``tokenizer.eot_name``: by
+default its end-of-text token, e.g. ``<|endoftext|>``; Llama 3's ``<|begin_of_text|>`` with
+``prepend`` is a BOS). A special token's text inside a document is ordinary text, never a
+special id. Any nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
 
 **meta.json** sits beside the bins and is what a reader needs to trust them::
 
     {
       "format": "tokbin",            # always this string
-      "version": 2,                  # FORMAT_VERSION; readers refuse versions they don't know
-      "encoding": "gpt2",            # tiktoken encoding name
+      "version": 3,                  # FORMAT_VERSION; readers refuse versions they don't know
+      "encoding": "gpt2",            # tokenize.encoding as given: a tiktoken encoding name,
+                                     # hf:<model id>[@<revision>], or a tokenizer file's path
       "n_vocab": 50257,              # every id in the bins is < n_vocab
       "eot_token": 50256,            # the end-of-text id
       "eot": "append",               # append | prepend | none
@@ -31,11 +34,22 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
                            "documents": 4,               # documents in the file
                            "bytes": 246,                 # == tokens * itemsize
                            "crc32": "1c291ca3"}},        # zlib CRC-32 of the file's bytes
-      "holdout": null                # or {"fraction": 0.0005, "seed": 2357}: see below
+      "holdout": null,               # or {"fraction": 0.0005, "seed": 2357}: see below
+      "tokenizer": {"kind": "tiktoken",  # tiktoken (an encoding name) | tiktoken_rank_file |
+                                         # tokenizer_json | sentencepiece
+                    "file": null,        # the tokenizer file: its path as tokenize.encoding
+                                         # gives it, or its name in the Hub repo
+                    "sha256": null,      # of the file's bytes
+                    "hub": null,         # {"repo", "revision", "sha"}: the Hub model, the
+                                         # revision asked for, the commit it was fetched at
+                    "pattern": null,     # a rank file's split regex
+                    "special_tokens": null,  # a rank file's special tokens {text: id}
+                    "eot_name": "<|endoftext|>"}  # the special token whose id is eot_token
     }
 
 The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
-existed); readers take them as null.
+existed); readers take them as null. ``tokenizer`` is absent from version 1 and 2 files (their
+``encoding`` is a tiktoken encoding name) and required from version 3.
 
 ``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
 disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
@@ -101,8 +115,8 @@ from tokbin.errors import TokbinError
 from tokbin.fsio import Writeback, copy_into, write_text_atomic
 
 FORMAT_NAME = "tokbin"
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)  # 2 added crc32
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)  # 2 added crc32, 3 "tokenizer"
 META_FILENAME = "meta.json"
 SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -111,6 +125,12 @@ EOT_POLICIES = ("append", "prepend", "none")
 REBUILD = "rebuild it with `dvc repro`"
 REPAIR = ("run `python -m tokbin repair`: it restores every damaged output from the DVC remote, "
           "or says which `dvc repro` rebuilds it")
+# tokenizer.kind: what tokenize.encoding named, told apart by content (tokbin.tokenizer_files)
+TIKTOKEN = "tiktoken"              # a tiktoken encoding name (no file)
+RANK_FILE = "tiktoken_rank_file"
+TOKENIZER_JSON = "tokenizer_json"
+SENTENCEPIECE = "sentencepiece"
+TOKENIZER_KINDS = (TIKTOKEN, RANK_FILE, TOKENIZER_JSON, SENTENCEPIECE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +184,28 @@ class SplitInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class HubFile:
+    repo: str       # the Hub model's id
+    revision: str   # as requested
+    sha: str        # the commit it resolved to
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerRecord:
+    kind: str
+    file: str | None
+    sha256: str | None
+    hub: HubFile | None
+    pattern: str | None
+    special_tokens: dict[str, int] | None
+    eot_name: str
+
+
+# What a version 1 or 2 meta.json's tokenizer is: a tiktoken name, <|endoftext|> its eot.
+TIKTOKEN_NAMED = TokenizerRecord(TIKTOKEN, None, None, None, None, None, "<|endoftext|>")
+
+
+@dataclasses.dataclass(frozen=True)
 class Meta:
     encoding: str
     n_vocab: int
@@ -173,6 +215,7 @@ class Meta:
     source: Source
     splits: dict[str, SplitInfo]
     holdout: Holdout | None = None
+    tokenizer: TokenizerRecord = TIKTOKEN_NAMED
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -197,6 +240,10 @@ class Meta:
             raise TokbinError(f"{where}: format version {fields['version']} is not supported by "
                               f"this tokbin (it reads versions {READS_VERSIONS}); upgrade tokbin "
                               "or rebuild the data")
+        if (fields["version"] < 3) != ("tokenizer" not in fields):
+            raise TokbinError(f"{where}: a version {fields['version']} meta.json "
+                              f"{'has no' if fields['version'] >= 3 else 'has a'} tokenizer "
+                              f"field; the file is damaged: {REBUILD}")
         if fields["dtype"] not in DTYPES:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
         if fields["eot"] not in EOT_POLICIES:
@@ -207,9 +254,11 @@ class Meta:
         holdout = fields.get("holdout")
         if holdout is not None:
             holdout = _parse(holdout, Holdout, f"{where}: holdout")
+        tokenizer = (_parse_tokenizer(fields["tokenizer"], f"{where}: tokenizer")
+                     if "tokenizer" in fields else TIKTOKEN_NAMED)
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
                    eot_token=fields["eot_token"], eot=fields["eot"], dtype=fields["dtype"],
-                   source=source, splits=splits, holdout=holdout)
+                   source=source, splits=splits, holdout=holdout, tokenizer=tokenizer)
 
 
 READERS = ("parquet", "json", "csv", "text", "arrow")  # datasets' builders tokbin reads
@@ -291,6 +340,15 @@ def _fields(raw, cls, where: str, header: dict | None = None) -> dict:
         if key in raw and not schema.matches(raw[key], hint):
             raise TokbinError(f"{where}: field {key!r} has the wrong type ({raw[key]!r})")
     return raw
+
+
+def _parse_tokenizer(raw, where: str) -> TokenizerRecord:
+    fields = dict(_fields(raw, TokenizerRecord, where))
+    if fields["kind"] not in TOKENIZER_KINDS:
+        raise TokbinError(f"{where}.kind {fields['kind']!r} is not one of {list(TOKENIZER_KINDS)}")
+    if fields["hub"] is not None:
+        fields["hub"] = _parse(fields["hub"], HubFile, f"{where}.hub")
+    return TokenizerRecord(**fields)
 
 
 def _parse(raw, cls, where: str):

@@ -96,7 +96,7 @@ class RayExecutor:
         self.settings, self.workers = settings, workers
 
     def encoding_info(self) -> EncodingInfo:
-        return encoding_info(self.settings.encoding)
+        return encoding_info(self.settings.tokenizer)
 
     def tokenize_split(self, job: SplitJob, info: EncodingInfo,
                        progress: Callable[[int], None] = lambda n: None) -> list[SplitCounts]:
