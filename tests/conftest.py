@@ -36,6 +36,27 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN"):
 
 
 @pytest.fixture(scope="session")
+def moto_s3():
+    """One S3 server (moto's, on 127.0.0.1) for the session: tests/support/s3.py."""
+    from support.s3 import MotoS3
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(moto_s3, monkeypatch):
+    """S3 clients of this process reach the session's server, with test credentials in the
+    environment as on a real machine; each test's clients are new (fsspec caches them)."""
+    import s3fs
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield moto_s3
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
 def gpt2():
     import tiktoken
     return tiktoken.get_encoding("gpt2")

@@ -96,7 +96,22 @@ without the end-of-text id, as little-endian uint32, in document order.
 every field of meta.json's source (``files`` relative to data/raw), plus ``"builder"``, the
 reader Hugging Face ``datasets`` picked for the files (``parquet``, ``json``, ``csv``, ``text``
 or ``arrow``), and ``"reader_options"``, that reader's options from the dataset's config (for
-``csv``, the ``pandas.read_csv`` arguments datasets would pass).
+``csv``, the ``pandas.read_csv`` arguments datasets would pass). With ``download.materialize:
+false`` data/raw holds no data file, and source.json one more field, ``"stream"``: where the
+files are read from and what each one was at download (tokbin.remote reads exactly that)::
+
+    "stream": {"url": "hf://datasets/<id>@<sha>",   # or s3://bucket/folder, gs://bucket/folder
+               "files": {"data/train-00000-of-00004.parquet":     # every file of "files"
+                         {"size": 249000000,                       # bytes
+                          "checksum": "sha256:<64 hex>",           # see below
+                          "version": null}}}                       # or the object's version
+
+``checksum`` is what the source itself reports for the file: ``sha256:`` the Hub's LFS sha256
+of the content, ``git-sha1:`` the Hub's git blob id (a file kept in git), ``etag:`` an
+object's ETag (s3://, gs://). ``version`` is the object's S3 VersionId or GCS generation
+(null: an unversioned bucket, or the Hub, where the commit sha in ``url`` is the version).
+Without ``"stream"`` (and in every source.json written before it existed) the files are in
+data/raw.
 
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
 guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
@@ -302,6 +317,22 @@ HOLDOUT_BIN, HOLDOUT_FROM = "validation", "train"  # a holdout: validation drawn
 
 
 @dataclasses.dataclass(frozen=True)
+class SourceFile:
+    """A streamed data file as the download stage found it at its source (source.json)."""
+    size: int
+    checksum: str          # sha256:<hex> | git-sha1:<hex> (the Hub) | etag:<ETag> (s3, gs)
+    version: str | None    # S3 VersionId or GCS generation; None: unversioned, or the Hub
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """Where the data files of a source.json without copies are read from, and each one's
+    recorded identity."""
+    url: str                               # the dataset's root: hf://datasets/<id>@<sha>, s3://..
+    files: dict[str, SourceFile]           # data file (relative to url) -> as recorded
+
+
+@dataclasses.dataclass(frozen=True)
 class SourceRecord:
     """source.json: the dataset's identity, the data files taken and how to read them."""
     dataset: str
@@ -310,9 +341,10 @@ class SourceRecord:
     config: str
     data_files: dict[str, list[str]] | None
     splits: dict[str, str]                 # bin -> dataset split
-    files: dict[str, list[str]]            # dataset split -> data files under data/raw
+    files: dict[str, list[str]]            # dataset split -> data files (data/raw or stream)
     builder: str
     reader_options: dict[str, object]
+    stream: Stream | None = None           # None: the files are in data/raw
 
     @property
     def source(self) -> Source:
@@ -327,7 +359,10 @@ class SourceRecord:
         return f"hf://datasets/{self.dataset}/{name}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        body = dataclasses.asdict(self)
+        if body["stream"] is None:  # a materialized download's source.json is as it always was
+            del body["stream"]
+        return json.dumps(body, indent=2) + "\n"
 
 
 def _load_json(text: str, where: str):
@@ -504,11 +539,23 @@ def read_source(raw_dir: Path) -> SourceRecord:
         text = where.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokbinError(f"{where} not found: run the download stage (`dvc repro`)") from None
-    record = _parse(_load_json(text, str(where)), SourceRecord, str(where))
+    raw = _load_json(text, str(where))
+    record = _parse(raw, SourceRecord, str(where))
     if record.builder not in READERS:
         raise TokbinError(f"{where}: builder {record.builder!r} is not one of {list(READERS)}; "
                           f"{REBUILD}")
-    return record
+    if "stream" not in raw:
+        return record
+    if raw["stream"] is None:
+        raise TokbinError(f"{where}: field 'stream' has the wrong type (None)")
+    stream = _fields(raw["stream"], Stream, f"{where}: stream")
+    files = {name: _parse(entry, SourceFile, f"{where}: stream.files.{name}")
+             for name, entry in stream["files"].items()}
+    missing = [n for names in record.files.values() for n in names if n not in files]
+    if missing or len(files) != len({n for names in record.files.values() for n in names}):
+        raise TokbinError(f"{where}: stream.files must list exactly the data files of 'files' "
+                          f"(missing: {missing[:3]}); the file is damaged: {REBUILD}")
+    return dataclasses.replace(record, stream=Stream(stream["url"], files))
 
 
 def write_source(raw_dir: Path, record: SourceRecord) -> Path:

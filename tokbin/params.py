@@ -28,6 +28,7 @@ class DownloadParams:
     dataset: str
     config: str | None
     revision: str
+    materialize: bool
     data_files: str | list[str] | dict[str, str | list[str]] | None
     splits: list[str] | dict[str, str]
     text_column: str

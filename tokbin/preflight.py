@@ -24,7 +24,7 @@ from tokbin.engines import check_engine
 from tokbin.errors import TokbinError
 from tokbin.params import Params, load_params
 from tokbin.ray_executor import RAY_MISSING
-from tokbin.source import local_root
+from tokbin.source import dataset_location
 from tokbin.tokenizer_spec import check_tokenizer_offline
 from tokbin.vocab import load_vocabulary
 
@@ -38,7 +38,8 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
     alone reruns the binarize stage, which checks its command itself. `tokenizers`: the folder
     a local tokenizer file must be in (the check and tokenize stages depend on it)."""
     params = load_params(params_path)
-    local_root(params.download.dataset)  # a local dataset's folder exists
+    download = params.download  # a local dataset's folder exists, a bucket's client is here
+    dataset_location(download.dataset, download.revision, download.materialize)
     tokenize = params.tokenize
     spec = check_tokenizer_offline(tokenize.encoding, tokenize.eot_token, tokenize.pattern,
                                    tokenize.special_tokens, tokenizers)

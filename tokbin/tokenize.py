@@ -2,8 +2,10 @@
 
 For each bin, an executor (tokbin.executors: threads or worker processes; or
 tokbin.ray_executor) reads the data files of its dataset split with the dataset's reader
-(tokbin.readers) and encodes them (tokbin.encode) into ``<bin>.bin`` and ``<bin>.doclens``
-(tokbin.format); with a holdout, the train split's pass writes ``validation.bin`` too.
+(tokbin.readers), from data/raw or, when source.json streams them, from their source, each
+first checked against its record (tokbin.remote), and encodes them (tokbin.encode) into
+``<bin>.bin`` and ``<bin>.doclens`` (tokbin.format); with a holdout, the train split's pass
+writes ``validation.bin`` too.
 meta.json describes them. Every executor gives the same bytes.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tokbin.tokenizer_spec import TokenizerSpec, resolve_tokenizer
 from tokbin.fsio import atomic_path
 from tokbin.readers import (DataFile, Reading, check_columns, count_documents,
                             use_lean_arrow_memory)
+from tokbin.remote import map_files, record_file, verify
 
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str, str],
@@ -57,7 +60,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
             job = SplitJob(files, reading,
                            [SplitOutput(tmp / f"{b}.bin", tmp / doclens_file(b)) for b in bins],
                            drawn)
-            known = [count_documents(f, reading) for f in files]
+            known = map_files(lambda file: count_documents(file, reading), files)
             total = None if None in known else sum(known)
             with tqdm(total=total, desc=f"tokenize {name}", unit="doc", unit_scale=True,
                       mininterval=1.0) as bar:
@@ -109,10 +112,9 @@ def _plan(source: SourceRecord, raw_dir: Path, splits: list[str] | dict[str, str
             raise TokbinError(f"bin {bin_name!r} (dataset split {split!r}) was not downloaded "
                               f"(data/raw holds {source.splits}, bin: split); run `dvc repro` "
                               "to download it")
-        files = [DataFile(str((raw_dir / name).resolve()), source.origin(name))
-                 for name in source.files[split]]
-        for file in dict.fromkeys(files):
-            check_columns(file, reading)
+        files = [record_file(source, raw_dir, name) for name in source.files[split]]
+        verify(files)
+        map_files(lambda file: check_columns(file, reading), list(dict.fromkeys(files)))
         drawn = holdout if bin_name == HOLDOUT_FROM else None
         plan[bin_name] = (files, drawn, [bin_name] + ([HOLDOUT_BIN] if drawn else []))
     return plan

@@ -7,9 +7,12 @@ Endpoints (all that datasets 5.2.0 + huggingface_hub 2.4.0 use to resolve and fe
   GET  /api/datasets/{repo}/tree/{rev}[/{path}]          listing; ?recursive=true|false, paged
   POST /api/datasets/{repo}/paths-info/{rev}             form: paths=..&paths=..&expand=
   HEAD|GET /datasets/{repo}/resolve/{rev}/{path}         file bytes + X-Repo-Commit, ETag; a
-                                                         missing file: 404 EntryNotFound
+                                                         missing file: 404 EntryNotFound; a
+                                                         Range header: 206, those bytes
   GET  /api/models/{repo}/revision/{rev}                a model repo's info (add_commit with
   HEAD|GET /{repo}/resolve/{rev}/{path}                 repo_type="model"), and its files
+Files named as the Hub's default .gitattributes stores in LFS (`LFS_SUFFIXES`) carry an `lfs`
+entry (sha256, size) in listings, as there; the others only a git blob id (`oid`).
 Anything else is answered 404 and recorded in `unknown` (so a test can assert none was hit).
 Every request is recorded in `requests`; `on_file` (if set) is called with each file name
 served, before it is served.
@@ -23,6 +26,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+
+LFS_SUFFIXES = (".parquet", ".arrow", ".gz", ".zst", ".bz2", ".xz", ".zip")
 
 
 def tree_of(root: Path) -> dict[str, bytes]:
@@ -191,17 +197,28 @@ class FakeHub:
             if name not in files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found",
                                    {"X-Repo-Commit": sha})
-            data = files[name]
-            return self._send(h, 200, data, {"X-Repo-Commit": sha,
-                                             "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                                             "Content-Type": "application/octet-stream"}, head)
+            data, status = files[name], 200
+            extra = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+            wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range") or "")
+            if wanted:  # what HfFileSystem's reads ask for
+                start = int(wanted.group(1))
+                end = min(int(wanted.group(2) or len(data) - 1), len(data) - 1)
+                status, extra["Content-Range"] = 206, f"bytes {start}-{end}/{len(data)}"
+                data = data[start:end + 1]
+            return self._send(h, status, data, {"X-Repo-Commit": sha, **extra,
+                                                "Content-Type": "application/octet-stream"},
+                                  head)
         self.unknown.append(f"{h.command} {h.path}")
         return self._error(h, 404, "RepoNotFound", "Not found")
 
     @staticmethod
     def _file_entry(path: str, data: bytes) -> dict:
-        return {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
-                "path": path}
+        entry = {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
+                 "path": path}
+        if path.endswith(LFS_SUFFIXES):
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                            "pointerSize": 134}
+        return entry
 
     @staticmethod
     def _dir_entry(path: str) -> dict:
