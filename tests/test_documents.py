@@ -276,11 +276,11 @@ def test_packed_rows_are_the_same_where_numpy_would_not_write_rows_in_order(corp
                                                                           monkeypatch):
     # packed rows are copied in overlapping cells that rely on NumPy writing rows in order,
     # checked at import; without it they are gathered token by token, to the same batches
-    import tokbin.tokens
+    import tokbin.gathers
     path, _ = corpus
     options = dict(batch_size=6, block_size=40, sampling="epoch", align="document", seed=5)
     expected = take(BinLoader(path, **options), 12)
-    monkeypatch.setattr(tokbin.tokens, "ORDERED_ROW_WRITES", False)
+    monkeypatch.setattr(tokbin.gathers, "ORDERED_ROW_WRITES", False)
     for a, b in zip(take(BinLoader(path, **options), 12), expected):
         assert a[0].equal(b[0]) and a[1].equal(b[1])
 
@@ -343,3 +343,11 @@ def test_the_flex_attention_example_in_docs_loader_md_runs_on_cpu(tmp_path):
                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "other documents unchanged: True" in result.stdout, result.stdout
+
+
+def test_the_shortest_hosts_are_a_stable_sort_s_first_without_sorting_everything():
+    from tokbin.packing import _shortest
+    lengths = np.random.default_rng(3).integers(1, 40, 5000)  # many ties
+    for count in (1, 7, 300, 4000):
+        assert np.array_equal(_shortest(lengths, count),
+                              np.argsort(lengths, kind="stable")[:count])

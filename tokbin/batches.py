@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from tokbin.doc_sampling import ranges
-from tokbin.tokens import (ShardedTokens, gather_rows, gather_segments, mapped_pages,
-                           rows_view)
+from tokbin.gathers import gather_rows, gather_segments
+from tokbin.tokens import ShardedTokens, mapped_pages, rows_view
 
 
 class Documents(NamedTuple):

@@ -33,22 +33,34 @@ from tokbin.doc_sampling import BLOCK_TOKENS, EPOCH_DOCUMENTS, Block, Segments, 
 from tokbin.errors import TokbinError
 
 
+def _small(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.uint16) if len(a) and a.max() < 1 << 16 else a
+
+
 def _stable_order(length: np.ndarray, rank: np.ndarray | None) -> np.ndarray:
     """np.lexsort((length, rank)) of small non-negative ints, by radix sorts."""
-    def small(a):
-        return a.astype(np.uint16) if len(a) and a.max() < 1 << 16 else a
+    order = np.argsort(_small(length), kind="stable")
+    return order if rank is None else order[np.argsort(_small(rank[order]), kind="stable")]
 
-    order = np.argsort(small(length), kind="stable")
-    return order if rank is None else order[np.argsort(small(rank[order]), kind="stable")]
+
+def _shortest(length: np.ndarray, count: int) -> np.ndarray:
+    """np.argsort(length, kind="stable")[:count], without sorting all of `length` where
+    `count` is small (a few long documents: their continuations need that many hosts)."""
+    if count * 8 >= len(length):
+        return np.argsort(_small(length), kind="stable")[:count]
+    kth = np.partition(length, count - 1)[count - 1]
+    below = np.flatnonzero(length < kth)
+    picked = np.concatenate([below, np.flatnonzero(length == kth)[:count - len(below)]])
+    return picked[np.argsort(length[picked], kind="stable")]
 
 
 class EpochPlan:
-    """One epoch's layout: the pieces in stream order (each from `src` in the split, starting
-    at `c` in the stream; c ends with the stream's length), and this rank's R rows as (the
+    """One epoch's layout: the pieces in stream order (`order`: piece ids; each starting at
+    `c` in the stream; c ends with the stream's length), and this rank's R rows as (the
     window's offset in the stream, the rotation to its first document start)."""
 
-    def __init__(self, src, c, window, rotation, rows, dropped_tokens):
-        self.src, self.c, self.window, self.rotation = src, c, window, rotation
+    def __init__(self, order, c, window, rotation, rows, dropped_tokens):
+        self.order, self.c, self.window, self.rotation = order, c, window, rotation
         self.rows, self.dropped_tokens = rows, dropped_tokens
 
 
@@ -96,19 +108,23 @@ class EpochDocuments:
         order, start_at = self._layout(rng, perm, bounds)
         c = np.zeros(len(order) + 1, dtype=np.int64)
         np.cumsum(self.piece_len[order], out=c[1:])
-        # windows of T per rank; a window is a row when a document start lies inside it
-        base, tokens = cd[bounds[:-1]], np.diff(cd[bounds])
-        windows = tokens // T
-        rank = np.repeat(np.arange(W), windows)
-        g = base[rank] + (np.arange(int(windows.sum())) - np.repeat(np.cumsum(windows) - windows,
-                                                                    windows)) * T
-        first_starts = c[start_at]  # the stream offset of every document start, ascending
-        first = first_starts[np.minimum(np.searchsorted(first_starts, g), len(perm) - 1)]
-        valid = (first >= g) & (first < g + T)
-        rows = int(np.bincount(rank[valid], minlength=W).min())
-        mine = np.flatnonzero(valid & (rank == self.rank))[:rows]
-        plan = EpochPlan(self.piece_src[order], c, g[mine], first[mine] - g[mine], rows,
-                         int(cd[-1]) - W * rows * T)
+        # windows of T per rank; a window is a row when a document start lies inside it: the
+        # window of every start, then the first start of each window that has one
+        base, windows = cd[bounds[:-1]], np.diff(cd[bounds]) // T
+        first_window = np.cumsum(windows) - windows  # of each rank, in all ranks' windows
+        starts = c[start_at]  # the stream offset of every document start, ascending
+        rank = (np.repeat(np.arange(W), np.diff(bounds)) if W > 1
+                else np.zeros(len(starts), np.intp))
+        window = (starts - base[rank]) // T
+        whole = window < windows[rank]  # a start past a rank's last whole window starts no row
+        window, starts, rank = window[whole] + first_window[rank[whole]], starts[whole], rank[whole]
+        first = np.ones(len(window), bool)
+        np.not_equal(window[1:], window[:-1], out=first[1:])
+        window, starts, rank = window[first], starts[first], rank[first]
+        rows = int(np.bincount(rank, minlength=W).min())
+        mine = np.flatnonzero(rank == self.rank)[:rows]
+        g = base[self.rank] + (window[mine] - first_window[self.rank]) * T
+        plan = EpochPlan(order, c, g, starts[mine] - g, rows, int(cd[-1]) - W * rows * T)
         self._plans = {e: p for e, p in self._plans.items() if e == epoch - 1}
         self._plans[epoch] = plan
         return plan
@@ -121,17 +137,21 @@ class EpochDocuments:
         conts = self.continuations
         if not len(conts):
             return self.first_piece[perm], np.arange(len(perm))
-        rank_at = np.repeat(np.arange(self.W), np.diff(bounds))  # of each order position
-        where = np.empty(len(perm), dtype=np.int64)
-        where[perm] = np.arange(len(perm))
         conts = rng.permutation(conts)  # ties in random order
-        c_rank = rank_at[where[self.piece_doc[conts]]]
-        conts = conts[np.lexsort((-self.piece_len[conts], c_rank))]  # longest first
-        c_rank = np.sort(c_rank)
-        shortest = _stable_order(self.start_len[perm], rank_at if self.W > 1 else None)
-        c_count = np.bincount(c_rank, minlength=self.W)
-        i = np.arange(len(conts)) - (np.cumsum(c_count) - c_count)[c_rank]
-        host = shortest[bounds[c_rank] + i % np.diff(bounds)[c_rank]]  # an order position
+        if self.W == 1 and len(conts) <= len(perm):  # the shortest starts, one each
+            conts = conts[np.argsort(-self.piece_len[conts], kind="stable")]  # longest first
+            host = _shortest(self.start_len[perm], len(conts))
+        else:
+            rank_at = np.repeat(np.arange(self.W), np.diff(bounds))  # of each order position
+            where = np.empty(len(perm), dtype=np.int64)
+            where[perm] = np.arange(len(perm))
+            c_rank = rank_at[where[self.piece_doc[conts]]]
+            conts = conts[np.lexsort((-self.piece_len[conts], c_rank))]  # longest first
+            c_rank = np.sort(c_rank)
+            shortest = _stable_order(self.start_len[perm], rank_at if self.W > 1 else None)
+            c_count = np.bincount(c_rank, minlength=self.W)
+            i = np.arange(len(conts)) - (np.cumsum(c_count) - c_count)[c_rank]
+            host = shortest[bounds[c_rank] + i % np.diff(bounds)[c_rank]]  # an order position
         hosted = np.bincount(host, minlength=len(perm))
         start_at = np.arange(len(perm)) + np.cumsum(hosted) - hosted
         order = np.empty(len(self.piece_len), dtype=np.int64)
@@ -200,10 +220,15 @@ class EpochDocuments:
         m0 = np.searchsorted(c, g, "right") - 1   # the piece holding the window's start
         h = np.searchsorted(c, g + T, "left")     # pieces m0 .. h-1 meet the window
         js = np.searchsorted(c, g + rot, "left")  # the start piece: c[js] == g + rot
-        row, e = ranges(np.zeros_like(m0), h - m0)
-        m = m0[row] + (e + (js - m0)[row]) % (h - m0)[row]  # rotated: js .. h-1, m0 .. js-1
+        met = h - m0
+        row, e = ranges(np.zeros_like(m0), met)
+        e += (js - m0)[row]  # rotated: js .. h-1, then m0 .. js-1 (no modulo: it is slow)
+        e -= met[row] * (e >= met[row])
+        m = m0[row] + e
         gr, cm = g[row], c[m]
         lo, hi = np.maximum(cm, gr), np.minimum(c[m + 1], gr + T)
-        out = row * T + (lo - gr - rot[row]) % T
-        src = plan.src[base + m] + (lo - cm)
-        return Block(None, Segments(out, src, hi - lo), np.concatenate([[0], np.cumsum(h - m0)]))
+        at = lo - gr - rot[row]  # in (-T, T): the row begins at the rotation
+        at += T * (at < 0)
+        out = row * T + at
+        src = self.piece_src[plan.order[base + m]] + (lo - cm)
+        return Block(None, Segments(out, src, hi - lo), np.concatenate([[0], np.cumsum(met)]))

@@ -3,7 +3,7 @@
 `open_tokens` maps a bin (size checked against meta.json, or a bare nanoGPT-style bin of a
 given dtype; nanoGPT's headerless format or llm.c's) or every bin of a shard directory, read
 as one stream. `rows_view` makes it a [n - T, T + 1] view whose row o is tokens[o : o + T +
-1], so a batch is one fancy-index; `gather_segments` copies packed rows from it;
+1], so a batch is one fancy-index (tokbin.gathers copies rows and packed segments from it);
 `open_document_index` reads the split's document index. `MappedPages` keeps the mapped pages
 that gathers touch from piling up in the process's RSS (the creep nanoGPT avoids by reopening
 the memmap every batch).
@@ -99,76 +99,6 @@ class ShardedTokens:
             picked = order[bounds[index]:bounds[index + 1]]
             out[picked] = self.shards[index][flat[picked] - self.starts[index]]
         return out.reshape(positions.shape)
-
-
-def take(tokens: "np.ndarray | ShardedTokens", positions: np.ndarray) -> np.ndarray:
-    """tokens[positions] (int64 positions in the split's stream), for a bin or shards."""
-    if isinstance(tokens, ShardedTokens):
-        return tokens.take(positions)
-    return np.take(tokens, positions)
-
-
-CELL_TOKENS = 256  # a segment is copied this many tokens at a time (see gather_segments)
-ROWS_AT_ONCE = 512  # rows (or cells) gathered per step: MappedPages checks between steps
-
-
-def _rows_are_written_in_order() -> bool:
-    """Whether `view[index] = rows` on overlapping rows of a view writes the rows in index
-    order, so that a later row overwrites an earlier one (NumPy does; checked, not assumed)."""
-    buffer = np.zeros(6, np.int16)
-    view = np.lib.stride_tricks.as_strided(buffer, (3, 4), (2, 2))
-    view[np.arange(3)] = np.repeat(np.arange(1, 4, dtype=np.int16), 4).reshape(3, 4)
-    return buffer.tolist() == [1, 2, 3, 3, 3, 3]
-
-
-ORDERED_ROW_WRITES = _rows_are_written_in_order()
-
-
-def gather_rows(rows, starts: np.ndarray, touched) -> np.ndarray:
-    """rows[starts] (a `rows_view`), ROWS_AT_ONCE rows at a time, each step `touched`."""
-    parts = []
-    for a in range(0, len(starts), ROWS_AT_ONCE):
-        parts.append(rows[starts[a:a + ROWS_AT_ONCE]])
-        touched(len(parts[-1]))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: np.ndarray,
-                    length: np.ndarray, total: int, touched) -> np.ndarray:
-    """x and y, [2, total] in the tokens' dtype, of segments that tile [0, total) in
-    increasing `out`: x[out + i] = tokens[src + i] and y[out + i] = tokens[src + i + 1] for
-    i < length.
-
-    x is copied in cells of CELL_TOKENS consecutive tokens: a cell is a row of a strided view,
-    gathered like a token batch's rows, and written to an overlapping view of the output in
-    increasing `out`, so that what the last cell of a segment copies past its end is
-    overwritten by the segments after it. y is x shifted, but for each segment's last id. Whole-row copies
-    beat a per-token index (np.take) here by a wide margin. `touched(cells)` follows every
-    step (tokbin.tokens.MappedPages)."""
-    width = CELL_TOKENS
-    cells = -(-length // width)
-    of = np.repeat(np.arange(len(length)), cells)
-    within = (np.arange(len(of)) - np.repeat(np.cumsum(cells) - cells, cells)) * width
-    cell_src, cell_out = src[of] + within, out[of] + within
-    ids = np.empty((2, total + width), tokens.dtype)
-    if not ORDERED_ROW_WRITES:  # a NumPy that writes rows out of order: token by token
-        index = np.repeat(src - out, length) + np.arange(total)
-        ids[0, :total], ids[1, :total] = take(tokens, index), take(tokens, index + 1)
-        return ids[:, :total]
-    view = np.lib.stride_tricks.as_strided(ids[0], (total + 1, width), (ids.itemsize,) * 2)
-    rows, last = rows_view(tokens, width - 1), len(tokens) - width  # rows[o]: o <= last
-    for a in range(0, len(cell_src), ROWS_AT_ONCE):
-        starts, at = cell_src[a:a + ROWS_AT_ONCE], cell_out[a:a + ROWS_AT_ONCE]
-        windows = rows[np.minimum(starts, max(last, 0))]
-        near_end = np.flatnonzero(starts > last)  # a cell that would read past the split
-        if len(near_end):
-            reach = starts[near_end, None] + np.arange(width)
-            windows[near_end] = take(tokens, np.minimum(reach, len(tokens) - 1))
-        view[at] = windows
-        touched(len(starts))
-    ids[1, :total - 1] = ids[0, 1:total]  # y is x shifted inside a segment,
-    ids[1, out + length - 1] = take(tokens, src + length)  # the stream's next id at its end
-    return ids[:, :total]
 
 
 def open_document_index(path: Path) -> np.ndarray:
