@@ -5,74 +5,23 @@
     python -m tokbin inspect data/train.bin    # meta, per-split stats, decoded sample windows
     python -m tokbin set download.dataset=./sample   # params.yaml edited in place (params_edit)
 
-`verify` checks each bin listed in meta.json: present, the size meta.json gives (and llm.c's
-header: magic, version, count), every id below n_vocab, one end-of-text id per document (eot
-append/prepend), the CRC-32 meta.json records; the split's document index (its size and order,
-and with eot append/prepend that every document starts where its end-of-text id says); and the
-md5 that `dvc.lock` records for each file when the folder is inside a DVC project. A bare bin
-(no meta.json) takes --dtype, and --encoding for its vocabulary. `inspect` decodes with the
-tokenizer meta.json records, whatever its kind, and only with the very file (its sha256) it
-records (--tokenizer PATH: a copy of it elsewhere).
+What `verify` checks is tokbin.verify's. A bare bin (no meta.json) takes --dtype, and
+--encoding for its vocabulary. `inspect` decodes with the tokenizer meta.json records, whatever
+its kind, and only with the very file (its sha256) it records (--tokenizer PATH: a copy of it
+elsewhere).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tokbin.crc import crc32_hex
-from tokbin.dvclock import file_md5, find_dvc_lock, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import (DOCS_DTYPE, DTYPES, META_FILENAME, REPAIR, Meta, Source, SplitInfo,
-                           docs_problem, meta_path, open_bin, read_chunks, read_meta)
-
-COPY_AGAIN = "copy the data again from where it came (no dvc.lock above it to repair it from)"
-
-
-@dataclass
-class BinStats:
-    max_id: int
-    max_at: int
-    eot_count: int
-    crc32: str
-    misplaced: int = -1  # a stream position where the eot ids and the document index disagree
-
-
-def scan_bin(path: Path, meta: Meta, docs: np.ndarray | None = None,
-             offset: int = 0) -> BinStats:
-    """The largest id (and where), the number of end-of-text ids and the CRC-32 (of the whole
-    file, llm.c's header too), read in chunks. With `docs` (the split's document index) and eot
-    append/prepend, also the first stream position where an end-of-text id is not where the
-    index puts one, or the reverse; `offset` is the bin's first position in the split."""
-    max_id, max_at, eot_count, start, misplaced = -1, -1, 0, 0, -1
-    with open(path, "rb") as f:
-        crc = zlib.crc32(f.read(meta.header_bytes))
-    for chunk in read_chunks(path, meta.np_dtype, offset=meta.header_bytes):
-        at = int(chunk.argmax())
-        if int(chunk[at]) > max_id:
-            max_id, max_at = int(chunk[at]), start + at
-        eots = np.flatnonzero(chunk == meta.eot_token)
-        eot_count += len(eots)
-        crc = zlib.crc32(chunk, crc)
-        if docs is not None and misplaced < 0:
-            misplaced = misplaced_eot(eots + offset + start, docs, meta.eot, offset + start,
-                                      offset + start + len(chunk))
-        start += len(chunk)
-    return BinStats(max_id, max_at, eot_count, crc32_hex(crc), misplaced)
-
-
-def misplaced_eot(found: np.ndarray, docs: np.ndarray, eot: str, lo: int, hi: int) -> int:
-    """The first stream position in [lo, hi) where an end-of-text id is and the document
-    index puts none, or the reverse; -1 when they agree."""
-    expected = docs[:-1] if eot == "prepend" else docs[1:] - 1
-    expected = expected[np.searchsorted(expected, lo):np.searchsorted(expected, hi)]
-    if len(expected) == len(found) and np.array_equal(expected, found):
-        return -1
-    return int(np.setxor1d(expected, found)[0])
+from tokbin.format import (DTYPES, META_FILENAME, Meta, Source, SplitInfo, meta_path, open_bin,
+                           read_meta)
+from tokbin.verify import scan_bin, verify
 
 
 def bare_meta(path: Path, dtype: str, encoding: str) -> Meta:
@@ -98,112 +47,6 @@ def size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.{2 if unit == 'GB' else 1}f} {unit}"
     return f"{size} B"
-
-
-def recorded_md5s(lock: Path) -> dict[Path, str]:
-    """md5 of every file output dvc.lock records, by resolved path (folders are left out)."""
-    outputs = lock_outputs(lock.read_text(encoding="utf-8"), str(lock))
-    return {(lock.parent / path).resolve(): out["md5"] for path, out in outputs.items()
-            if not out["md5"].endswith(".dir")}
-
-
-# --- verify ----------------------------------------------------------------------------------
-
-def split_problems(folder: Path, meta: Meta, split: str, fix: str) -> list[str]:
-    """What is wrong with one split's bin (or shard bins) against meta.json, each ending with
-    `fix`; empty when nothing."""
-    info = meta.splits[split]
-    problems, eot_count, unread, docs, offset, misplaced = [], 0, 0, None, 0, (-1, "")
-    if info.docs is not None:
-        problem = docs_problem(folder / info.docs, info)
-        if problem:
-            problems.append(f"{problem}; {fix}")
-        elif meta.eot != "none" and info.documents:
-            docs = np.memmap(folder / info.docs, dtype=DOCS_DTYPE, mode="r")
-    for relative, bin_info in info.bins():
-        path, offset = folder / relative, offset + bin_info.tokens
-        if not path.is_file():
-            problems.append(f"{relative}: missing (meta.json lists it for split {split!r}); "
-                            f"{fix}")
-            unread += 1
-            continue
-        try:
-            open_bin(path, meta, split, bin_info)  # checks its size
-        except TokbinError as e:
-            problems.append(str(e).partition("; in its DVC project")[0] + f"; {fix}")
-            unread += 1
-            continue
-        stats = scan_bin(path, meta, docs, offset - bin_info.tokens)
-        eot_count += stats.eot_count
-        if stats.misplaced >= 0 and misplaced[0] < 0:
-            misplaced = (stats.misplaced, relative)
-        if stats.max_id >= meta.n_vocab:
-            problems.append(f"{relative}: token id {stats.max_id} at position {stats.max_at} is "
-                            f">= n_vocab {meta.n_vocab} of {meta.encoding}: the bin was not made "
-                            f"with this encoding or is damaged; {fix}")
-        if bin_info.crc32 not in (None, stats.crc32):
-            problems.append(f"{relative}: CRC-32 {stats.crc32} differs from the {bin_info.crc32} "
-                            f"meta.json records: the file changed after it was written; {fix}")
-    if not unread and meta.eot != "none" and eot_count != info.documents:
-        problems.append(f"{info.file}: {eot_count} end-of-text ids but meta.json says "
-                        f"{info.documents} documents (eot: {meta.eot}): the bin does not match "
-                        f"its meta.json; {fix}")
-    elif misplaced[0] >= 0:
-        problems.append(f"{info.docs} and {misplaced[1]} disagree at token {misplaced[0]:,} of "
-                        f"the split: the document index does not match the bins (eot: "
-                        f"{meta.eot}); {fix}")
-    return problems
-
-
-def md5_problems(folder: Path, meta: Meta, lock: Path) -> tuple[list[str], list[str]]:
-    """(problems, files checked) of the bins and meta.json against dvc.lock's md5s."""
-    recorded = recorded_md5s(lock)
-    problems, checked = [], []
-    bins = [relative for info in meta.splits.values() for relative, _ in info.bins()]
-    docs = [info.docs for info in meta.splits.values() if info.docs is not None]
-    for name in [*bins, *docs, META_FILENAME]:  # shards sit in a folder DVC hashes whole
-        path = folder / name
-        expected = recorded.get(path.resolve())
-        if expected is None or not path.is_file():
-            continue
-        checked.append(name)
-        actual = file_md5(path)
-        if actual != expected:
-            problems.append(f"{name}: md5 {actual} differs from {expected} recorded in {lock}: "
-                            f"the file changed after `dvc repro`; {REPAIR}")
-    return problems, checked
-
-
-def verify(data: Path, meta: Meta | None = None) -> int:
-    """Checks the bins of `data` (a data folder, or a bare bin with its `meta` made up)."""
-    bare = meta is not None
-    meta = meta or read_meta(data)
-    folder = meta_path(data).parent
-    lock = find_dvc_lock(folder.resolve())
-    problems = []
-    for split, info in meta.splits.items():
-        found = split_problems(folder, meta, split, REPAIR if lock else COPY_AGAIN)
-        problems += found
-        if not found:
-            documents = "" if bare else f", {info.documents:,} documents"
-            extra = (", llm.c headers" if meta.bin_format == "llmc" else "") + (
-                f", document index {info.docs}" if info.docs else "")
-            print(f"ok    {info.file}: {info.tokens:,} {meta.dtype} tokens{documents}, every id "
-                  f"< {meta.n_vocab} ({meta.encoding}){extra}")
-    if lock is None:
-        print("note  no dvc.lock above this folder: md5s not checked")
-    else:
-        found, checked = md5_problems(folder, meta, lock)
-        problems += found
-        if checked and not found:
-            print(f"ok    md5 of {', '.join(checked)} match {lock}")
-        elif not checked:
-            print(f"note  {lock} records none of these files: md5s not checked")
-    for problem in problems:
-        print(f"FAIL  {problem}")
-    print(f"verify: {len(problems)} problem(s) in {folder}" if problems else
-          f"verify: {folder} is good")
-    return 1 if problems else 0
 
 
 # --- inspect ---------------------------------------------------------------------------------
