@@ -89,10 +89,12 @@ def test_llmc_shards_are_the_same_stream_in_near_equal_files_that_globs_sort_in_
     assert not glob.glob(str(tmp_path / "llmc" / "*" / "*.docs"))  # the index is beside
 
 
-def test_the_loader_verify_and_inspect_read_both_formats_alike(tokens, tmp_path, capsys):
-    build(tokens["uint16"], tmp_path / "nanogpt", "nanogpt")
-    build(tokens["uint16"], tmp_path / "llmc", "llmc")
-    build(tokens["uint16"], tmp_path / "shards", "llmc", shard_tokens=700)
+@pytest.mark.parametrize("dtype", VARIANTS)
+def test_the_loader_verify_and_inspect_read_both_formats_alike(tokens, tmp_path, capsys, dtype):
+    build(tokens[dtype], tmp_path / "nanogpt", "nanogpt")
+    build(tokens[dtype], tmp_path / "llmc", "llmc")
+    build(tokens[dtype], tmp_path / "shards", "llmc", shard_tokens=700)
+    assert header_words(tmp_path / "shards" / "train" / "000000.bin")[0] == VARIANTS[dtype][1]
     paths = [tmp_path / "nanogpt" / "train.bin", tmp_path / "llmc" / "train.bin",
              tmp_path / "shards" / "train"]
     for options in (dict(sampling="random"), dict(sampling="epoch", align="document",
@@ -104,6 +106,7 @@ def test_the_loader_verify_and_inspect_read_both_formats_alike(tokens, tmp_path,
                 assert all(a.equal(b) for a, b in zip(first[:2], other[:2]))
                 if len(first) == 3:
                     assert first[2].cu_seqlens.equal(other[2].cu_seqlens)
+        assert first[0].max() >= 1 << 16 or dtype == "uint16"  # cl100k_base ids beyond uint16
     for folder in ("llmc", "shards"):
         assert main(["verify", str(tmp_path / folder)]) == 0
         assert "llm.c headers, document index train.docs" in capsys.readouterr().out
@@ -159,7 +162,7 @@ def test_read_llmc_header_refuses_a_file_shorter_than_the_header(tmp_path):
 def test_a_reader_written_from_llm_c_s_documented_layout_reads_the_shards(tokens, tmp_path):
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        pytest.skip("no C compiler")
+        pytest.skip("no C compiler (cc or gcc) on PATH to build tests/support/llmc_read.c")
     exe = tmp_path / "llmc_read"
     subprocess.run([compiler, "-O2", "-Wall", "-o", str(exe), str(SUPPORT / "llmc_read.c")],
                    check=True)
