@@ -224,7 +224,7 @@ def test_epoch_counts_the_epoch_of_the_next_batch_across_epoch_boundaries(tmp_pa
     assert loader.epoch == 1
 
 
-@pytest.mark.parametrize("sampling, align", MODES[:3])
+@pytest.mark.parametrize("sampling, align", MODES)
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_a_resumed_document_loader_continues_exactly(corpus, sampling, align, prefetch):
     path, _ = corpus
