@@ -1,7 +1,7 @@
 """download.holdout: validation.bin drawn from the train split of a dataset that has none.
 
 Every train document lands in exactly one of the two bins, in dataset order; which one is the
-documented function of the seed and the document's bytes (tokbin/format.py), so the bins are
+documented function of the seed and the document's bytes (tokbin/format/meta.py), so the bins are
 the same bytes whatever the worker count, the executor (threads, worker processes; Ray in
 tests/test_ray.py) or how the documents are cut into files; the share held out is the
 fraction, within sampling error; and `dvc repro` builds both bins with dvc.yaml untouched.

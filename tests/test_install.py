@@ -28,7 +28,7 @@ def test_a_script_beside_a_checkout_named_tokbin_imports_the_installed_tokbin(tm
     monkeypatch.delenv("PYTHONPATH", raising=False)
     script = tmp_path / "train.py"
     script.write_text("from tokbin import read_meta\nprint(read_meta.__module__)\n")
-    assert run([sys.executable, str(script)], tmp_path).stdout == "tokbin.format\n"
+    assert run([sys.executable, str(script)], tmp_path).stdout == "tokbin.format.meta\n"
     result = run([sys.executable, str(ROOT / "examples" / "train_bigram.py"), "--help"],
                  tmp_path)
     assert "usage: train_bigram.py" in result.stdout

@@ -1,0 +1,83 @@
+"""Document boundaries: the tokenize stage's doclens and binarize's document index.
+
+**<split>.docs** (the **document index**, binarize's, beside meta.json; its ``docs`` field):
+little-endian int64, documents + 1 entries: entry i is where document i's first token is in
+the split's token stream (its end-of-text id for eot prepend; shards concatenated, headers
+left out), the last entry the split's token count. An empty document (eot none) repeats its
+successor's offset. It is the only boundary record with eot none. The name never ends in
+``.bin``, so llm.c's and modded-nanogpt's ``*.bin`` globs skip it.
+
+**<split>.doclens** (the tokenize stage's, beside its bins): each document's token count,
+without the end-of-text id, as little-endian uint32, in document order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from tokbin.errors import TokbinError
+from tokbin.format.bins import read_chunks
+from tokbin.format.meta import Meta, SplitInfo, meta_path
+from tokbin.format.spec import DOCS_DTYPE
+
+def doclens_file(split: str) -> str:
+    return f"{split}.doclens"
+
+
+def docs_file(split: str) -> str:
+    """The name of a split's document index."""
+    return f"{split}.docs"
+
+
+def token_ends(lengths: np.ndarray, separated: bool = True) -> np.ndarray:
+    """Where each document ends (exclusive) in a stream of the documents of `lengths` tokens,
+    each with one end-of-text id when `separated`."""
+    return np.cumsum(lengths.astype(np.int64) + separated)
+
+
+def document_offsets(lengths: Iterator[np.ndarray], separated: bool) -> Iterator[np.ndarray]:
+    """The document index's entries, chunk by chunk, from the documents' lengths (doclens
+    chunks), each document followed or preceded by one end-of-text id when `separated`."""
+    start = 0
+    yield np.zeros(1, DOCS_DTYPE)
+    for chunk in lengths:
+        ends = start + token_ends(chunk, separated)
+        start = int(ends[-1]) if len(ends) else start
+        yield ends
+
+
+def docs_problem(path: Path, info: SplitInfo) -> str | None:
+    """What is wrong with a split's document index against its meta.json entry (its size, its
+    first and last entries, entries that decrease; read in chunks), or None."""
+    if not path.is_file():
+        return f"{path} is missing (meta.json lists it)"
+    size = path.stat().st_size
+    if size != (info.documents + 1) * DOCS_DTYPE.itemsize:
+        return (f"{path} is {size} bytes, not the {(info.documents + 1) * 8} of "
+                f"{info.documents} documents + 1 int64 offsets")
+    previous, first = None, None
+    for chunk in read_chunks(path, DOCS_DTYPE):
+        first = int(chunk[0]) if first is None else first
+        if (previous is not None and chunk[0] < previous) or np.any(np.diff(chunk) < 0):
+            return f"{path}: document offsets decrease"
+        previous = int(chunk[-1])
+    if (first, previous) != (0, info.tokens):
+        return (f"{path} runs from {first} to {previous}, not from 0 to the split's "
+                f"{info.tokens} tokens")
+    return None
+
+
+def read_docs(folder: Path, meta: Meta, split: str) -> np.ndarray:
+    """A split's document index (int64 [documents + 1]), checked against meta.json."""
+    info = meta.splits[split]
+    if info.docs is None:
+        raise TokbinError(f"{meta_path(folder)} lists no document index for split {split!r}: "
+                          "the data was built before tokbin wrote one; rebuild it with "
+                          f"`dvc repro` (binarize then writes {docs_file(split)})")
+    problem = docs_problem(folder / info.docs, info)
+    if problem:
+        raise TokbinError(f"{problem}; in its DVC project `python -m tokbin repair` restores "
+                          "it, `dvc pull binarize` fetches it")
+    return np.fromfile(folder / info.docs, DOCS_DTYPE)
