@@ -7,9 +7,10 @@
 The differential run compares, per character class, (1) the fastokens engine as tokbin runs
 it (routing and cross-check) and (2) fastokens alone on the documents routing gives it (joined
 by <|endoftext|>, and one string per document for those holding that text), against
-tiktoken's encode_ordinary; it also counts how often fastokens alone would have
-disagreed on the documents routing sends to tiktoken. Exit status 1 on any mismatch in (1)
-or (2).
+tiktoken's encode_ordinary; it also counts the fast-path documents that the conservative rule
+(tokbin.fast_path.conservative_unsafe, for engine versions no code point table was measured
+on) would send to tiktoken, and how often fastokens alone would have disagreed on the
+documents routing sends to tiktoken. Exit status 1 on any mismatch in (1) or (2).
 
 The speed run builds TinyStories-shaped corpora (tests.support.corpus) and times tokbin's tokenize
 path (tokenize_dataset in a fresh process, one worker per core) with each engine,
@@ -35,7 +36,8 @@ from tests.support.text_classes import CLASSES, class_documents
 from tokbin.encode import get_encoding
 from tokbin.engines import FastokensEngine
 from tokbin.executors import default_workers
-from tokbin.fast_path import documents_containing, fast_path_mask, unsafe_codepoints
+from tokbin.codepoints import codepoint_table
+from tokbin.fast_path import conservative_class, documents_containing, proven_class
 from tokbin.format import token_ends
 from tokbin.readers import TextBatch
 
@@ -72,7 +74,8 @@ def differential(per_class: int) -> int:
     engine = FastokensEngine(encoding)
     suites = [(name, lambda name=name, seed=seed: class_documents(name, CHUNK, seed=seed))
               for name in CLASSES for seed in range(per_class // CHUNK)]
-    safe = np.flatnonzero(~unsafe_codepoints())
+    safe = np.flatnonzero(~engine.proven.unsafe)
+    conservative = conservative_class(codepoint_table("gpt2"))
     sweep = [ctx.format(c=chr(cp)) for cp in safe for ctx in CONTEXTS]
     suites += [("every_safe_char", lambda i=i: sweep[i:i + CHUNK])
                for i in range(0, len(sweep), CHUNK)]
@@ -81,7 +84,8 @@ def differential(per_class: int) -> int:
     for name, make in suites:
         texts = make()
         batch = TextBatch.from_texts(texts)
-        fast = fast_path_mask(batch)
+        fast = engine.proven.mask(batch)
+        widened = int((fast & ~conservative.mask(batch)).sum())
         ids, lengths = engine.encode_batch(batch)
         routed_bad = differing_documents(ids, lengths, *joined_reference(encoding, texts))
         on_fast = [t for t, f in zip(texts, fast) if f]
@@ -94,18 +98,21 @@ def differential(per_class: int) -> int:
         on_slow = [t for t, f in zip(texts, fast) if not f]
         avoided = differing_documents(*engine.encode_separately(TextBatch.from_texts(on_slow)),
                                       *joined_reference(encoding, on_slow))
-        row = rows.setdefault(name, [0, 0, 0, 0, 0])
-        for k, v in enumerate([len(texts), int(fast.sum()), routed_bad, alone_bad, avoided]):
+        row = rows.setdefault(name, [0, 0, 0, 0, 0, 0])
+        for k, v in enumerate([len(texts), int(fast.sum()), widened, routed_bad, alone_bad,
+                               avoided]):
             row[k] += v
     total = sum(r[0] for r in rows.values())
     print(f"differential vs tiktoken gpt2: {total:,} documents in "
           f"{time.perf_counter() - started:.0f} s on {machine()}\n")
-    print("| class | documents | fast path | engine differs | fastokens differs (fast path) "
+    print("| class | documents | fast path | of which outside the conservative class "
+          "| engine differs | fastokens differs (fast path) "
           "| fastokens would differ (routed to tiktoken) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, (n, n_fast, routed_bad, alone_bad, avoided) in rows.items():
-        print(f"| {name} | {n:,} | {n_fast / n:.1%} | {routed_bad} | {alone_bad} | {avoided} |")
-    failures = sum(r[2] + r[3] for r in rows.values())
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (n, n_fast, widened, routed_bad, alone_bad, avoided) in rows.items():
+        print(f"| {name} | {n:,} | {n_fast / n:.1%} | {widened:,} | {routed_bad} | {alone_bad} "
+              f"| {avoided} |")
+    failures = sum(r[3] + r[4] for r in rows.values())
     print(f"\n{'FAIL' if failures else 'OK'}: {failures} mismatching documents")
     return 1 if failures else 0
 
@@ -125,13 +132,15 @@ print(json.dumps({"seconds": time.perf_counter() - started,
 
 
 def run_stage(raw: Path, out: Path, engine: str, workers: int, env: dict) -> dict:
-    """tokenize_dataset in a fresh process, as `dvc repro` runs it (timed from its call, so
-    without the interpreter's start and imports, about 0.3 s), with the peak RSS of the
-    largest process of its tree (its worker processes included; sampled every 50 ms)."""
+    """tokenize_dataset in a fresh process, as `dvc repro` runs it: `seconds` timed from its
+    call (without the interpreter's start and imports, about 0.3 s), `process_seconds` and
+    `cpu_seconds` (its process tree's, sampled every 50 ms) with them, and the peak RSS of the
+    largest process of its tree (its worker processes included)."""
     from bench.bench_pipeline import measure
     run = measure([sys.executable, "-c", STAGE_RUN, str(raw), str(out), engine, str(workers)],
                   Path.cwd(), {**env, "TQDM_DISABLE": "1"})
-    return {**json.loads(run.lines[-1][1]), "peak_rss_mb": run.peak_rss / 2**20}
+    return {**json.loads(run.lines[-1][1]), "peak_rss_mb": run.peak_rss / 2**20,
+            "process_seconds": run.wall, "cpu_seconds": run.cpu}
 
 
 def executor_of(raw: Path, workers: int) -> str:
@@ -168,7 +177,7 @@ def speed(stories_list: list[int]) -> None:
                 started = time.perf_counter()
                 sample_tokens = sum(len(encoding.encode_ordinary(t)) for t in sample)
                 one_core = sample_tokens / (time.perf_counter() - started)
-            masks = [fast_path_mask(b) for b in batches]
+            masks = [proven_class("gpt2").mask(b) for b in batches]
             separately = sum(int((m & documents_containing(b, b"<|endoftext|>")).sum())
                              for b, m in zip(batches, masks))
             fast_share = float(np.concatenate(masks).mean())

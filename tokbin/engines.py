@@ -5,40 +5,35 @@ own with tiktoken's `encode_ordinary` semantics (a literal <|endoftext|> is ordi
 followed by the end-of-text id (the ids of the documents joined by <|endoftext|>, and one
 more at the end), plus each document's token count. `tiktoken` is the reference.
 
-`fastokens` is the same tokenizer run by the fastokens library (a Rust BPE with a PCRE2
-pre-tokenizer), loaded from a Hugging Face tokenizer.json that is derived at run time from
-tiktoken's own vocabulary. It is exact by construction: only documents whose characters are
-all in the class that differential tests proved identical (`fast_path_mask`) go to fastokens,
-the rest go to tiktoken, and a sample of the fast path is re-encoded with tiktoken at run
-time (`CROSS_CHECK_ONE_IN`); any disagreement stops the stage. See docs/fast_engine.md.
+`fastokens` is the same tokenizer run by the fastokens library (a Rust BPE), loaded from a
+Hugging Face tokenizer.json that is derived at run time from tiktoken's own vocabulary. It is
+exact by construction: only documents whose characters are all in the proven class (the code
+points on which both engines were measured to behave alike: tokbin.fast_path) go to
+fastokens, the rest go to tiktoken, and a share of the fast path's tokens is re-encoded with
+tiktoken at run time (tokbin.cross_check); any disagreement stops the stage. See
+docs/fast_engine.md.
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
-import random
 import sys
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tokbin.codepoints import codepoint_table, installed_versions
+from tokbin.cross_check import CrossCheck
 from tokbin.errors import TokbinError
-from tokbin.fast_path import (documents_containing, fast_path_mask, limit_fastokens_threads,
-                              tokenizer_json)
+from tokbin.fast_path import (TABLE_OF_ENCODING, documents_containing, limit_fastokens_threads,
+                              proven_class, tokenizer_json)
 from tokbin.format import token_ends
 
 if TYPE_CHECKING:
     from tokbin.readers import TextBatch
 
-# Encodings the fast engine was differentially tested on: both are gpt2's byte-level BPE
-# (same ranks, same pre-tokenizer pattern). Others run on tiktoken (see make_engine).
-FAST_ENCODINGS = ("gpt2", "r50k_base")
-
-# One fast-path document in CROSS_CHECK_ONE_IN (at least one per batch) is re-encoded with
-# tiktoken: a run-time guard whose cost docs/performance.md measures.
-CROSS_CHECK_ONE_IN = 256
+# Encodings with a code point table (gpt2's byte-level BPE). Others run on tiktoken.
+FAST_ENCODINGS = tuple(TABLE_OF_ENCODING)
 
 
 class TiktokenEngine:
@@ -101,14 +96,24 @@ class FastokensEngine:
         self.encoding = encoding
         self.reference = TiktokenEngine(encoding)
         self.separator = "<|endoftext|>"
+        self.proven = proven_class(encoding.name)
+        if self.proven.table is not None and self.proven.table.pattern != encoding._pat_str:
+            raise TokbinError(f"tiktoken's {encoding.name} split pattern is not the one its code "
+                              "point table was measured with; set tokenize.engine: tiktoken")
+        self.check = CrossCheck(encoding, self.proven.classes)
         self.tokenizer = self._load()
 
     def thread_copy(self) -> "FastokensEngine":
-        """Shares the tokenizer (fastokens keeps its per-thread state itself)."""
+        """Shares the tokenizer (fastokens keeps its per-thread state itself), and tiktoken's
+        Encoding when the proven class sends it no document (then it only cross-checks a
+        small share of the tokens: nothing to contend for); otherwise a copy of it per
+        thread, as TiktokenEngine's. The copy's cross-check draws in its first batch."""
         copy = object.__new__(FastokensEngine)
         copy.__dict__.update(self.__dict__)
-        copy.reference = self.reference.thread_copy()
-        copy.encoding = copy.reference.encoding
+        if not self.proven.only_surrogates:
+            copy.reference = self.reference.thread_copy()
+            copy.encoding = copy.reference.encoding
+        copy.check = self.check.fresh(copy.encoding)
         return copy
 
     def _load(self):
@@ -123,7 +128,7 @@ class FastokensEngine:
         return tokenizer
 
     def encode_batch(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-        fast = fast_path_mask(batch)
+        fast = self.proven.mask(batch)
         separately = fast & documents_containing(batch, self.separator.encode())
         joined = fast & ~separately
         if joined.all():
@@ -136,7 +141,7 @@ class FastokensEngine:
     def encode_checked(self, encode, batch: TextBatch, members: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
         ids, lengths = encode(batch, members)
-        self.cross_check(batch, members, ids, lengths)
+        self.check(batch, members, ids, lengths)
         return ids, lengths
 
     def encode_joined(self, batch: TextBatch, members: np.ndarray | None = None
@@ -168,29 +173,6 @@ class FastokensEngine:
                         self.encoding.eot_token)
         return ids, np.diff(offsets)
 
-    def cross_check(self, batch: TextBatch, members: np.ndarray | None, ids: np.ndarray,
-                    lengths: np.ndarray) -> None:
-        """Re-encodes with tiktoken a deterministic sample of the documents of `batch` (those
-        where `members` is True, when given) that were encoded into `ids` and `lengths`; any
-        difference stops."""
-        chosen = np.arange(len(batch)) if members is None else np.flatnonzero(members)
-        if not len(chosen):
-            return
-        # The sample depends only on the documents' content, so reruns check the same ones.
-        rng = random.Random(zlib.crc32(batch.document(chosen[0])) + len(chosen))
-        sample = rng.sample(range(len(chosen)), math.ceil(len(chosen) / CROSS_CHECK_ONE_IN))
-        ends = token_ends(lengths) - 1
-        for i in sample:
-            text = batch.document(chosen[i]).decode("utf-8")
-            got = ids[ends[i] - lengths[i]:ends[i]]
-            want = self.encoding.encode_ordinary(text)
-            if got.tolist() != want:
-                raise TokbinError(
-                    f"the fastokens engine disagrees with tiktoken on a document ({len(want)} "
-                    f"tokens, starting {text[:60]!r}); its output is not trusted, nothing "
-                    "was written. Set tokenize.engine: tiktoken in params.yaml and rerun, and "
-                    "report the document so the fast path's character class can exclude it")
-
 
 def interleave(route: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +202,19 @@ def effective_engine(name: str, encoding_name: str) -> str:
                   f"encoding {encoding_name} is tokenized with tiktoken (same tokens, "
                   "tiktoken's speed)")
         return "tiktoken"
+    if name == "fastokens":
+        table = codepoint_table(TABLE_OF_ENCODING[encoding_name])
+        if not table.measured_on_installed_engines():
+            _announce(f"the code point table of {encoding_name} was measured on "
+                      f"{_versions(table.versions)}, and this is {_versions(installed_versions())}"
+                      ": documents holding non-ASCII whitespace, controls or code points "
+                      "unassigned in this Python go to tiktoken (same tokens, slower); "
+                      "`python -m bench.codepoint_table --verify` measures these versions")
     return name
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return " and ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
 
 def make_engine(name: str, encoding):
