@@ -5,8 +5,8 @@
     python -m examples.train_bigram bare.bin --dtype uint16 --vocab 50257   # no meta.json
     torchrun --standalone --nproc_per_node 2 -m examples.train_bigram      # DDP, one GPU a rank
 
-Run from the repository root. On the bundled sample (`dvc exp run -S
-download.dataset=./sample` builds data/*.bin) the defaults train in seconds on a CPU. With
+Run from the repository root. On the bundled sample (the README's first command builds
+data/*.bin from it) the defaults train in seconds on a CPU. With
 --checkpoint, the model, the optimizer and the loader's position are saved at the end and
 resumed by the next run, which continues with exactly the batches it would have seen.
 """

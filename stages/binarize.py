@@ -8,11 +8,11 @@ import argparse
 import time
 from pathlib import Path
 
-from tokbin.binarize import binarize, write_reports
-from tokbin.errors import TokbinError
+from tokbin.binarize import binarize, check_outputs
 from tokbin.format import read_meta
 from tokbin.fsio import remove_stale_temps
 from tokbin.params import load_params
+from tokbin.reports import write_reports
 from tokbin.stage import run_stage
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     meta = binarize(args.tokens_dir, out_dir, params.dtype, params.shard_tokens)
     seconds = time.perf_counter() - started
     write_reports(meta, args.tokens_dir, args.reports / "metrics.json",
-                  args.reports / "doc_lengths")
+                  args.reports / "doc_lengths", args.reports / "plots")
     produced = sum(s.bytes for s in meta.splits.values())
     linked = 0
     for split, info in meta.splits.items():
@@ -46,32 +46,6 @@ def main() -> None:
     print(f"binarize: {produced / 1e6:.1f} MB ({(produced - linked) / 1e6:.1f} MB copied, "
           f"{linked / 1e6:.1f} MB linked) in {seconds:.2f} s "
           f"({produced / 1e6 / max(seconds, 1e-9):.0f} MB/s)")
-
-
-def check_outputs(bins: list[Path], splits: list[str], shard_tokens: int) -> Path:
-    """The folder of the outputs named on the command line, once they are exactly the layout
-    binarize writes for `splits` (data/<split>.bin, or data/<split> shard directories):
-    checked before any work, as DVC itself would only say after the run that an output does
-    not exist."""
-    folders = {path.parent for path in bins}
-    if len(folders) != 1:
-        raise TokbinError(f"the bins {', '.join(map(str, bins))} must share one folder (their "
-                          "meta.json goes beside them); fix the binarize command in dvc.yaml")
-    folder = folders.pop()
-    layout = [folder / (split if shard_tokens else f"{split}.bin") for split in splits]
-    if sorted(bins) == sorted(layout):
-        return folder
-    other = [folder / (f"{split}.bin" if shard_tokens else split) for split in splits]
-    if sorted(bins) == sorted(other):
-        raise TokbinError(f"binarize.shard_tokens is {shard_tokens}, so binarize writes "
-                          f"{', '.join(map(str, layout))}, but dvc.yaml's binarize stage names "
-                          f"{', '.join(map(str, bins))}; in dvc.yaml replace "
-                          f"{', '.join(map(str, other))} with {', '.join(map(str, layout))} "
-                          "(in its command and its outs; docs/scale_out.md)")
-    raise TokbinError(f"the tokenized splits are {', '.join(splits)}, so binarize writes "
-                      f"{', '.join(map(str, layout))}, but dvc.yaml's binarize stage names "
-                      f"{', '.join(map(str, bins))}; make its command and outs name one output "
-                      "per split of download.splits")
 
 
 if __name__ == "__main__":

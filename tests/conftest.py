@@ -70,7 +70,7 @@ def stage_command(repo: Path, name: str) -> list[str]:
 
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", ".dvc/config",
-                 ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+                 ".dvc/.gitignore", ".dvcignore", ".gitignore", "data/.gitignore"]
 
 
 def make_project(dest: Path, **params) -> Path:

@@ -220,12 +220,20 @@ def test_bad_params_yaml_names_the_key_and_what_is_valid(tmp_path, edit, fragmen
 
 
 def test_dvc_repro_stops_at_the_failing_stage_with_a_non_zero_exit_and_no_bins(tmp_path):
-    repo = project(tmp_path)
-    write_parquet_dataset(repo / "dataset", DOCS, column="story")
+    repo = project(tmp_path)  # nulls: what only the stage reading the rows can find
+    write_parquet_dataset(repo / "dataset", {**DOCS, "train": [*DOCS["train"], None]})
     result = run(["dvc", "repro"], repo, check=False)
     assert result.returncode != 0
-    assert "download: error:" in result.stderr and "columns: story" in result.stderr
-    assert not (repo / "data" / "raw").exists() and not (repo / "data" / "train.bin").exists()
+    assert "tokenize: error:" in result.stderr and "null value" in result.stderr
+    assert not (repo / "data" / "tokens").exists() and not (repo / "data" / "train.bin").exists()
+
+
+def test_dvc_repro_finds_a_local_dataset_that_is_not_there_before_any_stage_runs(tmp_path):
+    repo = project(tmp_path, download__dataset="./datset")  # a typo
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode != 0
+    assert "check: error: download.dataset './datset'" in result.stderr
+    assert "is not a directory" in result.stderr and "No stage ran" in result.stderr
 
 
 # --- a very large document -------------------------------------------------------------------

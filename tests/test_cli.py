@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import make_project, run, write_parquet_dataset
-from tokbin.cli import main
+from tokbin.cli import main, size_text
 from tokbin.format import read_meta
 
 STORY = "The quick brown fox jumps over the lazy dog."
@@ -96,7 +96,7 @@ def test_verify_fails_on_a_padded_bin(tokbin, repo):
 
 def test_verify_fails_on_a_missing_bin(tokbin, repo):
     (repo / "data" / "validation.bin").unlink()
-    assert_verify_fails(tokbin, repo, "validation.bin: missing", "dvc pull")
+    assert_verify_fails(tokbin, repo, "validation.bin: missing", "python -m tokbin repair")
 
 
 def test_verify_fails_on_an_id_not_below_n_vocab(tokbin, repo):
@@ -117,8 +117,10 @@ def test_verify_fails_on_a_bin_that_changed_after_dvc_repro(tokbin, repo):
     ids = train_ids(repo)
     ids[3] = ids[3] + 1 if ids[3] < 50255 else 0  # still a valid id, same size, same eots
     write_train_ids(repo, ids)
-    out = assert_verify_fails(tokbin, repo, "train.bin: md5", "recorded in", "dvc checkout data/train.bin")
+    out = assert_verify_fails(tokbin, repo, "train.bin: md5", "recorded in",
+                              "run `python -m tokbin repair`")
     assert "validation.bin: md5" not in out
+    assert "dvc checkout" not in out  # it relinks the damaged cache object: no fix
 
 
 def test_verify_fails_on_a_meta_json_that_changed_after_dvc_repro(tokbin, repo):
@@ -167,3 +169,55 @@ def test_inspect_of_a_bin_meta_json_does_not_list_is_a_clear_error(tokbin, repo)
     result = tokbin(repo, "inspect", "data/other.bin")
     assert result.returncode == 1
     assert "data/other.bin is not one of the bins meta.json lists" in result.stderr
+
+
+def test_inspect_gives_sizes_in_units_that_show_them(tokbin, repo):
+    result = tokbin(repo, "inspect", "data/validation.bin", "--windows", "0")
+    size = (repo / "data" / "validation.bin").stat().st_size  # 300 bytes
+    assert f"{size} B  (validation.bin)" in result.stdout
+    assert [size_text(n) for n in (31_418, 1_514_936, 1_900_000_000)] == ["31.4 kB", "1.5 MB",
+                                                                          "1.90 GB"]
+
+
+# --- a bare bin (no meta.json) ---------------------------------------------------------------
+
+@pytest.fixture
+def bare(repo) -> Path:
+    """A nanoGPT-style bin: the ids of train.bin without its meta.json."""
+    (repo / "bare").mkdir()
+    shutil.copy(repo / "data" / "train.bin", repo / "bare" / "train.bin")
+    return repo / "bare" / "train.bin"
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_a_bare_bin_without_dtype_asks_for_the_dtype_option_the_cli_has(tokbin, repo, bare,
+                                                                         command):
+    result = tokbin(repo, command, str(bare))
+    assert result.returncode == 1
+    assert "is a bare bin: pass its --dtype (uint16 or uint32)" in result.stderr
+    assert "dtype=" not in result.stderr
+
+
+def test_verify_and_inspect_read_a_bare_bin_given_its_dtype(tokbin, repo, bare):
+    result = tokbin(repo, "verify", str(bare), "--dtype", "uint16")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok    train.bin: {len(train_ids(repo)):,} uint16 tokens, every id < 50257" in (
+        result.stdout)
+    result = tokbin(repo, "inspect", str(bare), "--dtype", "uint16", "--windows", "1")
+    assert result.returncode == 0 and "a bare bin (no meta.json) read as uint16" in result.stdout
+    assert "quick brown fox" in result.stdout or "lazy dog" in result.stdout
+    ids = train_ids(repo)
+    ids[7] = 60000
+    ids.astype("<u2").tofile(bare)
+    assert_verify_fails_at(tokbin, repo, [str(bare), "--dtype", "uint16"],
+                           "token id 60000 at position 7 is >= n_vocab 50257")
+
+
+def test_dtype_for_a_bin_with_meta_json_is_refused(tokbin, repo):
+    result = tokbin(repo, "verify", "data/train.bin", "--dtype", "uint32")
+    assert result.returncode == 1 and "drop --dtype" in result.stderr
+
+
+def assert_verify_fails_at(tokbin, repo: Path, args: list[str], fragment: str) -> None:
+    result = tokbin(repo, "verify", *args)
+    assert result.returncode == 1 and fragment in result.stdout, result.stdout + result.stderr

@@ -92,8 +92,9 @@ def dvc_committing(repo: Path, proc: subprocess.Popen, stage: str,
 
     def moment() -> bool:
         lock = repo / "dvc.lock"
+        # the stage's own entry, at its indent: the check stage's params name every section too
         return ((repo / output).exists() and not dvc.children()
-                and not (lock.exists() and f"  {stage}:" in lock.read_text()))
+                and not (lock.exists() and re.search(rf"^  {stage}:$", lock.read_text(), re.M)))
     return moment
 
 

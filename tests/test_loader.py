@@ -489,3 +489,10 @@ def test_importing_tokbin_does_not_import_torch():
                              "print('torch' in sys.modules)"], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_data_folder_is_refused_naming_the_bins_to_pass(tmp_path, tokens):
+    write_bin(tmp_path / "data", tokens)
+    with pytest.raises(TokbinError, match=r"data is a data folder, not a bin: pass one of the "
+                                          r"bins its meta.json lists \(.*data/train.bin\)"):
+        BinLoader(tmp_path / "data", 4, 8)

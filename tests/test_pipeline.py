@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ import tiktoken
 
 from conftest import run, set_params, write_parquet_dataset
 from tokbin.binarize import binarize
+from tokbin.crc import crc32_combine
 from tokbin.errors import TokbinError
 from tokbin.format import read_meta
+from tokbin.reports import bucket_width, write_reports
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -139,7 +142,7 @@ def test_empty_documents_count_and_get_their_eot(tmp_path):
 def test_meta_json_describes_the_bins(tmp_path):
     meta, out = build(tmp_path)
     raw = json.loads((out / "meta.json").read_text())
-    assert raw["format"] == "tokbin" and raw["version"] == 1
+    assert raw["format"] == "tokbin" and raw["version"] == 2
     assert (raw["encoding"], raw["n_vocab"], raw["eot_token"], raw["eot"], raw["dtype"]) == (
         "gpt2", 50257, 50256, "append", "uint16")
     assert raw["source"] == {
@@ -151,7 +154,16 @@ def test_meta_json_describes_the_bins(tmp_path):
         info = raw["splits"][split]
         assert info["documents"] == len(texts)
         assert info["bytes"] == (out / f"{split}.bin").stat().st_size == info["tokens"] * 2
+        assert info["crc32"] == f"{zlib.crc32((out / f'{split}.bin').read_bytes()):08x}"
     assert read_meta(out) == meta
+
+
+def test_the_crc32s_of_pieces_combine_into_the_crc32_of_the_whole():
+    rng = np.random.default_rng(0)
+    for sizes in [(0, 0), (0, 5), (5, 0), (1, 1), (1000, 12345), (3 << 20, 1 << 20)]:
+        first, second = (rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes)
+        assert crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second)) == zlib.crc32(
+            first + second)
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "txt"])
@@ -184,6 +196,26 @@ def test_eot_none_equals_the_seed_notebooks_bins(tmp_path):
     seed_prepare(tmp_path / "dataset", seed_out, num_proc=1)
     for split in docs:
         assert (out / f"{split}.bin").read_bytes() == (seed_out / f"{split}.bin").read_bytes()
+
+
+def test_the_reports_share_one_bucket_width_and_each_chart_ends_where_its_data_does(tmp_path):
+    meta, out = build(tmp_path)
+    write_reports(meta, tmp_path / "tokens", tmp_path / "r" / "metrics.json",
+                  tmp_path / "r" / "doc_lengths", tmp_path / "r" / "plots")
+    enc = tiktoken.get_encoding("gpt2")
+    for split, texts in DOCS.items():
+        rows = (tmp_path / "r" / "doc_lengths" / f"{split}.csv").read_text().splitlines()
+        starts = [int(row.split(",")[0]) for row in rows[1:]]
+        counts = [int(row.split(",")[1]) for row in rows[1:]]
+        longest = max(len(enc.encode_ordinary(t)) for t in texts)
+        width = bucket_width(max(len(enc.encode_ordinary(t)) for ts in DOCS.values() for t in ts))
+        assert starts == list(range(0, starts[-1] + 1, width))  # one width for every split
+        assert starts[-1] <= longest < starts[-1] + width and counts[-1] > 0  # no empty tail
+        assert sum(counts) == len(texts)
+        chart = (tmp_path / "r" / "plots" / f"{split}.svg").read_text()
+        assert f"<title>{split}: document length distribution ({len(texts):,} documents, " \
+               f"longest {longest:,} tokens)</title>" in chart
+        assert f"(buckets of {width:,})" in chart
 
 
 # --- dvc repro, end to end -------------------------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import psutil
@@ -22,6 +23,7 @@ import pytest
 from support.text_classes import CLASSES, class_documents
 from tokbin import executors
 from tokbin.errors import TokbinError
+from tokbin.format import read_meta
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -89,6 +91,10 @@ def test_worker_processes_write_the_same_bins_as_threads(tmp_path, monkeypatch, 
     assert written == ["train", "validation"]
     assert outputs(tmp_path / "processes") == outputs(tmp_path / "threads")
     assert not list((tmp_path / "processes").glob(".*"))  # no spill folder left
+    # meta.json's CRC-32, combined from the workers' (the main process never reads the ids)
+    for info in read_meta(tmp_path / "processes").splits.values():
+        data = (tmp_path / "processes" / info.file).read_bytes()
+        assert info.crc32 == f"{zlib.crc32(data):08x}"
 
 
 def test_a_json_lines_dataset_of_many_files_is_read_a_file_per_worker_with_the_same_bins(
@@ -210,7 +216,7 @@ def test_a_spill_file_of_another_size_than_its_worker_reported_is_refused(tmp_pa
     spill = tmp_path / "0.ids"
     spill.write_bytes(b"\x01\x00" * 5)
     with BinWriter(tmp_path / "out.bin", "uint16", 50257) as bins:
-        bins.append_file(spill, 5)
+        bins.append_file(spill, 5, zlib.crc32(spill.read_bytes()))
         with pytest.raises(TokbinError, match="holds 10 bytes, not the 12 of 6 ids"):
-            bins.append_file(spill, 6)
+            bins.append_file(spill, 6, 0)
     assert (tmp_path / "out.bin").read_bytes() == b"\x01\x00" * 5

@@ -266,11 +266,14 @@ def test_a_valid_meta_json_parses():
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=2), "format version 2 is not supported"),
+    (lambda m: m.update(version=3), "format version 3 is not supported"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
+    (lambda m: m["splits"]["train"].update(crc32="1C291CA3"), "crc32 must be 8 lowercase hex"),
+    (lambda m: m["splits"]["train"].update(crc32=None), "crc32 must be 8 lowercase hex"),
 ], ids=["unknown field", "unknown source field", "unknown split field", "missing field",
         "string for int", "bool for int", "float for int", "null for string", "list for int",
-        "unknown dtype", "other format", "other version", "path outside the folder"])
+        "unknown dtype", "other format", "other version", "path outside the folder",
+        "crc32 not lowercase hex", "null crc32"])
 def test_meta_json_refuses_unknown_missing_and_ill_typed_fields(change, message):
     with pytest.raises(TokbinError, match=message):
         Meta.from_json(mutated(change))

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_project, run, write_parquet_dataset
+from conftest import ROOT, make_project, run, write_parquet_dataset
 from tokbin.binarize import binarize
 from tokbin.errors import TokbinError
 from tokbin.format import Meta, open_split, read_meta
+from tokbin.params import parse_params
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -78,12 +79,15 @@ def test_shards_are_the_single_bin_cut_every_n_tokens_with_per_shard_meta(
 def test_unsharded_meta_json_is_unchanged_and_sharded_lists_shards(tokens, tmp_path):
     binarized(tokens, tmp_path / "single", 0)
     single = json.loads((tmp_path / "single" / "meta.json").read_text())
-    assert set(single["splits"]["train"]) == {"file", "tokens", "documents", "bytes"}
+    assert set(single["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "crc32"}
     binarized(tokens, tmp_path / "sharded", 50)
     sharded = json.loads((tmp_path / "sharded" / "meta.json").read_text())
-    assert set(sharded["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "shards"}
+    assert set(sharded["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "crc32",
+                                               "shards"}
     assert set(sharded["splits"]["train"]["shards"][0]) == {"file", "tokens", "documents",
-                                                            "bytes"}
+                                                            "bytes", "crc32"}
+    # the split's CRC-32 is the single bin's: the shards concatenated are its bytes
+    assert sharded["splits"]["train"]["crc32"] == single["splits"]["train"]["crc32"]
 
 
 def test_meta_json_whose_shards_do_not_add_up_is_refused(tokens, tmp_path):
@@ -104,13 +108,16 @@ def test_a_missing_or_truncated_shard_is_named_with_the_fix(tokens, tmp_path):
     with pytest.raises(TokbinError, match=r"000001.bin is \d+ bytes but meta.json says"):
         open_split(tmp_path / "sharded", meta, "train")
     shard.unlink()
-    with pytest.raises(TokbinError, match=r"000001.bin is missing.*dvc pull"):
+    with pytest.raises(TokbinError, match=r"000001.bin is missing.*python -m tokbin repair"):
         open_split(tmp_path / "sharded", meta, "train")
 
 
 def test_negative_shard_tokens_is_an_error(tokens, tmp_path):
-    with pytest.raises(TokbinError, match="binarize.shard_tokens is -1"):
+    with pytest.raises(TokbinError, match="shard_tokens is -1"):
         binarized(tokens, tmp_path / "out", -1)
+    params = (ROOT / "params.yaml").read_text().replace("shard_tokens: 0 ", "shard_tokens: -1")
+    with pytest.raises(TokbinError, match="binarize.shard_tokens is -1; set it to 0"):
+        parse_params(params, Path("params.yaml"))
 
 
 def test_a_split_whose_name_is_another_folder_is_not_overwritten(tokens, tmp_path):
@@ -197,5 +204,5 @@ def test_binloader_on_a_shard_directory_with_a_missing_shard_says_how_to_fetch_i
     from tokbin.loader import BinLoader
     binarized(tokens, tmp_path / "sharded", 64)
     (tmp_path / "sharded" / "train" / "000002.bin").unlink()
-    with pytest.raises(TokbinError, match=r"000002.bin is missing.*dvc pull"):
+    with pytest.raises(TokbinError, match=r"000002.bin is missing.*python -m tokbin repair"):
         BinLoader(tmp_path / "sharded" / "train", batch_size=2, block_size=8)

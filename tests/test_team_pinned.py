@@ -121,3 +121,30 @@ def test_pinned_loader_batches_come_from_the_pinned_version(team, consumer, tmp_
         assert (row_y[:-1] == row_x[1:]).all()
         # each row is a window of version 1's tokens
         assert (windows == np.append(row_x, row_y[-1])).all(axis=1).any()
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch) -> Path:
+    """The folder tempfile (and so DVC) makes its temporary folders in, empty to begin with."""
+    import tempfile
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_file_url_repo_is_read_in_place_leaving_no_temporary_folder(team, consumer, tmp_path,
+                                                                      temp_dir):
+    for _ in range(2):  # a fetch, then a hit in the pinned cache
+        local = pinned_path("data-v1", repo=f"file://{consumer}", cache_dir=tmp_path / "pinned")
+        assert local.read_bytes() == team.versions["data-v1"]["data/train.bin"]
+        assert list(temp_dir.iterdir()) == []
+
+
+def test_a_repo_dvc_clones_leaves_no_clone_or_cache_behind(team, consumer, tmp_path, temp_dir,
+                                                            monkeypatch):
+    import tokbin.pinned
+    monkeypatch.setattr(tokbin.pinned, "_local_path", str)  # the URL as a remote git URL is
+    local = pinned_path("data-v1", repo=f"file://{consumer}", cache_dir=tmp_path / "pinned")
+    assert local.read_bytes() == team.versions["data-v1"]["data/train.bin"]
+    assert list(temp_dir.iterdir()) == []

@@ -1,4 +1,4 @@
-"""`python -m tokbin verify [data/]` and `python -m tokbin inspect data/train.bin`."""
+"""`python -m tokbin verify | repair | inspect | set`: the command line (tokbin.cli)."""
 import signal
 import sys
 

@@ -1,4 +1,5 @@
-"""What dvc.lock records of the pipeline's outputs, and the md5 DVC gives a file.
+"""What dvc.lock records of the pipeline's outputs (and dvc.yaml of their caching), and the md5
+DVC gives a file.
 
 dvc.lock lists, per stage, each output's path (relative to the project root) with its ``md5``
 (a directory's ends in ``.dir``: the md5 of its listing) and ``size``. `verify` compares the
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-import yaml
 
 from tokbin.errors import TokbinError
 
@@ -24,14 +23,36 @@ def find_dvc_lock(folder: Path) -> Path | None:
     return None
 
 
+def lock_stage_outputs(text: str, where: str) -> dict[str, list[dict]]:
+    """{stage: [{"path", "md5", "size", ...}, ...]}: the outputs a dvc.lock's text records."""
+    lock = _load_yaml(text, where)
+    return {name: [out for out in stage.get("outs", []) if "md5" in out]
+            for name, stage in lock.get("stages", {}).items()}
+
+
 def lock_outputs(text: str, where: str) -> dict[str, dict]:
-    """{output path: {"md5", "size", ...}} of every cached output in a dvc.lock's text."""
+    """{output path: {"md5", "size", ...}} of every output in a dvc.lock's text."""
+    return {out["path"]: out for outs in lock_stage_outputs(text, where).values() for out in outs}
+
+
+def uncached_outputs(text: str, where: str) -> set[str]:
+    """The outputs a dvc.yaml's text declares with `cache: false` (outs, metrics, plots): DVC
+    keeps no copy of them in its cache."""
+    paths = set()
+    for stage in _load_yaml(text, where).get("stages", {}).values():
+        for entry in (e for kind in ("outs", "metrics", "plots") for e in stage.get(kind, [])):
+            if isinstance(entry, dict):
+                paths |= {path for path, options in entry.items()
+                          if (options or {}).get("cache", True) is False}
+    return paths
+
+
+def _load_yaml(text: str, where: str) -> dict:
+    import yaml  # here: the loader's light install (tokbin[loader]) has no PyYAML
     try:
-        lock = yaml.safe_load(text) or {}
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise TokbinError(f"{where} is not valid YAML ({e}); restore it from git") from None
-    return {out["path"]: out for stage in lock.get("stages", {}).values()
-            for out in stage.get("outs", []) if "md5" in out}
 
 
 def file_md5(path: Path) -> str:

@@ -42,6 +42,14 @@ class EncodingInfo:
     dtype: str  # the compact dtype that holds every id of this encoding
 
 
+def check_encoding_name(name: str) -> None:
+    """Refuses a name tiktoken does not know (without loading any vocabulary)."""
+    import tiktoken
+    if name not in tiktoken.list_encoding_names():
+        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
+                          f"{', '.join(tiktoken.list_encoding_names())}")
+
+
 def get_encoding(name: str):
     """tiktoken's encoding `name`; gpt2's ranks from tokbin's cache of them when it has a good
     copy (tokbin.rank_cache: several times faster than tiktoken's own load)."""
@@ -50,11 +58,9 @@ def get_encoding(name: str):
         cached = cached_encoding(name)
         if cached is not None:
             return cached
+    check_encoding_name(name)
     try:
         encoding = tiktoken.get_encoding(name)
-    except ValueError:
-        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
-                          f"{', '.join(tiktoken.list_encoding_names())}") from None
     except OSError as e:  # requests' connection errors are OSErrors
         raise TokbinError(f"tiktoken could not fetch the {name!r} vocabulary ({type(e).__name__});"
                           " connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder "

@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import types
+import zlib
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -96,13 +97,16 @@ class SplitJob:
 class SplitCounts:
     tokens: int = 0
     documents: int = 0
+    crc32: str = ""  # of the bin written (format.BinWriter.crc32)
 
 
 @dataclass(frozen=True)
 class SpilledIds:
-    """A worker process's ids for one work unit, in a file (the bin's dtype, checked)."""
+    """A worker process's ids for one work unit, in a file (the bin's dtype, checked), and
+    the CRC-32 of the file's bytes, computed as the worker wrote them."""
     path: Path
     count: int
+    crc32: int
 
 
 Result = list[tuple[np.ndarray | SpilledIds, np.ndarray]]  # (ids, lengths) per output
@@ -125,7 +129,7 @@ def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T],
             for (ids, lengths), (bins, lens), count in zip(result(pending.popleft()), files,
                                                            counts):
                 if isinstance(ids, SpilledIds):
-                    bins.append_file(ids.path, ids.count)
+                    bins.append_file(ids.path, ids.count, ids.crc32)
                     ids.path.unlink()
                     count.tokens += ids.count
                 else:
@@ -145,6 +149,8 @@ def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T],
         finally:
             for work in pending:
                 cancel(work)
+        for count, (bins, _) in zip(counts, files):
+            count.crc32 = bins.crc32
     return counts
 
 
@@ -227,8 +233,8 @@ class ProcessExecutor:
         def spilled(work) -> Result:
             spills, unit, future = work
             results = self._result(future, f"tokenizing {unit}")
-            return [(SpilledIds(spill, count), lengths)
-                    for spill, (count, lengths) in zip(spills, results)]
+            return [(SpilledIds(spill, count, crc32), lengths)
+                    for spill, (count, crc32, lengths) in zip(spills, results)]
 
         units = work_units(job.files, job.reading, UNIT_BYTES)
         submitted = (submit(i, unit) for i, unit in enumerate(units))
@@ -292,24 +298,27 @@ def _load_encoder(settings: EncodeSettings) -> EncodingInfo:
 
 class _SpillWriter:
     """A worker's ids for one output, appended to its spill file, checked against n_vocab
-    here, so that the main process appends the file unread."""
+    and hashed (CRC-32) here, so that the main process appends the file unread."""
 
     def __init__(self, f, n_vocab: int):
-        self.f, self.n_vocab, self.written = f, n_vocab, 0
+        self.f, self.n_vocab, self.written, self.crc32 = f, n_vocab, 0, 0
 
     def __call__(self, ids: np.ndarray) -> None:
         check_ids(ids, self.n_vocab)
-        self.f.write(memoryview(ids))
+        data = memoryview(ids)
+        self.f.write(data)
+        self.crc32 = zlib.crc32(data, self.crc32)  # the main process combines the units'
         self.written += ids.size
 
 
 def _encode_to_files(unit: WorkUnit, settings: EncodeSettings, holdout: Holdout | None,
-                     spills: list[str]) -> list[tuple[int, np.ndarray]]:
+                     spills: list[str]) -> list[tuple[int, int, np.ndarray]]:
     """The unit's ids for each output written to its spill file: returns, per output, how
-    many, and its documents' lengths."""
+    many, their CRC-32, and its documents' lengths."""
     n_vocab = batch_encoder(settings).info.n_vocab
     with ExitStack() as stack:
         writers = [_SpillWriter(stack.enter_context(open(spill, "wb")), n_vocab)
                    for spill in spills]
         lengths = encode_work_unit(unit, settings, holdout, writers)
-    return [(writer.written, unit_lengths) for writer, unit_lengths in zip(writers, lengths)]
+    return [(writer.written, writer.crc32, unit_lengths)
+            for writer, unit_lengths in zip(writers, lengths)]

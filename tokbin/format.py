@@ -11,7 +11,7 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
 
     {
       "format": "tokbin",            # always this string
-      "version": 1,                  # FORMAT_VERSION; readers refuse versions they don't know
+      "version": 2,                  # FORMAT_VERSION; readers refuse versions they don't know
       "encoding": "gpt2",            # tiktoken encoding name
       "n_vocab": 50257,              # every id in the bins is < n_vocab
       "eot_token": 50256,            # the end-of-text id
@@ -29,12 +29,17 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
       "splits": {"train": {"file": "train.bin",         # relative to meta.json's folder
                            "tokens": 123,                # ids in the file
                            "documents": 4,               # documents in the file
-                           "bytes": 246}},               # == tokens * itemsize
+                           "bytes": 246,                 # == tokens * itemsize
+                           "crc32": "1c291ca3"}},        # zlib CRC-32 of the file's bytes
       "holdout": null                # or {"fraction": 0.0005, "seed": 2357}: see below
     }
 
 The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
 existed); readers take them as null.
+
+``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
+disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
+have none), and every stage writes it.
 
 **holdout** (``download.holdout``): the ``validation`` split holds the documents of the dataset's
 train split that are *held out*, the ``train`` split the others, each in dataset order. A
@@ -47,9 +52,9 @@ A split may instead be a **shard directory** (``binarize.shard_tokens: N > 0``):
 a folder beside meta.json (``"train"``) holding bins ``000000.bin``, ``000001.bin``, ... (each a
 bin as above). Shard i holds tokens [i*N, (i+1)*N) of the split, so the shards concatenated in
 order are byte for byte the split's single bin; a document may straddle two shards. The split's
-entry then has one more field, ``shards``, listing the same four fields per shard (``file``
+entry then has one more field, ``shards``, listing the same fields per shard (``file``
 relative to the split's folder; ``documents``: documents that start in the shard), and its own
-four fields are the shards' totals.
+are the shards' totals (``crc32``: of the shards concatenated in order).
 
 **<split>.doclens** (the tokenize stage's, beside its bins): each document's token count,
 without the end-of-text id, as little-endian uint32, in document order.
@@ -68,23 +73,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from tokbin import schema
+from tokbin.crc import crc32_combine, crc32_hex
 from tokbin.errors import TokbinError
 from tokbin.fsio import Writeback, copy_into, write_text_atomic
 
 FORMAT_NAME = "tokbin"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)  # 2 added crc32
 META_FILENAME = "meta.json"
 SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 DOCLENS_DTYPE = np.dtype("<u4")
 EOT_POLICIES = ("append", "prepend", "none")
 REBUILD = "rebuild it with `dvc repro`"
+REPAIR = ("run `python -m tokbin repair`: it restores every damaged output from the DVC remote, "
+          "or says which `dvc repro` rebuilds it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +138,7 @@ class SplitInfo:
     tokens: int
     documents: int
     bytes: int
+    crc32: str | None = None  # of the bytes, as written (None: not recorded)
     shards: tuple["SplitInfo", ...] | None = None  # a shard directory's bins, in order
 
     def bins(self) -> list[tuple[str, "SplitInfo"]]:
@@ -155,8 +167,9 @@ class Meta:
         body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **dataclasses.asdict(self)}
         for split in body["splits"].values():  # only a shard directory has a "shards" field
             for entry in [split, *(split["shards"] or [])]:
-                if entry["shards"] is None:
-                    del entry["shards"]
+                for optional in ("shards", "crc32"):
+                    if entry[optional] is None:
+                        del entry[optional]
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -165,9 +178,9 @@ class Meta:
         fields = _fields(raw, cls, where, header={"format": str, "version": int})
         if fields["format"] != FORMAT_NAME:
             raise TokbinError(f"{where}: format is {fields['format']!r}, expected {FORMAT_NAME!r}")
-        if fields["version"] != FORMAT_VERSION:
+        if fields["version"] not in READS_VERSIONS:
             raise TokbinError(f"{where}: format version {fields['version']} is not supported by "
-                              f"this tokbin (it reads version {FORMAT_VERSION}); upgrade tokbin "
+                              f"this tokbin (it reads versions {READS_VERSIONS}); upgrade tokbin "
                               "or rebuild the data")
         if fields["dtype"] not in DTYPES:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
@@ -256,6 +269,9 @@ def _parse(raw, cls, where: str):
 
 def _parse_split(raw, dtype: str, where: str, shard: bool = False) -> SplitInfo:
     fields = dict(_fields(raw, SplitInfo, where))
+    if "crc32" in fields and not re.fullmatch("[0-9a-f]{8}", str(fields["crc32"])):
+        raise TokbinError(f"{where}.crc32 must be 8 lowercase hex digits, got "
+                          f"{fields['crc32']!r}; the file is damaged")
     if "shards" in fields:
         if fields["shards"] is None:
             raise TokbinError(f"{where}: field 'shards' has the wrong type (None)")
@@ -360,12 +376,13 @@ def open_bin(path: str | os.PathLike, meta: Meta, split: str,
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise TokbinError(f"{path} is missing (meta.json lists it); fetch it with `dvc pull` "
-                          "or rebuild it with `dvc repro`") from None
+        raise TokbinError(f"{path} is missing (meta.json lists it); in its DVC project "
+                          "`python -m tokbin repair` restores it") from None
     if size != info.bytes:
         raise TokbinError(f"{path} is {size} bytes but meta.json says {info.bytes} "
                           f"({info.tokens} {meta.dtype} tokens): the file is truncated, padded or "
-                          "from another build; restore it with `dvc pull` or `dvc repro`")
+                          "from another build; in its DVC project `python -m tokbin repair` "
+                          "restores it")
     if info.tokens == 0:
         return np.zeros(0, dtype=meta.np_dtype)
     return np.memmap(path, dtype=meta.np_dtype, mode="r")
@@ -399,6 +416,24 @@ def read_chunks(path: Path, dtype: np.dtype, chunk_tokens: int = CHUNK_TOKENS
             yield buffer[:size // dtype.itemsize]
 
 
+def read_checked(path: Path, dtype: np.dtype, crc32: str | None,
+                 chunk_tokens: int = CHUNK_TOKENS) -> Iterator[np.ndarray]:
+    """`read_chunks`, then, once every chunk is read, a TokbinError unless the bytes read have
+    the CRC-32 that meta.json records for them: the file is the one its writer wrote."""
+    if crc32 is None:
+        raise TokbinError(f"meta.json records no crc32 for {path} (an older tokbin wrote it): "
+                          f"{REBUILD}")
+    crc = 0
+    for chunk in read_chunks(path, dtype, chunk_tokens):
+        crc = zlib.crc32(chunk, crc)
+        yield chunk
+    if crc32_hex(crc) != crc32:
+        raise TokbinError(f"{path} is not the file its stage wrote: its CRC-32 is "
+                          f"{crc32_hex(crc)}, {path.parent / META_FILENAME} records {crc32}. It "
+                          "was changed in place (and with it the DVC cache object it is "
+                          f"hard-linked to); {REPAIR}")
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 def check_ids(ids: np.ndarray, n_vocab: int) -> None:
@@ -410,27 +445,36 @@ def check_ids(ids: np.ndarray, n_vocab: int) -> None:
 
 
 class BinWriter:
-    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab; the file is
-    fdatasynced as it grows (`Writeback`), every `WRITEBACK_BYTES`."""
+    """Appends token ids to a bin of `dtype`, checking every id is < n_vocab and computing the
+    file's CRC-32 as it goes (`crc32`); the file is fdatasynced as it grows (`Writeback`), every
+    `WRITEBACK_BYTES`."""
 
     WRITEBACK_BYTES = 64 << 20
 
     def __init__(self, path: Path, dtype: str, n_vocab: int):
         self.path, self.dtype, self.n_vocab = path, DTYPES[dtype], n_vocab
         self.tokens = 0
+        self._crc = 0
         self._file: BinaryIO = open(path, "wb")
         self._writeback = Writeback(self._file, self.WRITEBACK_BYTES)
+
+    @property
+    def crc32(self) -> str:
+        """The CRC-32 of everything written so far, as meta.json records it."""
+        return crc32_hex(self._crc)
 
     def write(self, ids: np.ndarray) -> None:
         check_ids(ids, self.n_vocab)
         data = memoryview(ids.astype(self.dtype, copy=False))
         self._file.write(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.tokens += ids.size
         self._writeback.wrote(data.nbytes)
 
-    def append_file(self, path: Path, count: int) -> None:
-        """Appends the `count` ids that `path` holds, in this bin's dtype and already checked
-        against n_vocab by whoever wrote it (`check_ids`), by a copy inside the kernel."""
+    def append_file(self, path: Path, count: int, crc32: int) -> None:
+        """Appends the `count` ids that `path` holds, in this bin's dtype, already checked
+        against n_vocab by whoever wrote it (`check_ids`), whose CRC-32 it computed as it wrote
+        them (`crc32`), by a copy inside the kernel: this process never reads the ids."""
         size = count * self.dtype.itemsize
         with open(path, "rb") as source:
             actual = os.fstat(source.fileno()).st_size
@@ -438,6 +482,7 @@ class BinWriter:
                 raise TokbinError(f"{path} holds {actual} bytes, not the {size} of {count} ids; "
                                   "rerun")
             copy_into(source, self._file, size)
+        self._crc = crc32_combine(self._crc, crc32, size)
         self.tokens += count
         self._writeback.wrote(size)
 

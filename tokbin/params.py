@@ -1,8 +1,9 @@
 """params.yaml, parsed strictly: every stage reads its parameters through `load_params`.
 
-Each section is a dataclass; its fields are the keys, their annotations the types and
-`CHOICES` the allowed values. An unknown key, a missing key, a wrong type or an invalid choice
-is a TokbinError that names the key and lists what is valid. Values that come in several forms
+Each section is a dataclass; its fields are the keys, their annotations the types, `CHOICES`
+the allowed values and `MINIMUMS` the smallest. An unknown, misplaced or missing key, a wrong
+type or an invalid value is a TokbinError that names the key and says what is valid (the check
+stage runs this before DVC deletes any output). Values that come in several forms
 (`download.splits`, `download.data_files`) are normalised to one here, so no stage sees the
 others.
 """
@@ -37,6 +38,11 @@ class DownloadParams:
     def bins(self) -> dict[str, str]:
         """bin name -> the dataset split it holds (the list form maps each name to itself)."""
         return bin_splits(self.splits)
+
+    @property
+    def written_bins(self) -> list[str]:
+        """Every bin the pipeline writes: one per split, and validation drawn by a holdout."""
+        return list(self.bins) + ([HOLDOUT_BIN] if self.holdout is not None else [])
 
     @property
     def data_files_by_split(self) -> dict[str, list[str]] | None:
@@ -81,20 +87,49 @@ CHOICES = {
     "tokenize.executor": EXECUTORS,
     "binarize.dtype": ("auto", *DTYPES),
 }
+MINIMUMS = {"binarize.shard_tokens": (0, "0 (one bin per split) or the most tokens per shard "
+                                         "(e.g. 100000000)")}
 BIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a bin's name is a file name in data/
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokbinError(f"{path} not found: run from the repository root") from None
+    return parse_params(text, path)
+
+
+def parse_params(text: str, path: Path) -> Params:
+    """params.yaml's text (from `path`, which the messages name), checked."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise TokbinError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(raw, dict):
+        _check_placement(raw, path)
     params = _parse(Params, raw, "", path)
     check_download(params.download, path)
     return params
+
+
+def _check_placement(raw: dict, path: Path) -> None:
+    """A key of one section found in another (`eot: none` under `binarize:`) or at the top
+    level is reported as misplaced, with where it belongs."""
+    sections = schema.fields_of(Params)
+    found = [(section, key) for section, keys in raw.items() if isinstance(keys, dict)
+             and section in sections for key in keys]
+    found += [(None, key) for key in raw if key not in sections]
+    for section, key in found:
+        homes = [home for home, hint in sections.items() if key in schema.fields_of(hint)]
+        if not homes or section in homes:
+            continue
+        home, where = homes[0], f"{section}.{key}" if section else f"{key} (at the top level)"
+        fix = (f"remove it there: {home}.{key} is already set" if key in (raw.get(home) or {})
+               else f"move it under {home}:")
+        raise TokbinError(f"{path}: {where} is misplaced: {key} is a key of {home}: "
+                          f"({home}.{key}); {fix}")
 
 
 def _parse(cls, raw, prefix: str, path: Path):
@@ -125,6 +160,8 @@ def _parse(cls, raw, prefix: str, path: Path):
         if choices is not None and value is not None and value not in choices:
             raise TokbinError(f"{path}: {name} is {value!r}; valid values: {', '.join(choices)}"
                               + (" (or null)" if type(None) in _options(hint) else ""))
+        if name in MINIMUMS and value < MINIMUMS[name][0]:
+            raise TokbinError(f"{path}: {name} is {value}; set it to {MINIMUMS[name][1]}")
     return cls(**values)
 
 
@@ -140,6 +177,8 @@ def _describe(hint) -> str:
         return "null"
     if dataclasses.is_dataclass(hint):
         return "a mapping {" + ", ".join(f"{k}: ..." for k in schema.fields_of(hint)) + "}"
+    if hint is int:
+        return "an integer"
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(option) for option in typing.get_args(hint))
@@ -157,12 +196,26 @@ def _describe(hint) -> str:
 def _check_type(name: str, value, hint, path: Path):
     """`value` if it has the annotated type (lists and mappings non-empty, list entries
     unique), else a TokbinError naming the key, the accepted forms and what it got."""
+    if hint is int and isinstance(value, (str, float)) and _whole_number(value) is not None:
+        # PyYAML reads 1e6 as text and 1.0e+6 as a float: neither is an integer to it
+        raise TokbinError(f"{path}: {name} is {value}, which YAML reads as "
+                          f"{'text' if isinstance(value, str) else 'a decimal number'}, not an "
+                          f"integer; write it in digits: {name.rpartition('.')[2]}: "
+                          f"{_whole_number(value)}")
     if not schema.matches(value, hint) or _holds_an_empty(value):
         raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
     if isinstance(value, list) and len(set(map(str, value))) != len(value):
         raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
     return value
+
+
+def _whole_number(value: str | float) -> int | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def _holds_an_empty(value) -> bool:

@@ -10,7 +10,11 @@ its ``meta.json``'s md5; both files are fetched through DVC's Python API (``DVCF
 the repo's DVC cache when it has them, else from the DVC remote) into a local folder named by
 those md5s, checked against them, and renamed into place. A later call finds the folder and
 fetches nothing. The folder is content-addressed, so revisions with the same data share it and
-any number of repos can share one cache folder.
+any number of repos can share one cache folder. A local repo (a path, or a ``file://`` URL) is
+read in place; a git URL is cloned by DVC into a temporary folder, removed before returning.
+
+It needs DVC, which the loader's light install (``tokbin[loader]``) leaves out: there it raises a
+TokbinError saying so.
 
 A shard directory (``pinned_path("data-v1", "data/train")`` with ``binarize.shard_tokens > 0``)
 is fetched the same way, shard by shard, each checked against its md5 in the directory's DVC
@@ -21,7 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from tokbin.dvclock import LOCK_FILE, file_md5, lock_outputs
 from tokbin.errors import TokbinError
@@ -52,6 +58,7 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
     verify: also re-hash a copy found in cache_dir before reusing it (a fresh download is always
     checked); a copy that does not match is fetched again. False trusts a copy of the right size.
     """
+    repo = _local_path(repo)
     fs, outputs = _open_revision(repo, rev, remote)
     try:
         wanted = {path: _output(outputs, path, rev)}
@@ -70,7 +77,7 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
             else:
                 _ensure_copy(fs, repo_path, out, local, rev, verify)
     finally:
-        fs.close()
+        _close(fs, repo)
     return folder / posixpath.basename(path)
 
 
@@ -84,16 +91,45 @@ def pinned_loader(rev: str, path: str = "data/train.bin", *, batch_size: int, bl
     return BinLoader(local, batch_size=batch_size, block_size=block_size, **loader_options)
 
 
-def _open_revision(repo, rev: str, remote: str | None):
+def _local_path(repo: str | os.PathLike | None) -> str | None:
+    """A file:// URL as the plain path it names: DVC reads a path's git objects where they are,
+    but clones any URL (file:// too) into a temporary folder first."""
+    if repo is None:
+        return None
+    url = urlsplit(os.fspath(repo))
+    if url.scheme == "file" and url.netloc in ("", "localhost"):
+        return unquote(url.path)
+    return os.fspath(repo)
+
+
+def _open_revision(repo: str | None, rev: str, remote: str | None):
     """The project as of `rev` (read from git, nothing checked out) and its dvc.lock's cached
     outputs: {path: {"md5", "size", ...}}."""
-    from dvc.api import DVCFileSystem
-    fs = DVCFileSystem(repo=None if repo is None else os.fspath(repo), rev=rev, remote=remote)
     try:
-        return fs, _lock_outputs(fs, rev, os.fspath(repo) if repo is not None else os.getcwd())
+        from dvc.api import DVCFileSystem
+    except ImportError:
+        raise TokbinError("pinned_path needs DVC, which tokbin's loader install "
+                          "(tokbin[loader]) leaves out: install tokbin[pipeline] (or, in a "
+                          "checkout, `pip install -r requirements.txt`)") from None
+    fs = DVCFileSystem(repo=repo, rev=rev, remote=remote)
+    try:
+        return fs, _lock_outputs(fs, rev, repo if repo is not None else os.getcwd())
     except BaseException:
-        fs.close()
+        _close(fs, repo)
         raise
+
+
+def _close(fs, repo: str | None) -> None:
+    """Closes `fs` and removes the clone and cache DVC made for a repo URL (its CLI does that at
+    exit; its Python API never does)."""
+    fs.close()
+    if repo is None or os.path.exists(repo):
+        return
+    from dvc.repo import open_repo
+    clone, _ = open_repo.CLONES.pop(repo, (None, None))
+    for folder in (clone, open_repo.CACHE_DIRS.pop(repo, None)):
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _lock_outputs(fs, rev: str, where: str) -> dict[str, dict]:

@@ -52,13 +52,15 @@ def _encode_unit(unit: WorkUnit, settings: EncodeSettings, holdout: Holdout | No
 
 # --- driver side ---------------------------------------------------------------------------
 
+RAY_MISSING = ("tokenize.executor is ray but Ray is not installed; install it with "
+               "`pip install -r requirements-ray.txt`, or set tokenize.executor: local")
+
+
 def import_ray():
     try:
         import ray
     except ImportError:
-        raise TokbinError("tokenize.executor is ray but Ray is not installed; install it with "
-                          "`pip install -r requirements-ray.txt`, or set tokenize.executor: "
-                          "local") from None
+        raise TokbinError(RAY_MISSING) from None
     return ray
 
 

@@ -64,7 +64,8 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
                     raise _empty(bin_name, source, splits, holdout, counts)
                 split_infos[bin_name] = SplitInfo(f"{bin_name}.bin", count.tokens,
                                                   count.documents,
-                                                  count.tokens * np.dtype(info.dtype).itemsize)
+                                                  count.tokens * np.dtype(info.dtype).itemsize,
+                                                  count.crc32)
         meta = Meta(encoding=encoding, n_vocab=info.n_vocab, eot_token=info.eot_token, eot=eot,
                     dtype=info.dtype, source=source.source, splits=split_infos, holdout=holdout)
         write_meta(tmp, meta)

@@ -58,6 +58,10 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
 
 
 def _open_shard_directory(path: Path, dtype) -> "ShardedTokens":
+    if (path / META_FILENAME).is_file():
+        bins = [str(path / info.file) for info in read_meta(path).splits.values()]
+        raise TokbinError(f"{path} is a data folder, not a bin: pass one of the bins its "
+                          f"meta.json lists ({', '.join(bins)})")
     meta = read_meta(path.parent)  # a shard directory's meta.json is beside it, like a bin's
     split = _split_of(path, meta)
     if meta.splits[split].shards is None:

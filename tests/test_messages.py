@@ -1,0 +1,100 @@
+"""Messages that point the right way: a Ctrl-C at any moment of a stage, and params.yaml values
+that YAML reads otherwise than the user meant or that sit under the wrong section."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from tokbin.errors import TokbinError
+from tokbin.params import parse_params
+
+PARAMS = (ROOT / "params.yaml").read_text()
+
+
+def python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` run from the repo root, as DVC runs a stage (with DVC_STAGE set)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, text=True,
+                          capture_output=True, env={"PATH": "/usr/bin:/bin", "DVC_STAGE":
+                                                    "tokenize", **env}, timeout=60)
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+def test_ctrl_c_during_a_stages_imports_is_one_line_not_a_traceback():
+    result = python("""
+        import os, runpy, signal
+        import stages                       # what `python -m stages.tokenize` runs first
+        os.kill(os.getpid(), signal.SIGINT) # the Ctrl-C, while the stage's imports run
+        runpy.run_module("stages.tokenize", run_name="__main__")
+    """)
+    assert result.returncode == 130
+    assert result.stderr == "tokenize: interrupted before it started; nothing was written\n"
+
+
+def test_ctrl_c_while_a_stage_runs_says_no_output_was_written():
+    result = python("""
+        import os, signal, time
+        import stages
+        from tokbin.stage import run_stage
+
+        def main():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+
+        run_stage("tokenize", main)
+    """)
+    assert result.returncode == 130
+    assert result.stderr == ("tokenize: interrupted; no output was written (`dvc repro` runs it "
+                             "again)\n")
+
+
+def test_ctrl_c_after_a_stage_finished_lets_it_exit_as_finished():
+    """Its outputs are complete: a Ctrl-C while the interpreter waits for a worker thread at
+    exit would otherwise kill it by SIGINT (DVC: "exited with -2") and lose the finished run."""
+    result = python("""
+        import os, signal, threading, time
+        import stages
+        from tokbin.stage import run_stage
+
+        worker = threading.Thread(target=time.sleep, args=(0.5,))  # joined at exit
+        run_stage("tokenize", lambda: (worker.start(), print("tokenize: done", flush=True)))
+        os.kill(os.getpid(), signal.SIGINT)
+    """)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "tokenize: done\n", "")
+
+
+# --- params.yaml -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, message", [
+    ("1e6", "binarize.shard_tokens is 1e6, which YAML reads as text, not an integer; write it "
+            "in digits: shard_tokens: 1000000"),
+    ("1.0e+6", "binarize.shard_tokens is 1000000.0, which YAML reads as a decimal number, not an "
+               "integer; write it in digits: shard_tokens: 1000000"),
+    ("-5", "binarize.shard_tokens is -5; set it to 0 (one bin per split) or the most tokens per "
+           "shard (e.g. 100000000)"),
+    ("many", "binarize.shard_tokens must be an integer, got 'many' (str)"),
+])
+def test_a_number_yaml_does_not_read_as_an_integer_says_how_to_write_it(value, message):
+    with pytest.raises(TokbinError, match="^params.yaml: " + message.replace("(", r"\(")
+                       .replace(")", r"\)").replace(".", r"\.").replace("+", r"\+") + "$"):
+        parse_params(PARAMS.replace("shard_tokens: 0 ", f"shard_tokens: {value} "),
+                     Path("params.yaml"))
+
+
+def test_a_key_at_the_top_level_that_belongs_in_a_section_says_which():
+    text = PARAMS.replace("  eot: append ", "  # eot moved ") + "eot: none\n"
+    with pytest.raises(TokbinError, match=r"eot \(at the top level\) is misplaced: eot is a key "
+                                          r"of tokenize: \(tokenize.eot\); move it under"):
+        parse_params(text, Path("params.yaml"))
+
+
+def test_a_key_both_in_its_section_and_another_says_to_remove_the_stray_one():
+    text = PARAMS.replace("binarize:\n", "binarize:\n  eot: none\n")
+    with pytest.raises(TokbinError, match="binarize.eot is misplaced.*remove it there: "
+                                          "tokenize.eot is already set"):
+        parse_params(text, Path("params.yaml"))

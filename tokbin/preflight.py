@@ -1,0 +1,67 @@
+"""Everything the stages would refuse in params.yaml and dvc.yaml, checked before DVC deletes
+anything.
+
+DVC deletes a stage's outputs just before it runs the stage's command, so a bad value that
+only the stage itself finds costs the outputs it had. The `check` stage runs `check_pipeline`
+first in every `dvc repro` and `dvc exp run` (every other stage depends on its output, whose
+bytes are the same whenever the checks pass, so it never makes another stage rerun), with the
+same messages the stages give. What it cannot know without the network, the data or a
+dataset library (a dataset's splits and columns, which the download stage resolves with
+Hugging Face datasets, nulls in the text) is still the stages' to find.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import shlex
+from pathlib import Path
+
+import yaml
+
+from tokbin.binarize import check_outputs
+from tokbin.encode import check_encoding_name
+from tokbin.errors import TokbinError
+from tokbin.params import Params, load_params
+from tokbin.ray_executor import RAY_MISSING
+from tokbin.source import local_root
+
+OK_TEXT = "params.yaml and dvc.yaml passed tokbin's checks\n"
+
+
+def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Path("dvc.yaml")
+                   ) -> Params:
+    """The checked params; a TokbinError naming the key and the fix otherwise. dvc.yaml is read
+    as params.yaml is, not as a dependency (DVC allows none on its own files): a change to it
+    alone reruns the binarize stage, which checks its command itself."""
+    params = load_params(params_path)
+    local_root(params.download.dataset)  # a local dataset's folder exists
+    check_encoding_name(params.tokenize.encoding)
+    if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise TokbinError(RAY_MISSING)
+    check_outputs(binarize_bins(dvc_yaml), params.download.written_bins,
+                  params.binarize.shard_tokens)
+    return params
+
+
+def binarize_bins(dvc_yaml: Path) -> list[Path]:
+    """The bins the binarize stage's command names (`python -m stages.binarize TOKENS_DIR
+    BIN... [--option ...]`)."""
+    try:
+        stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+        words = shlex.split(stages["binarize"]["cmd"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise TokbinError(f"{dvc_yaml} has no binarize stage command ({type(e).__name__}: {e}); "
+                          "restore it from git (`git checkout dvc.yaml`)") from None
+    positional = list(itertools.takewhile(lambda word: not word.startswith("-"), words[3:]))
+    return [Path(word) for word in positional[1:]]
+
+
+def exp_run_hint() -> str:
+    """What to add to a message when `dvc exp run -S` wrote the bad value into params.yaml."""
+    if os.environ.get("DVC_EXP_BASELINE_REV"):  # DVC sets it for the stages of an exp run
+        # DVC 3.67 also leaves git's index believing params.yaml unchanged: touch it first
+        return (" (`dvc exp run -S` has written it into params.yaml, where `git status` does "
+                "not show it until the file is touched: `touch params.yaml && git checkout "
+                "params.yaml` undoes it)")
+    return ""

@@ -1,0 +1,179 @@
+"""`python -m tokbin repair`: every output whose bytes differ from what dvc.lock records, and
+every damaged DVC cache object, restored from the DVC remote; what no remote has, named with
+the `dvc repro` that rebuilds it.
+
+DVC cannot do this by itself. With the hardlink cache a workspace output *is* its cache
+object, so a write into data/train.bin (as root, read-only bits do not stop it) changes the
+cache too; DVC trusts a read-only cache object without re-hashing it, so `dvc checkout
+--force` and `dvc pull` relink the damaged bytes and `dvc fetch` never downloads an object
+it has. So this re-hashes everything itself:
+
+1. the md5 dvc.lock records for every cached file output and every file of a cached
+   directory output (from the directory's listing object, itself checked and re-fetched);
+2. each cache object and workspace file re-hashed (once per inode);
+3. damaged cache objects removed, with every workspace file that is damaged or a hard link
+   of a damaged object;
+4. `dvc fetch`, what arrived re-hashed (a remote copy may be damaged too), `dvc checkout`;
+5. for what no remote had: the stages a plain `dvc repro` reruns to rebuild it (their
+   outputs are now missing, so DVC reruns them instead of relinking anything).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokbin.dvclock import (LOCK_FILE, file_md5, find_dvc_lock, lock_stage_outputs,
+                            uncached_outputs)
+from tokbin.errors import TokbinError
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A workspace file dvc.lock records, with its md5 and the output and stage it belongs to."""
+    path: Path    # relative to the project root
+    md5: str
+    output: str   # the dvc.lock output: the file itself, or its directory
+    stage: str
+
+
+class Project:
+    """A DVC project's workspace and cache, hashed from scratch (nothing DVC remembers)."""
+
+    def __init__(self, root: Path):
+        from dvc.repo import Repo
+        self.root = root
+        with Repo(str(root)) as repo:
+            self._odb = repo.cache.local
+        self._md5_of_inode: dict[tuple[int, int], str] = {}
+
+    def object_path(self, oid: str) -> Path:
+        return Path(self._odb.oid_to_path(oid))
+
+    def md5(self, path: Path) -> str | None:
+        """The md5 of a file's bytes (hashed once per inode), None when it does not exist."""
+        key = _inode(path)
+        if key is None:
+            return None
+        if key not in self._md5_of_inode:
+            self._md5_of_inode[key] = file_md5(path)
+        return self._md5_of_inode[key]
+
+    def object_ok(self, oid: str) -> bool:
+        """Whether the cache holds `oid` with the bytes its name says (a directory listing's
+        name is the md5 of its bytes plus ".dir")."""
+        return self.md5(self.object_path(oid)) == oid.removesuffix(".dir")
+
+    def remove(self, path: Path, why: str) -> None:
+        print(f"repair: removing {path}: {why}")
+        self._md5_of_inode.pop(_inode(path), None)  # a later file may reuse the inode
+        path.unlink(missing_ok=True)
+
+    def dvc(self, *args: str) -> int:
+        print(f"repair: $ dvc {' '.join(args)}", flush=True)
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.root).returncode
+
+
+def repair(folder: Path) -> int:
+    lock = find_dvc_lock(folder.resolve())
+    if lock is None:
+        raise TokbinError(f"no {LOCK_FILE} in {folder} or above it: repair restores the outputs "
+                          "of a DVC project that `dvc repro` has built")
+    project = Project(lock.parent)
+    files, unknown, uncached = expected_files(project, lock)
+    remove_damaged(project, files)
+    for e in files:  # a good workspace copy (not a link: another inode) refills the cache
+        workspace, cached = project.root / e.path, project.object_path(e.md5)
+        if not cached.exists() and project.md5(workspace) == e.md5:
+            print(f"repair: restoring the DVC cache object of {e.path} from the workspace")
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(workspace, cached)
+            cached.chmod(0o444)
+    missing = {e.output for e in files if not (project.root / e.path).exists()}
+    absent = sorted({e.output for e in files if not project.object_ok(e.md5)})
+    gone = [path for path in uncached if not (project.root / path).exists()]
+    if gone:  # what a failed stage run deleted, that DVC keeps no copy of
+        print(f"repair: {', '.join(gone)} missing, and not in DVC's cache (cache: false): "
+              f"`git checkout -- {' '.join(gone)}` restores the committed copies, or `dvc "
+              "repro` writes them again")
+    if not missing and not absent and not unknown:
+        print(f"repair: every cached output matches {lock}; nothing to do")
+        return 0
+    if absent:
+        project.dvc("fetch", *absent)  # a failure for some objects is reported below
+        remove_damaged(project, files)  # a remote without `verify = true` may hand back damage
+    lost = {e for e in files if not project.object_ok(e.md5)}
+    restorable = sorted(missing - {e.output for e in lost})
+    if restorable and project.dvc("checkout", *restorable) != 0:
+        raise TokbinError("`dvc checkout` failed (its message is above)")
+    pipeline = lock_stage_outputs(lock.read_text(encoding="utf-8"), str(lock))
+    rebuild = [stage for stage in pipeline if stage in {e.stage for e in lost} | unknown]
+    if rebuild:
+        for e in sorted(lost, key=lambda e: e.path):
+            print(f"repair: {e.path} ({e.md5}): neither the DVC cache nor the remote has a "
+                  "good copy")
+        print(f"repair: rebuild it with `dvc repro`: its outputs are missing now, so it reruns "
+              f"{', '.join(rebuild)} (and restores or reruns what follows); then `python -m "
+              "tokbin verify`, and `dvc push` to put the rebuilt data on the remote")
+        return 1
+    still = [str(e.path) for e in files if project.md5(project.root / e.path) != e.md5]
+    if still:
+        raise TokbinError(f"{', '.join(still)} still differ from {LOCK_FILE} after the restore")
+    print(f"repair: every output matches {lock} again")
+    return 0
+
+
+def remove_damaged(project: Project, files: list[Expected]) -> None:
+    """Removes each damaged cache object, and every workspace file that is damaged or one of
+    its hard links."""
+    damaged = {e.md5 for e in files
+               if project.md5(project.object_path(e.md5)) not in (None, e.md5)}
+    bad_inodes = {_inode(project.object_path(oid)) for oid in damaged}
+    for oid in sorted(damaged):
+        project.remove(project.object_path(oid), f"the DVC cache object of {oid} is damaged")
+    for e in files:
+        path = project.root / e.path
+        if path.exists() and (_inode(path) in bad_inodes or project.md5(path) != e.md5):
+            project.remove(path, f"its bytes are not the {e.md5} that {LOCK_FILE} records")
+
+
+def expected_files(project: Project, lock: Path
+                   ) -> tuple[list[Expected], set[str], list[str]]:
+    """Every cached file dvc.lock records; the stages whose directory listing no cache or
+    remote has (their files are unknown until they rerun); the outputs with cache: false."""
+    outputs = lock_stage_outputs(lock.read_text(encoding="utf-8"), str(lock))
+    dvc_yaml = lock.with_name("dvc.yaml")
+    uncached = uncached_outputs(dvc_yaml.read_text(encoding="utf-8"), str(dvc_yaml))
+    files, unknown = [], set()
+    recorded = sorted(o["path"] for outs in outputs.values() for o in outs)
+    for stage, outs in outputs.items():
+        for out in (o for o in outs if o["path"] not in uncached):
+            if not out["md5"].endswith(".dir"):
+                files.append(Expected(Path(out["path"]), out["md5"], out["path"], stage))
+                continue
+            listing = project.object_path(out["md5"])
+            if not project.object_ok(out["md5"]):
+                if listing.exists():
+                    project.remove(listing, f"the listing of {out['path']} is damaged")
+                project.dvc("fetch", out["path"])
+            if not project.object_ok(out["md5"]):
+                print(f"repair: the listing of {out['path']} ({out['md5']}): neither the DVC "
+                      "cache nor the remote has a good copy")
+                unknown.add(stage)
+                continue
+            for entry in json.loads(listing.read_text(encoding="utf-8")):
+                files.append(Expected(Path(out["path"]) / entry["relpath"], entry["md5"],
+                                      out["path"], stage))
+    return files, unknown, [path for path in recorded if path in uncached]
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
