@@ -9,10 +9,10 @@ tests.support.corpus; 0 leaves it out), materialized with the download stage's c
 - **routing**, over every train batch: the documents the fast engine sends to tiktoken, and
   those the conservative rule (for engine versions no code point table was measured on)
   would send, with the characters that send them most often;
-- **one thread's CPU** (thread_time, so other jobs on the machine count little) on ~16 MB of
+- **one thread's CPU** (thread_time, so other jobs on the machine count little) on ~48 MB of
   train batches spread over the corpus: tiktoken, fastokens alone (every document, no routing
   or check), and the fastokens engine as tokbin runs it, with the CPU inside its cross-check
-  (medians of 3 passes, alternated) and the share of tokens it re-encoded;
+  (medians of 5 passes, alternated) and the share of tokens it re-encoded;
 - **the tokenize stage** (tokenize_dataset in a fresh process, one worker per core) with
   each engine, back to back: wall seconds of the whole process (interpreter start and imports
   included) and its CPU seconds; the bins and doclens of both must be byte-identical.
@@ -97,14 +97,14 @@ class _Counting:
 
 def cpu_rates(sample, encoding) -> dict:
     """One thread's CPU seconds on `sample`: tiktoken (once), then fastokens alone and the
-    engine, alternated, with the share inside the engine's cross-check (medians of 3)."""
+    engine, alternated, with the share inside the engine's cross-check (medians of 5)."""
     reference, engine = TiktokenEngine(encoding), FastokensEngine(encoding).thread_copy()
     engine.check.checked = True  # as in a long run: no first-call draw
     timer = CheckTimer(engine)
     started = time.thread_time()
     tokens = sum(int(reference.encode_batch(b)[1].sum()) for b in sample)
     runs = collections.defaultdict(list, tiktoken_s=[time.thread_time() - started])
-    for _ in range(3):
+    for _ in range(5):
         started = time.thread_time()
         for b in sample:
             separately = documents_containing(b, SEPARATOR)
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="corpus names")
     parser.add_argument("--stories", type=int, default=300_000,
                         help="a TinyStories-shaped corpus of this many stories (0: none)")
-    parser.add_argument("--sample-mb", type=float, default=16)
+    parser.add_argument("--sample-mb", type=float, default=48)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.setup:

@@ -3,6 +3,8 @@
     python -m bench.codepoint_table --write    # sweep both engines, write tokbin's table
     python -m bench.codepoint_table --verify   # sweep again; exit 1 if the table is not what
                                                # the installed engines do
+    python -m bench.codepoint_table --mutants  # what the sweeps find when tiktoken runs a
+                                               # mutated pattern: they see differences
 
 gpt2's pattern (tiktoken's `'(?:[sdmt]|ll|ve|re)| ?\\p{L}++| ?\\p{N}++| ?[^\\s\\p{L}\\p{N}]++|
 \\s++$|\\s+(?!\\S)|\\s`) sees a character only through its class: letter, number, whitespace
@@ -238,13 +240,37 @@ def representative_codepoints(rows: list[tuple], every: int = 61) -> np.ndarray:
     return cps[(cps < SURROGATES[0]) | (cps > SURROGATES[1])]
 
 
+# tiktoken's pattern with one class changed: what each should show as differences.
+MUTANTS = {"\\s -> ASCII whitespace": (r"\s", r"[\t\n\x0b\x0c\r ]"),
+           "\\p{N} -> \\p{Nd}": (r"\p{N}", r"\p{Nd}"),
+           "\\p{L} without U+1E030-U+1E06D": (r"\p{L}", r"[\p{L}&&[^\x{1E030}-\x{1E06D}]]")}
+
+
+def mutants() -> None:
+    """Each mutant through the class sweep and three real-vocabulary contexts."""
+    cps = codepoints()
+    for name, (old, new) in MUTANTS.items():
+        pattern = tiktoken_pattern().replace(old, new)
+        classes = sweep_classes(cps, pattern=pattern)
+        class_differs = class_names(classes["tiktoken"]) != class_names(classes["fastokens"])
+        found = cps[class_differs | classes["ids_differ"]]
+        real = sweep_contexts(cps, pattern=pattern, contexts=["a{c}b", "  {c}x", "1{c}2"])
+        print(f"{name}: the class sweep finds {len(found):,} code points "
+              f"({int(class_differs.sum()):,} by class, {int(classes['ids_differ'].sum()):,} by "
+              f"probe ids; {' '.join(f'{c:X}' for c in found[:6])} ...); real gpt2 ids in 3 "
+              f"contexts find {int(real.sum()):,}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", action="store_true")
     group.add_argument("--verify", action="store_true")
+    group.add_argument("--mutants", action="store_true")
     parser.add_argument("--table", default="gpt2", help="the table's name (tokbin/codepoints.py)")
     args = parser.parse_args()
+    if args.mutants:
+        return mutants()
     started = time.perf_counter()
 
     def progress(what):

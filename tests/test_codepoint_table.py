@@ -15,7 +15,7 @@ import numpy as np
 import tiktoken
 import yaml
 
-from bench.codepoint_table import (expected, measure, representative_codepoints,
+from bench.codepoint_table import (MUTANTS, expected, measure, representative_codepoints,
                                    tiktoken_pattern)
 from conftest import ROOT
 from tokbin.codepoints import (CODEPOINTS, codepoint_table, installed_versions, read_rows,
@@ -53,7 +53,7 @@ def test_the_installed_engines_do_what_the_table_says_on_a_representative_subset
 def test_the_sweep_sees_an_engine_that_reads_only_ascii_whitespace():
     # tiktoken with \s narrowed to ASCII: exactly the non-ASCII whitespace must differ.
     cps = representative_codepoints(ROWS)
-    mutant = tiktoken_pattern().replace(r"\s", r"[\t\n\x0b\x0c\r ]")
+    mutant = tiktoken_pattern().replace(*MUTANTS["\\s -> ASCII whitespace"])
     _, _, differs = measure(cps, contexts=[], pattern=mutant)
     assert cps[differs].tolist() == NON_ASCII_WHITESPACE
 
