@@ -1,16 +1,22 @@
-"""Tokenizer engines against tiktoken: exactness over a million documents, and speed.
+"""Tokenizer engines against their references: exactness over a million documents, and speed.
 
     python -m bench.bench_engines --differential 60000   # 15 classes x 60,000 documents plus
                                                          # every safe code point in 8 contexts
+    python -m bench.bench_engines --differential 5000 --tokenizers llama3 split_llama3
     python -m bench.bench_engines --stories 300000 1200000   # the tokenize stage's speed
 
 The differential run compares, per character class, (1) the fastokens engine as tokbin runs
 it (routing and cross-check) and (2) fastokens alone on the documents routing gives it (joined
-by <|endoftext|>, and one string per document for those holding that text), against
-tiktoken's encode_ordinary; it also counts the fast-path documents that the conservative rule
-(tokbin.fast_path.conservative_unsafe, for engine versions no code point table was measured
-on) would send to tiktoken, and how often fastokens alone would have disagreed on the
-documents routing sends to tiktoken. Exit status 1 on any mismatch in (1) or (2).
+by the separator, and one string per document for those holding its text), against the
+reference (tiktoken's encode_ordinary for gpt2 and rank files, tokenizers for tokenizer.json);
+it also counts the fast-path documents that the conservative rule
+(tokbin.fast_path.conservative_unsafe: every tokenizer without a code point table, and gpt2
+on engine versions its table was not measured on) would send to the reference, and how often
+fastokens alone would have disagreed on the documents routing sends to the reference. Exit
+status 1 on any mismatch in (1) or (2). `--tokenizers` picks what runs
+(default: all of `DIFFERENTIAL`): gpt2; Llama 3's rank file (from its PyPI wheel) and o200k's
+ranks as a rank file, each with its own regex; and a tokenizer.json per layout the fast engine
+takes, trained on TinyStories-shaped text.
 
 The speed run builds TinyStories-shaped corpora (tests.support.corpus) and times tokbin's tokenize
 path (tokenize_dataset in a fresh process, one worker per core) with each engine,
@@ -33,13 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from tests.support.text_classes import CLASSES, class_documents
-from tokbin.encode import get_encoding
-from tokbin.engines import FastokensEngine
+from tokbin.engines import make_engine
 from tokbin.executors import default_workers
-from tokbin.codepoints import codepoint_table
-from tokbin.fast_path import conservative_class, documents_containing, proven_class
+from tokbin.fast_path import documents_containing, proven_class
 from tokbin.format import token_ends
 from tokbin.readers import TextBatch
+from tokbin.tokenizer_spec import resolve_tokenizer
+from tokbin.vocab import get_encoding, load_vocabulary
 
 CONTEXTS = ["{c}", "a{c}b", " {c}{c}", "{c}'s", "1{c}2", "\n{c} ", "  {c}x", "{c}\r\n"]
 CHUNK = 5000
@@ -52,11 +58,35 @@ def machine() -> str:
     return f"{cpu}, {default_workers()} cores, Python {platform.python_version()}"
 
 
-def joined_reference(encoding, texts):
-    """tiktoken's ids in the engines' joined layout (each document, then end-of-text)."""
-    want = [encoding.encode_ordinary(t) for t in texts]
-    return (np.array([i for w in want for i in [*w, encoding.eot_token]], np.uint32),
-            np.array([len(w) for w in want], np.int64))
+DIFFERENTIAL = ("gpt2", "llama3", "o200k_ranks", "bytelevel", "nfc", "digits", "split_llama3")
+
+
+def fast_engine(name: str, folder: Path):
+    """The fastokens engine tokbin runs for one of DIFFERENTIAL's tokenizers."""
+    from tests.support.tokenizer_fixtures import stories_like, train_tokenizer_json, wheel_file
+    settings: dict = {}
+    if name == "gpt2":
+        encoding = "gpt2"
+    elif name == "llama3":
+        encoding = str(wheel_file("llama_models-0.0.24-py3-none-any.whl",
+                                  "llama_models/llama3/api/tokenizer.model", folder))
+        settings = dict(pattern="llama3", special_tokens="llama3")
+    elif name == "o200k_ranks":
+        import base64
+        ranks = get_encoding("o200k_base")._mergeable_ranks
+        path = folder / "o200k.tiktoken"
+        path.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n"
+                                for t, r in ranks.items()))
+        encoding = str(path)
+        settings = dict(pattern="o200k_base", special_tokens={"<|endoftext|>": 199999})
+    else:
+        path = folder / f"{name}.json"
+        path.write_text(train_tokenizer_json(stories_like(20000), 8000, name, False))
+        encoding = str(path)
+    vocabulary = load_vocabulary(resolve_tokenizer(encoding, **settings))
+    engine = make_engine("fastokens", vocabulary)
+    assert engine.name == "fastokens", name
+    return engine
 
 
 def differing_documents(ids, lengths, want_ids, want_lengths) -> int:
@@ -69,52 +99,59 @@ def differing_documents(ids, lengths, want_ids, want_lengths) -> int:
     return int((lengths != want_lengths).sum())  # a lower bound; any count > 0 fails
 
 
-def differential(per_class: int) -> int:
-    encoding = get_encoding("gpt2")
-    engine = FastokensEngine(encoding)
-    suites = [(name, lambda name=name, seed=seed: class_documents(name, CHUNK, seed=seed))
-              for name in CLASSES for seed in range(per_class // CHUNK)]
+def differential(per_class: int, names: list[str]) -> int:
+    failures = 0
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix="bench_differential_") as folder:
+            failures += differential_of(name, fast_engine(name, Path(folder)), per_class)
+    return 1 if failures else 0
+
+
+def differential_of(name: str, engine, per_class: int) -> int:
+    """Mismatching documents of `engine` against its reference over the suites (a table)."""
+    reference = engine.reference.encode_texts
+    suites = [(cls, lambda cls=cls, seed=seed: class_documents(cls, CHUNK, seed=seed))
+              for cls in CLASSES for seed in range(per_class // CHUNK)]
     safe = np.flatnonzero(~engine.proven.unsafe)
-    conservative = conservative_class(codepoint_table("gpt2"))
+    conservative = proven_class(None)
     sweep = [ctx.format(c=chr(cp)) for cp in safe for ctx in CONTEXTS]
     suites += [("every_safe_char", lambda i=i: sweep[i:i + CHUNK])
                for i in range(0, len(sweep), CHUNK)]
     rows: dict[str, list[int]] = {}
     started = time.perf_counter()
-    for name, make in suites:
+    for suite, make in suites:
         texts = make()
         batch = TextBatch.from_texts(texts)
         fast = engine.proven.mask(batch)
         widened = int((fast & ~conservative.mask(batch)).sum())
         ids, lengths = engine.encode_batch(batch)
-        routed_bad = differing_documents(ids, lengths, *joined_reference(encoding, texts))
+        routed_bad = differing_documents(ids, lengths, *reference(texts))
         on_fast = [t for t, f in zip(texts, fast) if f]
         joined = [t for t in on_fast if engine.separator not in t]
         separately = [t for t in on_fast if engine.separator in t]
-        alone_bad = sum(differing_documents(*encode(TextBatch.from_texts(part)),
-                                            *joined_reference(encoding, part))
+        alone_bad = sum(differing_documents(*encode(TextBatch.from_texts(part)), *reference(part))
                         for encode, part in [(engine.encode_joined, joined),
                                              (engine.encode_separately, separately)])
         on_slow = [t for t, f in zip(texts, fast) if not f]
         avoided = differing_documents(*engine.encode_separately(TextBatch.from_texts(on_slow)),
-                                      *joined_reference(encoding, on_slow))
-        row = rows.setdefault(name, [0, 0, 0, 0, 0, 0])
+                                      *reference(on_slow))
+        row = rows.setdefault(suite, [0, 0, 0, 0, 0, 0])
         for k, v in enumerate([len(texts), int(fast.sum()), widened, routed_bad, alone_bad,
                                avoided]):
             row[k] += v
     total = sum(r[0] for r in rows.values())
-    print(f"differential vs tiktoken gpt2: {total:,} documents in "
+    print(f"\ndifferential, {name} vs {engine.reference.name}: {total:,} documents in "
           f"{time.perf_counter() - started:.0f} s on {machine()}\n")
     print("| class | documents | fast path | of which outside the conservative class "
           "| engine differs | fastokens differs (fast path) "
-          "| fastokens would differ (routed to tiktoken) |")
+          f"| fastokens would differ (routed to {engine.reference.name}) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, (n, n_fast, widened, routed_bad, alone_bad, avoided) in rows.items():
-        print(f"| {name} | {n:,} | {n_fast / n:.1%} | {widened:,} | {routed_bad} | {alone_bad} "
+    for suite, (n, n_fast, widened, routed_bad, alone_bad, avoided) in rows.items():
+        print(f"| {suite} | {n:,} | {n_fast / n:.1%} | {widened:,} | {routed_bad} | {alone_bad} "
               f"| {avoided} |")
     failures = sum(r[3] + r[4] for r in rows.values())
-    print(f"\n{'FAIL' if failures else 'OK'}: {failures} mismatching documents")
-    return 1 if failures else 0
+    print(f"\n{'FAIL' if failures else 'OK'}: {name}: {failures} mismatching documents")
+    return failures
 
 
 STAGE_RUN = """
@@ -224,12 +261,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--differential", type=int, metavar="PER_CLASS",
                         help=f"documents per class (a multiple of {CHUNK})")
+    parser.add_argument("--tokenizers", nargs="+", choices=DIFFERENTIAL, default=DIFFERENTIAL,
+                        help="what the differential run checks (default: all)")
     parser.add_argument("--stories", type=int, nargs="+",
                         help="corpus sizes for the speed run (TinyStories' train split: 2119719)")
     args = parser.parse_args()
     if not args.differential and not args.stories:
         parser.error("give --differential and/or --stories")
-    status = differential(args.differential) if args.differential else 0
+    status = differential(args.differential, args.tokenizers) if args.differential else 0
     if args.stories:
         speed(args.stories)
     sys.exit(status)

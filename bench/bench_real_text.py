@@ -33,12 +33,12 @@ import time
 from pathlib import Path
 
 from bench.bench_engines import machine, run_stage
-from tokbin.codepoints import codepoint_table
-from tokbin.encode import get_encoding
-from tokbin.engines import FastokensEngine, TiktokenEngine
+from tokbin.engines import make_engine
 from tokbin.executors import default_workers
 from tokbin.fast_path import conservative_class, documents_containing
 from tokbin.readers import DataFile, Reading, iter_text_batches
+from tokbin.tokenizer_spec import resolve_tokenizer
+from tokbin.vocab import load_vocabulary
 
 SEPARATOR = b"<|endoftext|>"
 
@@ -46,6 +46,11 @@ SEPARATOR = b"<|endoftext|>"
 def train_batches(raw: Path) -> list:
     return [b for p in sorted(raw.glob("data/train-*.parquet"))
             for b in iter_text_batches(DataFile(str(p), str(p)), Reading("parquet", "text"))]
+
+
+def gpt2_fast_engine():
+    """The fastokens engine tokbin runs for gpt2."""
+    return make_engine("fastokens", load_vocabulary(resolve_tokenizer("gpt2")))
 
 
 def routing(batches, engine, conservative) -> dict:
@@ -69,7 +74,7 @@ class CheckTimer:
 
     def __init__(self, engine):
         self.seconds, self.tokens, inner = 0.0, 0, engine.check
-        encode = inner.encoding.encode_ordinary
+        encode = inner.reference.encode_ordinary
 
         def counted(text):
             ids = encode(text)
@@ -83,22 +88,23 @@ class CheckTimer:
             finally:
                 self.seconds += time.thread_time() - started
 
-        inner.encoding = _Counting(inner.encoding, counted)
+        inner.reference = _Counting(inner.reference, counted)
         engine.check = timed
 
 
 class _Counting:
-    def __init__(self, encoding, encode_ordinary):
-        self._encoding, self.encode_ordinary = encoding, encode_ordinary
+    def __init__(self, reference, encode_ordinary):
+        self._reference, self.encode_ordinary = reference, encode_ordinary
 
     def __getattr__(self, name):
-        return getattr(self._encoding, name)
+        return getattr(self._reference, name)
 
 
-def cpu_rates(sample, encoding) -> dict:
+def cpu_rates(sample) -> dict:
     """One thread's CPU seconds on `sample`: tiktoken (once), then fastokens alone and the
     engine, alternated, with the share inside the engine's cross-check (medians of 5)."""
-    reference, engine = TiktokenEngine(encoding), FastokensEngine(encoding).thread_copy()
+    engine = gpt2_fast_engine().thread_copy()
+    reference = engine.reference
     engine.check.checked = True  # as in a long run: no first-call draw
     timer = CheckTimer(engine)
     started = time.thread_time()
@@ -128,13 +134,11 @@ def identical(a: Path, b: Path) -> bool:
         (a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
-def measure_corpus(name: str, raw: Path, work: Path, encoding, conservative,
-                   sample_mb: float) -> dict:
+def measure_corpus(name: str, raw: Path, work: Path, conservative, sample_mb: float) -> dict:
     batches = train_batches(raw)
-    engine = FastokensEngine(encoding)
-    result = {"routing": routing(batches, engine, conservative)}
+    result = {"routing": routing(batches, gpt2_fast_engine(), conservative)}
     every = max(1, round(len(batches) / sample_mb))
-    result["cpu"] = cpu_rates(batches[::every], encoding)
+    result["cpu"] = cpu_rates(batches[::every])
     del batches
     env = {**os.environ, "TQDM_DISABLE": "1"}
     stage = {}
@@ -209,8 +213,7 @@ def main() -> None:
         from bench import real_corpora
         real_corpora.install()
         real_corpora.build(args.corpora, only=args.only)
-    encoding = get_encoding("gpt2")
-    conservative = conservative_class(codepoint_table("gpt2"))
+    conservative = conservative_class("gpt2")
     corpora = sorted(p for p in args.corpora.iterdir() if (p / "data").is_dir()
                      and (not args.only or p.name in args.only))
     load_before = os.getloadavg()[0]
@@ -225,8 +228,7 @@ def main() -> None:
             name = corpus.name if corpus.name != "tinystories" else \
                 f"tinystories_shaped_{args.stories // 1000}k"
             raw = materialized(corpus, work / f"raw-{corpus.name}")
-            results[name] = measure_corpus(name, raw, work, encoding, conservative,
-                                           args.sample_mb)
+            results[name] = measure_corpus(name, raw, work, conservative, args.sample_mb)
             _remove(raw)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     if args.json:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from support.tokenizer_fixtures import tokenizer_files  # noqa: F401  (a session fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TIKTOKEN_CACHE = ROOT.parent / "shared" / "tiktoken-cache"
 
@@ -31,6 +33,27 @@ atexit.register(shutil.rmtree, _HF_HOME, True)
 os.environ.update(HF_ENDPOINT=FAKE_HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=_HF_HOME)
 for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN"):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """One S3 server (moto's, on 127.0.0.1) for the session: tests/support/s3.py."""
+    from support.s3 import MotoS3
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(moto_s3, monkeypatch):
+    """S3 clients of this process reach the session's server, with test credentials in the
+    environment as on a real machine; each test's clients are new (fsspec caches them)."""
+    import s3fs
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield moto_s3
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +92,8 @@ def stage_command(repo: Path, name: str) -> list[str]:
     return [sys.executable if words[0] == "python" else words[0], *words[1:]]
 
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", ".dvc/config",
-                 ".dvc/.gitignore", ".dvcignore", ".gitignore", "data/.gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tokbin", "sample", "tokenizers",
+                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "data/.gitignore"]
 
 
 def make_project(dest: Path, **params) -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from bench import bench_real_text, real_corpora
-from tokbin.codepoints import codepoint_table
-from tokbin.encode import get_encoding
 from tokbin.fast_path import conservative_class
 from tokbin.readers import TextBatch
 
@@ -26,13 +24,12 @@ def test_a_corpus_is_a_hub_layout_dataset_with_one_document_in_a_hundred_held_ou
 
 def test_routing_and_the_cross_checks_share_are_measured(gpt2):
     batches = [TextBatch.from_texts(TEXTS[k:k + 50]) for k in range(0, len(TEXTS), 50)]
-    encoding = get_encoding("gpt2")
-    routing = bench_real_text.routing(batches, bench_real_text.FastokensEngine(encoding),
-                                      conservative_class(codepoint_table("gpt2")))
+    routing = bench_real_text.routing(batches, bench_real_text.gpt2_fast_engine(),
+                                      conservative_class("gpt2"))
     assert routing["documents"] == len(TEXTS) and routing["to_tiktoken"] == 0
     assert routing["conservative_to_tiktoken"] == 80  # the no-break and zero-width spaces
     assert set(routing["conservative_characters"]) == {"U+00A0", "U+200B"}
-    cpu = bench_real_text.cpu_rates(batches, encoding)
+    cpu = bench_real_text.cpu_rates(batches)
     assert cpu["tokens"] == sum(len(gpt2.encode_ordinary(t)) for t in TEXTS)
     assert cpu["engine_s"] > 0 and 0 <= cpu["check_s"] < cpu["engine_s"]
 

@@ -11,15 +11,19 @@ import json
 import numpy as np
 import pytest
 
+from support.engine_faults import shift_joined_ids
 from support.text_classes import CLASSES, class_documents
 from tokbin import codepoints, cross_check, engines, fast_path
 from tokbin.codepoints import codepoint_table
 from tokbin.cross_check import CHECK_PIECE_TOKENS, CHECK_SHARE, pretoken_cut
-from tokbin.engines import FastokensEngine, TiktokenEngine, make_engine
+from tokbin.engines import FastokensEngine, effective_engine, make_engine
 from tokbin.errors import TokbinError
 from tokbin.fast_path import (conservative_class, derive_tokenizer_json, documents_containing,
                               proven_class, tokenizer_json)
 from tokbin.readers import TextBatch
+from tokbin.reference_engines import TiktokenEngine
+from tokbin.tokenizer_spec import resolve_tokenizer
+from tokbin.vocab import load_vocabulary
 
 DOCS_PER_CLASS = 1000
 # Strings on which tokie, the first fast engine tried, disagrees with tiktoken: non-ASCII
@@ -53,16 +57,22 @@ def fast_texts(docs):
 SEPARATOR = "<|endoftext|>"
 
 
+def fastokens_asked(name: str):
+    """The engine tokbin runs for tiktoken encoding `name` when fastokens is asked for."""
+    vocabulary = load_vocabulary(resolve_tokenizer(name))
+    return make_engine(effective_engine("fastokens", vocabulary), vocabulary)
+
+
 @pytest.fixture(scope="module")
-def fast(gpt2):
-    return FastokensEngine(gpt2)
+def fast():
+    return fastokens_asked("gpt2")
 
 
 @pytest.fixture(scope="module")
 def conservative():
     """The proven class for engine versions no code point table was measured on: documents
     with non-ASCII whitespace, controls or unassigned code points go to tiktoken."""
-    return conservative_class(codepoint_table("gpt2"))
+    return conservative_class("gpt2")
 
 
 @pytest.fixture
@@ -184,10 +194,11 @@ def test_other_engine_versions_than_the_tables_route_conservatively(monkeypatch,
     monkeypatch.setattr(codepoints, "installed_versions",
                         lambda: {"tiktoken": "0.15.0", "fastokens": "0.3.5"})
     monkeypatch.setattr(engines, "installed_versions", codepoints.installed_versions)
-    assert engines.effective_engine("fastokens", "gpt2") == "fastokens"
-    assert "measured on fastokens 0.3.5 and tiktoken 0.14.0" in capsys.readouterr().err
     proven_class.cache_clear()
     try:
+        vocabulary = load_vocabulary(resolve_tokenizer("gpt2"))
+        assert engines.effective_engine("fastokens", vocabulary) == "fastokens"
+        assert "measured on fastokens 0.3.5 and tiktoken 0.14.0" in capsys.readouterr().err
         assert proven_class("gpt2").table is None
         assert proven_class("gpt2").unsafe[0xA0]
     finally:
@@ -244,38 +255,27 @@ def test_a_missing_end_of_text_id_stops_the_fast_path(fast, monkeypatch):
         fast.encode_batch(TextBatch.from_texts(["one", "two"]))
 
 
-def test_the_cross_check_stops_on_a_mismatch(fast, gpt2, monkeypatch):
+def test_the_cross_check_stops_on_a_mismatch(fast, monkeypatch):
     fast = fast.thread_copy()  # a fresh engine checks its first batch
-    encode_joined = fast.encode_joined
-
-    def off_by_one(batch, members):
-        ids, lengths = encode_joined(batch, members)
-        return np.where(ids == gpt2.eot_token, ids, ids + 1), lengths
-
-    monkeypatch.setattr(fast, "encode_joined", off_by_one)
+    shift_joined_ids(fast, monkeypatch)
     with pytest.raises(TokbinError, match="disagrees with tiktoken.*tokenize.engine: tiktoken"):
         fast.encode_batch(TextBatch.from_texts(["A perfectly ordinary story."]))
 
 
-class CountingEncoding:
-    """gpt2, recording every text the cross-check encodes."""
+class CountingReference:
+    """gpt2's tiktoken engine, recording every text the cross-check encodes."""
 
     def __init__(self, encoding):
-        self.encoding, self.checked = encoding, []
-        self.eot_token, self.n_vocab = encoding.eot_token, encoding.n_vocab
-        self._mergeable_ranks = encoding._mergeable_ranks
+        self.encoding, self.checked, self.name = encoding, [], "tiktoken"
 
     def encode_ordinary(self, text):
         self.checked.append(text)
         return self.encoding.encode_ordinary(text)
 
-    def decode_bytes(self, ids):
-        return self.encoding.decode_bytes(ids)
 
-
-def counting(engine, gpt2, monkeypatch) -> CountingEncoding:
-    recorder = CountingEncoding(gpt2)
-    monkeypatch.setattr(engine.check, "encoding", recorder)
+def counting(engine, gpt2, monkeypatch) -> CountingReference:
+    recorder = CountingReference(gpt2)
+    monkeypatch.setattr(engine.check, "reference", recorder)
     return recorder
 
 
@@ -294,6 +294,26 @@ def test_the_cross_check_takes_a_share_of_the_tokens_and_a_rerun_checks_the_same
     checked = sum(len(gpt2.encode_ordinary(t)) for t in runs[0])
     assert total / share / 2 < checked < 2 * total / share
     assert runs[1] == runs[0]
+
+
+def test_without_a_cut_rule_documents_are_checked_whole_within_the_tokens_share(gpt2,
+                                                                              monkeypatch):
+    # Under a pattern other than gpt2's (no classes: no pre-token cuts known) a drawn document
+    # is re-encoded whole, and what it costs over the share is taken from later calls.
+    share = 64
+    monkeypatch.setattr(cross_check, "CHECK_SHARE", share)
+    recorder = CountingReference(gpt2)
+    check = cross_check.CrossCheck(recorder, None, "reference")
+    texts = [t for t in class_documents("mixed", 3000, seed=5) if SEPARATOR not in t]
+    total, longest = 0, 0
+    for k in range(0, len(texts), 100):
+        batch = TextBatch.from_texts(texts[k:k + 100])
+        ids, lengths = TiktokenEngine(gpt2, gpt2.eot_token).encode_batch(batch)
+        check(batch, None, ids, lengths)
+        total, longest = total + int(lengths.sum()), max(longest, int(lengths.max()))
+    assert set(recorder.checked) <= set(texts)  # whole documents
+    checked = sum(len(gpt2.encode_ordinary(t)) for t in recorder.checked)
+    assert total / share / 2 < checked < total / share + longest
 
 
 def test_a_fresh_engine_always_checks_its_first_batch(fast, gpt2, monkeypatch):
@@ -375,17 +395,16 @@ def test_a_thread_copy_owns_its_tiktoken_encoding_when_documents_are_routed(
     copy = conservative_engine.thread_copy()
     assert copy.tokenizer is conservative_engine.tokenizer
     assert copy.encoding is not conservative_engine.encoding
-    assert copy.reference.encoding is copy.encoding is copy.check.encoding
+    assert copy.reference.encoding is copy.encoding and copy.check.reference is copy.reference
     assert copy.encoding._mergeable_ranks == gpt2._mergeable_ranks
     assert_exact(copy, gpt2, class_documents("mixed", 200, seed=4))
 
 
 def test_r50k_base_is_fast_and_other_encodings_fall_back_to_tiktoken(capsys):
-    from tokbin.encode import get_encoding
-    r50k = get_encoding("r50k_base")
-    assert_exact(make_engine("fastokens", r50k), r50k, class_documents("mixed", 300, seed=2))
-    cl100k = get_encoding("cl100k_base")
-    assert isinstance(make_engine("fastokens", cl100k), TiktokenEngine)
+    r50k = fastokens_asked("r50k_base")
+    assert isinstance(r50k, FastokensEngine)
+    assert_exact(r50k, r50k.encoding, class_documents("mixed", 300, seed=2))
+    assert isinstance(fastokens_asked("cl100k_base"), TiktokenEngine)
     assert "encoding cl100k_base is tokenized with tiktoken" in capsys.readouterr().err
 
 

@@ -60,6 +60,10 @@ BAD_PARAMS = {
     "misplaced key": (misplace_eot, "params.yaml: binarize.eot is misplaced: eot is a key of "
                                     "tokenize: (tokenize.eot); move it under tokenize:"),
     "unknown key": (lambda p: p["binarize"].update(foo=1), "params.yaml: unknown key binarize.foo"),
+    "streaming a local directory": (
+        lambda p: p["download"].update(materialize=False),
+        "download.materialize: false streams a dataset from the Hub or object storage, but "
+        "./dataset is a local directory: set download.materialize: true"),
     "shards without their outputs": (
         lambda p: p["binarize"].update(shard_tokens=1000),
         "binarize.shard_tokens is 1000, so binarize writes data/train, data/validation, but "

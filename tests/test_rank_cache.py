@@ -5,7 +5,7 @@ import pytest
 import tiktoken
 
 from tokbin import rank_cache
-from tokbin.encode import get_encoding
+from tokbin.vocab import get_encoding
 from tokbin.fast_path import tokenizer_json_path
 
 TEXT = "“Hi,” said José. 日本語 👍🏽\t<|endoftext|>  x\u00a0y"

@@ -1,6 +1,9 @@
-"""tokenize.executor: ray, against a real Ray cluster (a head on this machine with 2 worker CPUs
-started by this module): the same bytes as executor local whatever order tasks finish in, a
-killed task retried by Ray, data errors surfacing as TokbinError, RAY_ADDRESS honoured."""
+"""tokenize.executor: ray, against a real Ray cluster of two nodes on this machine (started by
+this module, each node in its own working directory, tokbin shipped to them as on a real
+cluster): the same bytes as executor local whatever order tasks finish in, a killed task
+retried by Ray, data errors surfacing as TokbinError, RAY_ADDRESS honoured, and tasks on both
+nodes streaming their inputs from S3 or the Hub (download.materialize: false) while the
+driver holds no data file at all."""
 from __future__ import annotations
 
 import os
@@ -13,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_project, run, stage_command
+from conftest import FAKE_HUB, make_project, run, stage_command
+from support.fakehub import tree_of
 from tokbin import ray_executor
 from tokbin.errors import TokbinError
 from tokbin.format import Holdout
@@ -29,29 +33,53 @@ TRAIN = [["Once upon a time, there was a cat.", "", "Tom said: <|endoftext|> is 
          + [f"Story {i}: the dog ran {i} times." for i in range(60)],
          [f"Second file, story {i}." for i in range(30)]]
 VALIDATION = ["The end.", "Another short story about a dog.", ""]
+NODES = ("head", "worker")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """One Ray head for the module: 2 CPUs (so 2 worker processes), a small object store."""
-    ray.init(address="local", num_cpus=2, object_store_memory=80 << 20, include_dashboard=False)
-    yield ray.get_runtime_context().gcs_address
+def cluster(tmp_path_factory, moto_s3):
+    """One Ray cluster for the module: a head and a worker node of 1 CPU each, each started in
+    its own working directory (its tasks run there), with a small object store. The nodes'
+    environment reaches the session's S3 server and fake Hub, as a real node's would reach
+    its stores; tokbin reaches them with the job (Ray py_modules), as on a real cluster."""
+    from ray.cluster_utils import Cluster
+    nodes = tmp_path_factory.mktemp("ray-nodes")
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in moto_s3.env.items():
+            env.setenv(key, value)
+        cluster = Cluster()
+        for name in NODES:
+            (nodes / name).mkdir()
+            env.chdir(nodes / name)  # a node's processes start in the directory it starts in
+            cluster.add_node(num_cpus=1, object_store_memory=80 << 20, include_dashboard=False)
+    ray.init(address=cluster.address,
+             runtime_env={"py_modules": [str(ray_executor.TOKBIN_PACKAGE)]})
+    yield cluster.address, nodes
     ray.shutdown()
+    cluster.shutdown()
+
+
+def write_dataset(folder: Path) -> Path:
+    """Train in 2 parquet files of 7-row row groups, validation in one, in Hub layout."""
+    (folder / "data").mkdir(parents=True)
+    for i, texts in enumerate(TRAIN):
+        pq.write_table(pa.table({"text": texts}),
+                       folder / "data" / f"train-0000{i}-of-00002.parquet", row_group_size=7)
+    pq.write_table(pa.table({"text": VALIDATION}),
+                   folder / "data" / "validation-00000-of-00001.parquet")
+    return folder
+
+
+def download(dataset: str, raw: Path, copy: bool = True) -> Path:
+    raw.mkdir()
+    materialize(dataset, "main", ["train", "validation"], "text", raw, copy=copy)
+    return raw
 
 
 @pytest.fixture
 def raw(tmp_path) -> Path:
-    """A downloaded dataset: train in 2 parquet files of 7-row row groups, validation in one."""
-    dataset = tmp_path / "dataset" / "data"
-    dataset.mkdir(parents=True)
-    for i, texts in enumerate(TRAIN):
-        pq.write_table(pa.table({"text": texts}), dataset / f"train-0000{i}-of-00002.parquet",
-                       row_group_size=7)
-    pq.write_table(pa.table({"text": VALIDATION}), dataset / "validation-00000-of-00001.parquet")
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    materialize(str(dataset.parent), "main", ["train", "validation"], "text", raw)
-    return raw
+    """A downloaded dataset (`write_dataset`)."""
+    return download(str(write_dataset(tmp_path / "dataset")), tmp_path / "raw")
 
 
 @pytest.fixture
@@ -153,14 +181,45 @@ def test_executor_ray_without_ray_installed_says_how_to_install_it(raw, tmp_path
 
 
 def test_the_stage_connects_to_the_cluster_named_by_RAY_ADDRESS(cluster, tmp_path, monkeypatch):
+    address, _ = cluster
     project = make_project(tmp_path / "project", download__dataset="./sample",
                            tokenize__executor="ray")
     run(stage_command(project, "download"), project)
-    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    monkeypatch.setenv("RAY_ADDRESS", address)
     result = run(stage_command(project, "tokenize"), project)
-    assert f"Connecting to existing Ray cluster at address: {cluster}" in result.stderr
+    assert f"Connecting to existing Ray cluster at address: {address}" in result.stderr
     local = tmp_path / "local"
     tokenize_dataset(project / "data" / "raw", local, ["train", "validation"], "text", "gpt2",
                      "append", workers=2)
     for name in ("train.bin", "validation.bin", "meta.json"):
         assert (project / "data" / "tokens" / name).read_bytes() == (local / name).read_bytes()
+
+
+@pytest.mark.parametrize("where", ["s3", "hub"])
+def test_tasks_on_both_nodes_stream_their_inputs_and_the_driver_holds_no_data_file(
+        cluster, s3_env, tmp_path, monkeypatch, task_per_row_group, where):
+    _, nodes = cluster
+    folder = write_dataset(tmp_path / "dataset")
+    if where == "s3":
+        s3_env.bucket("ray-stream")
+        dataset = s3_env.put_folder(folder, f"s3://ray-stream/{tmp_path.name}")
+    else:
+        dataset = "ray/stream"
+        FAKE_HUB.add_commit(dataset, tree_of(folder))
+    streamed = download(dataset, tmp_path / "streamed", copy=False)
+    assert [p.name for p in streamed.rglob("*")] == ["source.json"]  # nothing a task could open
+    encode, ran = ray_executor._encode_unit, tmp_path / "ran"
+    ran.mkdir()
+
+    def encode_where_it_runs(unit, *args):
+        node = ray.get_runtime_context().get_node_id()
+        (ran / f"{node}-{os.getpid()}").write_text(os.getcwd())
+        time.sleep(0.1)  # both nodes get tasks
+        return encode(unit, *args)
+
+    monkeypatch.setattr(ray_executor, "_encode_unit", encode_where_it_runs)
+    copied = download(dataset, tmp_path / "copied")
+    assert tokenize(streamed, tmp_path / "ray", "ray") == \
+        tokenize(copied, tmp_path / "local", "local")
+    assert len({p.name.split("-")[0] for p in ran.iterdir()}) == len(NODES)
+    assert {p.read_text() for p in ran.iterdir()} == {str(nodes / n) for n in NODES}

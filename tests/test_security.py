@@ -266,7 +266,7 @@ def test_a_valid_meta_json_parses():
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=3), "format version 3 is not supported"),
+    (lambda m: m.update(version=4), "format version 4 is not supported"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
     (lambda m: m["splits"]["train"].update(crc32="1C291CA3"), "crc32 must be 8 lowercase hex"),
     (lambda m: m["splits"]["train"].update(crc32=None), "crc32 must be 8 lowercase hex"),

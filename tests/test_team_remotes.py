@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import logging
 import shutil
 import socket
 import threading
@@ -71,17 +70,10 @@ def builder(team_origin, tmp_path_factory) -> Path:
 # --- S3: a moto server ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server on a free 127.0.0.1 port, with an empty bucket."""
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3_client(endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+def s3_endpoint(moto_s3):
+    """The session's moto S3 server (tests/support/s3.py), with an empty bucket."""
+    moto_s3.bucket(BUCKET)
+    return moto_s3.endpoint
 
 
 def s3_client(endpoint: str):

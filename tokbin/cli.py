@@ -8,7 +8,9 @@
 `verify` checks each bin listed in meta.json: present, the size meta.json gives, every id below
 n_vocab, one end-of-text id per document (eot append/prepend), the CRC-32 meta.json records,
 and the md5 that `dvc.lock` records for it when the folder is inside a DVC project. A bare bin
-(no meta.json) takes --dtype, and --encoding for its vocabulary.
+(no meta.json) takes --dtype, and --encoding for its vocabulary. `inspect` decodes with the
+tokenizer meta.json records, whatever its kind, and only with the very file (its sha256) it
+records (--tokenizer PATH: a copy of it elsewhere).
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def scan_bin(path: Path, meta: Meta) -> BinStats:
 
 def bare_meta(path: Path, dtype: str, encoding: str) -> Meta:
     """A meta.json's worth for a bare bin (no meta.json): what --dtype and --encoding say."""
-    from tokbin.encode import get_encoding
+    from tokbin.vocab import get_encoding
     if (path.parent / META_FILENAME).is_file():
         raise TokbinError(f"{path.parent / META_FILENAME} gives {path}'s dtype; drop --dtype")
     if not path.is_file():
@@ -170,10 +172,11 @@ def verify(data: Path, meta: Meta | None = None) -> int:
 # --- inspect ---------------------------------------------------------------------------------
 
 def inspect(path: Path, windows: int, window_tokens: int, seed: int,
-            meta: Meta | None = None) -> int:
+            meta: Meta | None = None, tokenizer: Path | None = None) -> int:
     """Prints `path`'s meta.json (or, for a bare bin, the `meta` made up for it), its splits'
-    stats, and decoded sample windows."""
-    from tokbin.encode import get_encoding
+    stats, and sample windows decoded with its tokenizer (`tokenizer`: the recorded file's
+    copy, if it is not where meta.json says)."""
+    from tokbin.vocab import recorded_vocabulary
     bare = meta is not None
     meta = meta or read_meta(path)
     folder = meta_path(path).parent
@@ -196,7 +199,7 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
         print(f"{split:>12}: {info.tokens:>14,} tokens {info.documents:>12,} documents "
               f"{info.tokens / max(info.documents, 1):>10.1f} tokens/document "
               f"{size_text(info.bytes):>10}  ({info.file})")
-    encoding = get_encoding(meta.encoding)
+    vocabulary = recorded_vocabulary(meta, folder, tokenizer)
     rng = np.random.default_rng(seed)
     for split in shown:
         for relative, info in meta.splits[split].bins():
@@ -209,7 +212,7 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
             for start in starts:
                 ids = np.asarray(data[start:start + length]).tolist()
                 print(f"-- tokens {start:,}..{start + length:,} of {len(data):,}")
-                print(encoding.decode(ids))
+                print(vocabulary.decode(ids))
     return 0
 
 
@@ -230,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     look.add_argument("--windows", type=int, default=3, help="sample windows per bin")
     look.add_argument("--tokens", type=int, default=64, help="tokens per window")
     look.add_argument("--seed", type=int, default=0, help="where the windows fall")
+    look.add_argument("--tokenizer", type=Path, default=None,
+                      help="the tokenizer file meta.json records, if it is not where it says")
     for command in (check, look):
         command.add_argument("--dtype", choices=list(DTYPES),
                              help="a bare bin's dtype (a bin without meta.json beside it)")
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                               "or, where it was built, `python -m tokbin repair` restores it")
         if args.command == "verify":
             return verify(given, meta)
-        return inspect(given, args.windows, args.tokens, args.seed, meta)
+        return inspect(given, args.windows, args.tokens, args.seed, meta, args.tokenizer)
     except TokbinError as e:
         print(f"tokbin {args.command}: error: {e}", file=sys.stderr)
         return 1

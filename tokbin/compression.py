@@ -15,6 +15,7 @@ import zlib
 from typing import IO, Iterator
 
 from tokbin.errors import TokbinError
+from tokbin.remote import DataFile, open_binary
 
 EXTENSIONS = {"gz": "gzip", "gzip": "gzip", "bz2": "bz2", "xz": "xz", "zst": "zstd",
               "zstd": "zstd", "lz4": "lz4", "zip": "zip"}
@@ -38,32 +39,39 @@ def uncompressed_name(name: str) -> str:
     return stem if dot and ext in EXTENSIONS else name
 
 
-def compression_of(path: str) -> str | None:
+def compression_of(path: str, f: IO[bytes]) -> str | None:
+    """The compression of data file `path`, open as `f` (left at its start)."""
     kind = EXTENSIONS.get(extension(path))
     if kind:
         return kind
-    with open(path, "rb") as f:
-        head = f.read(8)
+    head = f.read(8)
+    f.seek(0)
     return next((kind for magic, kind in MAGIC if head.startswith(magic)), None)
 
 
-def open_data(path: str, name: str) -> IO[bytes]:
-    """The bytes of data file `path` (called `name` in messages), decompressed as read."""
-    kind = compression_of(path)
-    if kind is None:
-        return open(path, "rb")
-    if kind not in SUPPORTED:
-        raise TokbinError(f"{name} is a {kind} file, which tokbin does not read (compressions "
-                          f"read: {', '.join(SUPPORTED)}); recompress it or leave it out of "
-                          "download.data_files")
-    if kind == "gzip":
-        return gzip.open(path, "rb")
-    if kind == "bz2":
-        return bz2.open(path, "rb")
-    if kind == "xz":
-        return lzma.open(path, "rb")
-    import pyarrow as pa  # zstd: pyarrow's codec needs no extra package, and reads every frame
-    return pa.CompressedInputStream(pa.OSFile(path), "zstd")
+@contextlib.contextmanager
+def open_data(file: DataFile) -> Iterator[IO[bytes]]:
+    """The bytes of a data file, decompressed as read."""
+    with open_binary(file) as raw:
+        kind = compression_of(file.path, raw)
+        if kind is None:
+            yield raw
+            return
+        if kind not in SUPPORTED:
+            raise TokbinError(f"{file.name} is a {kind} file, which tokbin does not read "
+                              f"(compressions read: {', '.join(SUPPORTED)}); recompress it or "
+                              "leave it out of download.data_files")
+        if kind == "zstd":
+            import pyarrow as pa  # pyarrow's codec needs no extra package, reads every frame
+            with pa.CompressedInputStream(raw, "zstd") as f:
+                yield f
+            return
+        if kind == "gzip":
+            decompressed = gzip.GzipFile(fileobj=raw, mode="rb")
+        else:
+            decompressed = (bz2.BZ2File if kind == "bz2" else lzma.LZMAFile)(raw, "rb")
+        with decompressed as f:
+            yield f
 
 
 @contextlib.contextmanager

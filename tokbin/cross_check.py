@@ -1,11 +1,13 @@
-"""The fast engine's run-time cross-check: a share of its tokens re-encoded with tiktoken.
+"""The fast engine's run-time cross-check: a share of its tokens re-encoded with the reference.
 
-About one token in CHECK_SHARE of what fastokens encodes is checked, in draws of about
-CHECK_PIECE_TOKENS, whatever the documents' sizes: the cost is bounded by tokens, not by
-documents. A document of at most CHECK_PIECE_TOKENS tokens is checked whole; a longer one on
-a **piece** cut where gpt2's pattern always ends a pre-token (`pretoken_cut`), so tiktoken's
-ids for the piece are its ids for the whole document there. Any difference stops the stage.
-See docs/fast_engine.md.
+About one token in CHECK_SHARE of what fastokens encodes is checked, whatever the documents'
+sizes: the cost is bounded by tokens, not by documents. Under gpt2's pattern (tiktoken the
+reference), draws are of about CHECK_PIECE_TOKENS: a document of at most that many tokens is
+checked whole, a longer one on a **piece** cut where the pattern always ends a pre-token
+(`pretoken_cut`), so tiktoken's ids for the piece are its ids for the whole document there.
+Under another pattern no cut is known, so drawn documents are checked whole, and what a long
+one costs over the share is taken from the engine's later calls. Any difference stops the
+stage. See docs/fast_engine.md.
 """
 from __future__ import annotations
 
@@ -33,18 +35,20 @@ NEAR_BYTES = 1 << 15  # a piece is looked for this far around its estimated plac
 
 
 class CrossCheck:
-    """Checks one engine's fastokens ids against `encoding` (tiktoken); `classes` are tiktoken's
-    class of each code point (tokbin.fast_path.ProvenClass.classes), for finding cuts."""
+    """Checks one engine's fastokens ids against `reference` (a tokbin.reference_engines
+    engine); `classes` are tiktoken's class of each code point under gpt2's pattern
+    (tokbin.fast_path.ProvenClass.classes), for finding cuts, or None for another pattern."""
 
-    def __init__(self, encoding, classes: np.ndarray):
-        self.encoding, self.classes = encoding, classes
+    def __init__(self, reference, classes: np.ndarray | None, fallback: str):
+        self.reference, self.classes, self.fallback = reference, classes, fallback
         self.checked = False  # whether this engine has drawn yet: its first call always does
+        self.credit = 0.0  # whole-document checks: the budget left (or overdrawn) so far
         self._token_bytes = None
 
-    def fresh(self, encoding) -> "CrossCheck":
-        """The same check for another thread's engine (with `encoding`, tiktoken's Encoding of
-        that thread), which draws in its first call too."""
-        copy = CrossCheck(encoding, self.classes)
+    def fresh(self, reference) -> "CrossCheck":
+        """The same check for another thread's engine (with `reference`, that thread's), which
+        draws in its first call too."""
+        copy = CrossCheck(reference, self.classes, self.fallback)
         copy._token_bytes = self._token_bytes
         return copy
 
@@ -68,6 +72,8 @@ class CrossCheck:
         total = len(ids) - documents  # tokens: each document's ids end with end-of-text
         budget, spent, force = total / CHECK_SHARE, 0, not self.checked
         self.checked = True
+        if self.classes is None:  # whole documents: the budget carries over between calls
+            budget, self.credit = budget + self.credit, 0.0
         chosen = token_ends = starts = None  # found on the first draw: most calls have none
         rng = None
         while spent < budget or force:
@@ -76,9 +82,9 @@ class CrossCheck:
                 start = int(batch.offsets[first])  # a hash of where the batch starts
                 rng = random.Random(zlib.crc32(batch.data[start:start + 4096]) + documents)
             left = budget - spent
-            if not force and left < CHECK_PIECE_TOKENS \
+            if self.classes is not None and not force and left < CHECK_PIECE_TOKENS \
                     and rng.random() * CHECK_PIECE_TOKENS >= left:
-                break
+                break  # under gpt2's pattern a remainder is a draw with that probability
             force = False
             if chosen is None:
                 chosen = np.arange(len(batch)) if members is None else np.flatnonzero(members)
@@ -92,19 +98,21 @@ class CrossCheck:
                 at = token - int(token_ends[i] - lengths[i])
             got = ids[starts[i]:starts[i] + lengths[i]]
             lo, hi = int(batch.offsets[chosen[i]]), int(batch.offsets[chosen[i] + 1])
-            if len(got) <= CHECK_PIECE_TOKENS:
+            if len(got) <= CHECK_PIECE_TOKENS or self.classes is None:
                 spent += max(len(got), CHECK_PIECE_TOKENS // 2)  # its call costs that much
                 self.compare(batch.data[lo:hi], got, hi - lo, 0)
             else:
                 spent += CHECK_PIECE_TOKENS
                 self.check_piece(batch.data, (lo, hi), got,
                                  max(0, min(at, len(got) - CHECK_PIECE_TOKENS)))
+        if self.classes is None:
+            self.credit = budget - spent
 
     def compare(self, text: bytes, got: np.ndarray, size: int, start: int) -> None:
-        """Stops unless tiktoken encodes `text` (at byte `start` of a document of `size`
+        """Stops unless the reference encodes `text` (at byte `start` of a document of `size`
         bytes) to `got`."""
-        if got.tolist() != self.encoding.encode_ordinary(text.decode("utf-8")):
-            disagree(text, size, start)
+        if got.tolist() != list(self.reference.encode_ordinary(text.decode("utf-8"))):
+            self.disagree(text, size, start)
 
     def check_piece(self, data: bytes, span: tuple[int, int], got: np.ndarray, at: int) -> None:
         """Checks fastokens' ids `got` of the long document data[span[0]:span[1]] on about
@@ -119,7 +127,7 @@ class CrossCheck:
         """
         lo, hi = span
         window = got[at:at + CHECK_PIECE_TOKENS + CHECK_SLACK_TOKENS]
-        spelled = self.encoding.decode_bytes(window.tolist())
+        spelled = self.reference.encoding.decode_bytes(window.tolist())
         ends = np.cumsum(self.token_byte_lengths()[window])  # where each token's bytes end
         start = 0 if at == 0 else pretoken_cut(spelled, _second_character(spelled),
                                                self.classes)
@@ -137,26 +145,27 @@ class CrossCheck:
         else:
             where = _find_near(data, piece, lo + at * (hi - lo) // len(got), lo, hi)
         if (start and ends[first] != start) or ends[last] != stop or where < 0:
-            disagree(piece, hi - lo, max(where - lo, 0), "; its ids do not spell the "
+            self.disagree(piece, hi - lo, max(where - lo, 0), "; its ids do not spell the "
                      "document's text at pre-token boundaries")
         self.compare(piece, window[first + 1 if start else 0:last + 1], hi - lo, where - lo)
 
     def token_byte_lengths(self) -> np.ndarray:
         if self._token_bytes is None:
-            lengths = np.zeros(self.encoding.n_vocab, np.int64)
-            for token, rank in self.encoding._mergeable_ranks.items():
+            encoding = self.reference.encoding
+            lengths = np.zeros(encoding.n_vocab, np.int64)
+            for token, rank in encoding._mergeable_ranks.items():
                 lengths[rank] = len(token)
             self._token_bytes = lengths
         return self._token_bytes
 
-
-def disagree(text: bytes, size: int, start: int, why: str = "") -> None:
-    piece = text.decode("utf-8", "replace")
-    raise TokbinError(
-        f"the fastokens engine disagrees with tiktoken on a document ({size} bytes, at bytes "
-        f"{start}-{start + len(text)}: {piece[:60]!r}{why}); its output is not trusted, "
-        "nothing was written. Set tokenize.engine: tiktoken in params.yaml and rerun, and "
-        "report the document so the code point table can exclude it")
+    def disagree(self, text: bytes, size: int, start: int, why: str = "") -> None:
+        piece = text.decode("utf-8", "replace")
+        raise TokbinError(
+            f"the fastokens engine disagrees with {self.reference.name} on a document ({size} "
+            f"bytes, at bytes {start}-{start + len(text)}: {piece[:60]!r}{why}); its output "
+            f"is not trusted, nothing was written. Set tokenize.engine: {self.fallback} in "
+            "params.yaml and rerun, and report the document so the fast path's proven class "
+            "can exclude it")
 
 
 def _second_character(data: bytes) -> int:

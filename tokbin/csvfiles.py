@@ -14,13 +14,14 @@ from typing import Iterator
 
 from tokbin.compression import open_data, read_errors
 from tokbin.errors import TokbinError
+from tokbin.remote import DataFile
 
 
-def iter_csv(path: str, name: str, column: str, options: dict) -> Iterator[list[str]]:
+def iter_csv(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
     """The documents (values of `column`) of one CSV file, a chunk of rows at a time."""
     import pandas as pd  # here: only a csv dataset pays for importing pandas
-    row = 0
-    with read_errors(name), open_data(path, name) as f:
+    name, row = file.name, 0
+    with read_errors(name), open_data(file) as f:
         try:
             for frame in pd.read_csv(f, iterator=True, dtype={column: str}, **options):
                 if column not in frame.columns:

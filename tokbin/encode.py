@@ -1,10 +1,11 @@
-"""Encoding a batch of documents: the tiktoken encoding, the engine, the eot policy, and which
-output each document goes to.
+"""Encoding a batch of documents: the tokenizer, the engine, the eot policy, and which output
+each document goes to.
 
-Every document is encoded on its own with `encode_ordinary` semantics (a literal
-<|endoftext|> is text); the engines return a batch in the joined layout (each document
-followed by the end-of-text id) and `place_eot` turns that into the eot policy's. With a
-holdout, each document's ids go to the held-out output or the kept one by `held_out`, a
+Every document is encoded on its own with its tokenizer's reference semantics (a special
+token's text, such as a literal <|endoftext|>, is text); the engines return a batch in the
+joined layout (each document followed by the end-of-text id) and `place_eot` turns that into
+the eot policy's (with `prepend` and a BOS as the eot token, each document starts with it).
+With a holdout, each document's ids go to the held-out output or the kept one by `held_out`, a
 function of the seed and the document's bytes (tokbin.format defines it), decided here, in
 whichever worker encodes the batch: one pass writes both bins. What runs the encoding
 (threads, worker processes, Ray tasks) is tokbin.executors' and tokbin.ray_executor's
@@ -21,15 +22,16 @@ import numpy as np
 
 from tokbin.engines import effective_engine, make_engine
 from tokbin.errors import TokbinError
-from tokbin.format import DOCLENS_DTYPE, Holdout, choose_dtype, token_ends
-from tokbin.rank_cache import CACHED_ENCODINGS, cached_encoding, write_cached_encoding
+from tokbin.format import DOCLENS_DTYPE, Holdout, TokenizerRecord, choose_dtype, token_ends
 from tokbin.readers import TextBatch, WorkUnit
+from tokbin.tokenizer_spec import TokenizerSpec
+from tokbin.vocab import load_vocabulary
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
     """What decides a split's ids: the same settings give the same bytes on every executor."""
-    encoding: str  # a tiktoken encoding name
+    tokenizer: TokenizerSpec
     eot: str       # append | prepend | none
     engine: str    # the engine that runs (effective_engine's answer, not only the request)
 
@@ -40,45 +42,20 @@ class EncodingInfo:
     n_vocab: int
     eot_token: int
     dtype: str  # the compact dtype that holds every id of this encoding
+    tokenizer: TokenizerRecord
 
 
-def check_encoding_name(name: str) -> None:
-    """Refuses a name tiktoken does not know (without loading any vocabulary)."""
-    import tiktoken
-    if name not in tiktoken.list_encoding_names():
-        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
-                          f"{', '.join(tiktoken.list_encoding_names())}")
+def encoding_info(tokenizer: TokenizerSpec) -> EncodingInfo:
+    vocabulary = load_vocabulary(tokenizer)
+    return EncodingInfo(tokenizer.encoding, vocabulary.n_vocab, vocabulary.eot_id,
+                        choose_dtype("auto", vocabulary.n_vocab), vocabulary.record())
 
 
-def get_encoding(name: str):
-    """tiktoken's encoding `name`; gpt2's ranks from tokbin's cache of them when it has a good
-    copy (tokbin.rank_cache: several times faster than tiktoken's own load)."""
-    import tiktoken
-    if name in CACHED_ENCODINGS:
-        cached = cached_encoding(name)
-        if cached is not None:
-            return cached
-    check_encoding_name(name)
-    try:
-        encoding = tiktoken.get_encoding(name)
-    except OSError as e:  # requests' connection errors are OSErrors
-        raise TokbinError(f"tiktoken could not fetch the {name!r} vocabulary ({type(e).__name__});"
-                          " connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder "
-                          "holding tiktoken's cached files") from None
-    if name in CACHED_ENCODINGS:
-        write_cached_encoding(encoding)
-    return encoding
-
-
-def encoding_info(name: str) -> EncodingInfo:
-    enc = get_encoding(name)
-    return EncodingInfo(name, enc.n_vocab, enc.eot_token, choose_dtype("auto", enc.n_vocab))
-
-
-def settings_for(encoding: str, eot: str, engine: str) -> EncodeSettings:
-    """The settings a run uses; checks the engine for the encoding (and says when fastokens
-    falls back to tiktoken) once, in the process that asks, before any worker starts."""
-    return EncodeSettings(encoding, eot, effective_engine(engine, encoding))
+def settings_for(tokenizer: TokenizerSpec, eot: str, engine: str) -> EncodeSettings:
+    """The settings a run uses, checked once, in the process that asks, before any worker
+    starts: the tokenizer loads (every bad setting fails here), and the engine suits it (and
+    it says when fastokens falls back to the reference)."""
+    return EncodeSettings(tokenizer, eot, effective_engine(engine, load_vocabulary(tokenizer)))
 
 
 def place_eot(ids: np.ndarray, lengths: np.ndarray, eot: str) -> np.ndarray:
@@ -96,8 +73,8 @@ class BatchEncoder:
     placed, in the encoding's compact dtype) and its documents' lengths."""
 
     def __init__(self, settings: EncodeSettings):
-        self.info = encoding_info(settings.encoding)
-        self.engine = make_engine(settings.engine, get_encoding(settings.encoding))
+        self.info = encoding_info(settings.tokenizer)
+        self.engine = make_engine(settings.engine, load_vocabulary(settings.tokenizer))
         self.eot = settings.eot
 
     def __call__(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +83,12 @@ class BatchEncoder:
         except UnicodeDecodeError as e:
             raise TokbinError(f"a document is not valid UTF-8 ({e.reason} at byte {e.start} of "
                               "its batch); re-encode the dataset as UTF-8") from None
+        separators = int(np.count_nonzero(ids == self.info.eot_token))
+        if separators != len(lengths):  # the bins' documents must be found by this id alone
+            raise TokbinError(f"the tokenizer encoded document text into the end-of-text id "
+                              f"{self.info.eot_token} ({self.info.tokenizer.eot_name}) "
+                              f"{separators - len(lengths)} time(s) in a batch; set "
+                              "tokenize.eot_token to a special token text cannot produce")
         ids = place_eot(ids, lengths, self.eot)
         return ids.astype(self.info.dtype), lengths.astype(DOCLENS_DTYPE)
 

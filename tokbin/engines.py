@@ -1,17 +1,20 @@
 """Tokenizer engines: what turns a batch of documents into token ids.
 
 Every engine encodes a TextBatch into the joined layout: each document's ids, encoded on its
-own with tiktoken's `encode_ordinary` semantics (a literal <|endoftext|> is ordinary text),
-followed by the end-of-text id (the ids of the documents joined by <|endoftext|>, and one
-more at the end), plus each document's token count. `tiktoken` is the reference.
+own with its reference library's semantics (a special token's text is ordinary text), followed
+by the end-of-text id (the ids of the documents joined by the end-of-text token, and one more
+at the end), plus each document's token count. The reference engines, one per kind of
+tokenizer, are tokbin.reference_engines'; for gpt2, tiktoken.
 
-`fastokens` is the same tokenizer run by the fastokens library (a Rust BPE), loaded from a
-Hugging Face tokenizer.json that is derived at run time from tiktoken's own vocabulary. It is
-exact by construction: only documents whose characters are all in the proven class (the code
-points on which both engines were measured to behave alike: tokbin.fast_path) go to
-fastokens, the rest go to tiktoken, and a share of the fast path's tokens is re-encoded with
-tiktoken at run time (tokbin.cross_check); any disagreement stops the stage. See
-docs/fast_engine.md.
+`fastokens` is the same tokenizer run by the fastokens library (a Rust BPE with a PCRE2
+pre-tokenizer), loaded from a Hugging Face tokenizer.json: derived at run time from tiktoken's
+own vocabulary for gpt2, built from a rank file's ranks, or the user's own (tokbin.fast_tokenizers,
+which also says which tokenizers it may run). It is exact by construction: only documents whose
+characters are all in the proven class (the code points on which fastokens was measured to
+behave as the reference does: tokbin.fast_path) go to fastokens, the rest go to the reference
+engine, and a share of the fast path's tokens is re-encoded with the reference at run time
+(tokbin.cross_check); any disagreement stops the stage. See docs/fast_engine.md and
+docs/tokenizers.md.
 """
 from __future__ import annotations
 
@@ -26,46 +29,15 @@ from tokbin.codepoints import codepoint_table, installed_versions
 from tokbin.cross_check import CrossCheck
 from tokbin.errors import TokbinError
 from tokbin.fast_path import (TABLE_OF_ENCODING, documents_containing, limit_fastokens_threads,
-                              proven_class, tokenizer_json)
-from tokbin.format import token_ends
+                              proven_class)
+from tokbin.fast_tokenizers import fast_refusal, fast_tokenizer_json
+from tokbin.format import RANK_FILE, TIKTOKEN, token_ends
+from tokbin.reference_engines import LIBRARY, NO_IDS
 
 if TYPE_CHECKING:
     from tokbin.readers import TextBatch
-
-# Encodings with a code point table (gpt2's byte-level BPE). Others run on tiktoken.
-FAST_ENCODINGS = tuple(TABLE_OF_ENCODING)
-
-
-class TiktokenEngine:
-    name = "tiktoken"
-
-    def __init__(self, encoding):
-        self.encoding = encoding
-
-    def thread_copy(self) -> "TiktokenEngine":
-        return TiktokenEngine(own_copy(self.encoding))
-
-    def encode_batch(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-        return self.encode_texts(batch.texts())
-
-    def encode_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [self.encoding.encode_to_numpy(text, disallowed_special=()) for text in texts]
-        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-        eot = np.array([self.encoding.eot_token], dtype=np.uint32)
-        ids = np.concatenate([x for part in parts for x in (part, eot)]) if parts else _NO_IDS
-        return ids.astype(np.uint32, copy=False), lengths
-
-
-_NO_IDS = np.zeros(0, np.uint32)
-
-
-def own_copy(encoding):
-    """A tiktoken Encoding of its own for another thread: threads sharing one contend for its
-    regex caches and spend more CPU for the same tokens (docs/performance.md)."""
-    import tiktoken
-    return tiktoken.Encoding(encoding.name, pat_str=encoding._pat_str,
-                             mergeable_ranks=encoding._mergeable_ranks,
-                             special_tokens=encoding._special_tokens)
+    from tokbin.tokenizer_spec import TokenizerSpec
+    from tokbin.vocab import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -79,57 +51,68 @@ class _SpecialToken:  # what fastokens' add_tokens reads (the attributes of HF's
 
 
 class FastokensEngine:
-    """fastokens for the documents in the proven class, tiktoken for the rest, in order.
+    """fastokens for the documents in the proven class, the reference for the rest, in order.
 
     The fast documents of a batch are encoded in one call, as one text: the documents joined
-    by <|endoftext|>, declared a special token of the fastokens tokenizer. A special token
-    splits the text before pre-tokenization, so each document is encoded on its own, exactly
-    as alone; and the result is already the joined layout. The separator is found exactly
-    where it was put: no document holds it (those that do are encoded one by one, as text),
-    and no match can straddle a document's edge, as no prefix of "<|endoftext|>" is also its
-    suffix. One text instead of a string per document saves the per-document Python work.
+    by the separator (the eot token, e.g. <|endoftext|>), the only special token of the
+    fastokens tokenizer. A special token splits the text before pre-tokenization, so each
+    document is encoded on its own, exactly as alone; and the result is already the joined
+    layout. The separator is found exactly where it was put: no document holds it (those that
+    do are encoded one by one, as text), and no match can straddle a document's edge, as no
+    prefix of the separator is also its suffix (a separator with such a border is never joined).
+    One text instead of a string per document saves the per-document Python work.
     """
     name = "fastokens"
 
-    def __init__(self, encoding):
+    def __init__(self, reference, separator: str, eot: int, tokenizer_json: str, proven):
         import fastokens  # noqa: F401  (fails here, before any work, if it is not installed)
-        self.encoding = encoding
-        self.reference = TiktokenEngine(encoding)
-        self.separator = "<|endoftext|>"
-        self.proven = proven_class(encoding.name)
-        if self.proven.table is not None and self.proven.table.pattern != encoding._pat_str:
-            raise TokbinError(f"tiktoken's {encoding.name} split pattern is not the one its code "
-                              "point table was measured with; set tokenize.engine: tiktoken")
-        self.check = CrossCheck(encoding, self.proven.classes)
-        self.tokenizer = self._load()
+        self.reference, self.separator, self.eot = reference, separator, eot
+        self.fallback = "tiktoken" if reference.name == "tiktoken" else "reference"
+        self.joinable = not any(separator[:n] == separator[-n:] for n in range(1, len(separator)))
+        self.proven = proven  # tokbin.fast_path.ProvenClass
+        if proven.table is not None and proven.table.pattern != reference.encoding._pat_str:
+            raise TokbinError(f"tiktoken's {reference.encoding.name} split pattern is not the one "
+                              "its code point table was measured with; set tokenize.engine: "
+                              "tiktoken")
+        self.check = CrossCheck(reference, proven.classes, self.fallback)
+        self.tokenizer = self._load(tokenizer_json)
+
+    @property
+    def encoding(self):
+        """The reference's tiktoken Encoding (gpt2 and rank files)."""
+        return self.reference.encoding
 
     def thread_copy(self) -> "FastokensEngine":
-        """Shares the tokenizer (fastokens keeps its per-thread state itself), and tiktoken's
-        Encoding when the proven class sends it no document (then it only cross-checks a
+        """Shares the tokenizer (fastokens keeps its per-thread state itself), and the
+        reference when the proven class sends it no document (then it only cross-checks a
         small share of the tokens: nothing to contend for); otherwise a copy of it per
-        thread, as TiktokenEngine's. The copy's cross-check draws in its first batch."""
+        thread. The copy's cross-check draws in its first batch."""
         copy = object.__new__(FastokensEngine)
         copy.__dict__.update(self.__dict__)
         if not self.proven.only_surrogates:
             copy.reference = self.reference.thread_copy()
-            copy.encoding = copy.reference.encoding
-        copy.check = self.check.fresh(copy.encoding)
+        copy.check = self.check.fresh(copy.reference)
         return copy
 
-    def _load(self):
+    def _load(self, tokenizer_json: str):
         import fastokens
         limit_fastokens_threads()
-        tokenizer = fastokens.Tokenizer.from_json_str(tokenizer_json(self.encoding))
-        [(_, eot)] = tokenizer.add_tokens([_SpecialToken(self.separator)])
-        if eot != self.encoding.eot_token:
+        tokenizer = fastokens.Tokenizer.from_json_str(tokenizer_json)
+        declared = {t["content"]: t["id"] for t in tokenizer.added_tokens() if t["special"]}
+        if self.separator in declared:
+            eot = declared[self.separator]
+        else:
+            [(_, eot)] = tokenizer.add_tokens([_SpecialToken(self.separator)])
+        if eot != self.eot:
             raise TokbinError(f"fastokens gave {self.separator} the id {eot}, not the "
-                              f"encoding's end-of-text id {self.encoding.eot_token}; set "
-                              "tokenize.engine: tiktoken")
+                              f"encoding's end-of-text id {self.eot}; set "
+                              f"tokenize.engine: {self.fallback}")
         return tokenizer
 
     def encode_batch(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
         fast = self.proven.mask(batch)
-        separately = fast & documents_containing(batch, self.separator.encode())
+        separately = fast & (documents_containing(batch, self.separator.encode())
+                             if self.joinable else True)
         joined = fast & ~separately
         if joined.all():
             return self.encode_checked(self.encode_joined, batch, joined)
@@ -150,14 +133,14 @@ class FastokensEngine:
         none holding the separator's text."""
         texts = batch.joined(self.separator, members)
         if not texts:
-            return _NO_IDS, np.zeros(0, np.int64)
+            return NO_IDS, np.zeros(0, np.int64)
         ids, _ = self.tokenizer.encode_batch_flat(texts)
         ids = np.frombuffer(ids, dtype=np.uint32)
-        ends = np.flatnonzero(ids == self.encoding.eot_token)
+        ends = np.flatnonzero(ids == self.eot)
         documents = len(batch) if members is None else int(np.count_nonzero(members))
         if len(ends) != documents:  # only separators give the id: routing keeps it out of text
             raise TokbinError(f"fastokens returned {len(ends)} end-of-text ids for {documents} "
-                              "documents; set tokenize.engine: tiktoken")
+                              f"documents; set tokenize.engine: {self.fallback}")
         return ids, np.diff(ends, prepend=-1) - 1
 
     def encode_separately(self, batch: TextBatch, members: np.ndarray | None = None
@@ -166,11 +149,10 @@ class FastokensEngine:
         string per document: the slower way, for the few documents the joined one cannot take."""
         texts = batch.texts(members)
         if not texts:
-            return _NO_IDS, np.zeros(0, np.int64)
+            return NO_IDS, np.zeros(0, np.int64)
         ids, offsets = self.tokenizer.encode_batch_flat(texts, split_special_tokens=True)
         offsets = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
-        ids = np.insert(np.frombuffer(ids, dtype=np.uint32), offsets[1:],
-                        self.encoding.eot_token)
+        ids = np.insert(np.frombuffer(ids, dtype=np.uint32), offsets[1:], self.eot)
         return ids, np.diff(offsets)
 
 
@@ -193,34 +175,55 @@ def interleave(route: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
     return np.concatenate(parts), lengths
 
 
-def effective_engine(name: str, encoding_name: str) -> str:
-    """The engine that encodes `encoding_name` when `name` is asked for: fastokens falls back
-    to tiktoken for encodings it was not tested on, and says so (once, from the process that
-    asks, before any worker starts)."""
-    if name == "fastokens" and encoding_name not in FAST_ENCODINGS:
-        _announce(f"tokenize.engine fastokens supports {', '.join(FAST_ENCODINGS)}; "
-                  f"encoding {encoding_name} is tokenized with tiktoken (same tokens, "
-                  "tiktoken's speed)")
-        return "tiktoken"
-    if name == "fastokens":
-        table = codepoint_table(TABLE_OF_ENCODING[encoding_name])
-        if not table.measured_on_installed_engines():
-            _announce(f"the code point table of {encoding_name} was measured on "
-                      f"{_versions(table.versions)}, and this is {_versions(installed_versions())}"
-                      ": documents holding non-ASCII whitespace, controls or code points "
-                      "unassigned in this Python go to tiktoken (same tokens, slower); "
-                      "`python -m bench.codepoint_table --verify` measures these versions")
-    return name
+def effective_engine(name: str, vocabulary: Vocabulary) -> str:
+    """The engine that encodes with `vocabulary` when `name` is asked for: "fastokens", or
+    "reference" (its kind's library; tiktoken names it for the kinds tiktoken runs).
+    fastokens falls back to the reference for tokenizers it is not proven on, and says so
+    (once, from the process that asks, before any worker starts)."""
+    spec = vocabulary.spec
+    library = LIBRARY[spec.kind]
+    check_engine(name, spec)
+    if name != "fastokens":
+        return "reference"
+    refusal = fast_refusal(vocabulary)
+    if refusal is not None:
+        _announce(f"tokenize.engine fastokens does not run {spec.encoding} ({refusal}); "
+                  f"encoding {spec.encoding} is tokenized with {library} (same tokens, "
+                  f"{library}'s speed)")
+        return "reference"
+    if spec.kind == TIKTOKEN and spec.encoding in TABLE_OF_ENCODING:
+        if proven_class(spec.encoding).table is None:
+            table = codepoint_table(TABLE_OF_ENCODING[spec.encoding])
+            _announce(f"the code point table of {spec.encoding} was measured on "
+                      f"{_versions(table.versions)}, and this is "
+                      f"{_versions(installed_versions())}: documents holding "
+                      "non-ASCII whitespace, controls or code points unassigned in this Python "
+                      "go to tiktoken (same tokens, slower); `python -m bench.codepoint_table "
+                      "--verify` measures these versions")
+    return "fastokens"
 
 
 def _versions(versions: dict[str, str]) -> str:
     return " and ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
 
-def make_engine(name: str, encoding):
-    if effective_engine(name, encoding.name) == "fastokens":
-        return FastokensEngine(encoding)
-    return TiktokenEngine(encoding)
+def check_engine(name: str, spec: TokenizerSpec) -> None:
+    """Refuses tokenize.engine tiktoken for a kind of tokenizer tiktoken does not run."""
+    if name == "tiktoken" and spec.kind not in (TIKTOKEN, RANK_FILE):
+        library = LIBRARY[spec.kind]
+        raise TokbinError(f"tokenize.engine is tiktoken, but {spec.encoding} is a {spec.kind}, "
+                          f"which {library} encodes; set tokenize.engine: reference ({library}) "
+                          "or fastokens")
+
+
+def make_engine(name: str, vocabulary: Vocabulary):
+    """The engine `name` (effective_engine's answer) for a loaded tokenizer."""
+    reference = vocabulary.reference_engine()
+    if name == "fastokens":
+        proven = proven_class(vocabulary.spec.encoding if vocabulary.kind == TIKTOKEN else None)
+        return FastokensEngine(reference, vocabulary.eot_name, vocabulary.eot_id,
+                               fast_tokenizer_json(vocabulary), proven)
+    return reference
 
 
 def _announce(message: str) -> None:

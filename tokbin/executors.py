@@ -40,6 +40,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import BinWriter, Holdout, check_ids
 from tokbin.readers import (DataFile, Reading, WorkUnit, iter_text_batches, row_group_bytes,
                             use_lean_arrow_memory, work_units)
+from tokbin.remote import map_files
 
 T = TypeVar("T")
 PROCESSES_FROM_BYTES = 256 << 20  # text in a dataset's parquet files (uncompressed size)
@@ -65,9 +66,9 @@ def worth_processes(files: list[DataFile], reading: Reading, workers: int) -> bo
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     if reading.builder == "parquet":
-        size = sum(sum(row_group_bytes(f.path)) for f in files)
+        size = sum(map(sum, map_files(row_group_bytes, files)))
     elif len(files) >= 2 * workers:
-        size = sum(os.path.getsize(f.path) for f in files)
+        size = sum(f.size() for f in files)
     else:
         return False
     return size >= PROCESSES_FROM_BYTES

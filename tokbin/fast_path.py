@@ -1,10 +1,13 @@
 """What the fast engine may encode, and what it loads.
 
-The **proven class** (`proven_class`): for an encoding, the code points on which fastokens
-and tiktoken were measured to behave alike, read from its code point table
-(tokbin.codepoints); `ProvenClass.mask` tells which documents of a batch hold only those.
-The **tokenizer.json** fastokens loads is derived at run time from tiktoken's own vocabulary
-(`tokenizer_json`) and kept in the user's cache. See docs/fast_engine.md.
+The **proven class** (`proven_class`): the code points on which fastokens was measured to
+behave as the reference does. For gpt2's byte-level BPE (tiktoken's gpt2 and r50k_base) it is
+read from a code point table measured on both engines (tokbin.codepoints); for every other
+tokenizer the fast engine runs, and for engine versions no table was measured on, it is the
+conservative rule (`conservative_unsafe`). `ProvenClass.mask` tells which documents of a batch
+hold only those. The **tokenizer.json** fastokens loads for gpt2 is derived at run time from
+tiktoken's own vocabulary (`tokenizer_json`) and kept in the user's cache. See
+docs/fast_engine.md.
 """
 from __future__ import annotations
 
@@ -27,36 +30,39 @@ if TYPE_CHECKING:
 
 # --- the proven class -------------------------------------------------------------------
 
-# The encodings the fast engine runs, and the code point table of their split pattern (both
-# are gpt2's byte-level BPE: same ranks, same pattern).
+# The tiktoken encodings with a code point table, and its name (both are gpt2's byte-level
+# BPE: same ranks, same pattern). The table compares fastokens with tiktoken on that pattern
+# only: it says nothing of other patterns, nor of the tokenizers library's regex.
 TABLE_OF_ENCODING = {"gpt2": "gpt2", "r50k_base": "gpt2"}
 
 
 @functools.cache
-def proven_class(encoding_name: str) -> "ProvenClass":
+def proven_class(encoding_name: str | None) -> "ProvenClass":
     """The proven class of a TABLE_OF_ENCODING encoding: where its table says the engines
     differ (and the surrogates) is unsafe, if the installed engines are the ones the table
-    was measured on; otherwise the conservative rule (`conservative_unsafe`)."""
-    table = codepoint_table(TABLE_OF_ENCODING[encoding_name])
-    if table.measured_on_installed_engines():
-        return ProvenClass(table.unsafe, table.classes, table)
-    return conservative_class(table)
+    was measured on; otherwise (and for None: a tokenizer with no table) `conservative_class`."""
+    if encoding_name in TABLE_OF_ENCODING:
+        table = codepoint_table(TABLE_OF_ENCODING[encoding_name])
+        if table.measured_on_installed_engines():
+            return ProvenClass(lambda cp: bool(table.unsafe[cp]), table.classes, table)
+    return conservative_class(encoding_name)
 
 
-def conservative_class(table: CodepointTable) -> "ProvenClass":
-    """The proven class by `conservative_unsafe`, with only ASCII's classes known (every
-    engine reads ASCII alike)."""
-    unsafe = np.fromiter(map(conservative_unsafe, range(CODEPOINTS)), bool, CODEPOINTS)
+def conservative_class(encoding_name: str | None) -> "ProvenClass":
+    """The proven class by `conservative_unsafe`, with ASCII's classes under gpt2's pattern
+    for a TABLE_OF_ENCODING encoding (every engine reads ASCII alike), else no classes."""
+    if encoding_name not in TABLE_OF_ENCODING:
+        return ProvenClass(conservative_unsafe, None, None)
     ascii_classes = np.zeros(CODEPOINTS, np.uint8)
-    ascii_classes[:0x80] = table.classes[:0x80]
-    return ProvenClass(unsafe, ascii_classes, None)
+    ascii_classes[:0x80] = codepoint_table(TABLE_OF_ENCODING[encoding_name]).classes[:0x80]
+    return ProvenClass(conservative_unsafe, ascii_classes, None)
 
 
 def conservative_unsafe(cp: int) -> bool:
-    """The rule for engine versions no table was measured on: every non-ASCII whitespace,
-    control, surrogate and private-use character, and every code point unassigned in this
-    Python's Unicode database, is unsafe (where byte-level BPE engines were seen to drift from
-    tiktoken: tokie on " \u2002\x0b", and on U+33108, a letter in newer Unicode tables)."""
+    """The rule where no table applies: every non-ASCII whitespace, control, surrogate and
+    private-use character, and every code point unassigned in this Python's Unicode database,
+    is unsafe (where byte-level BPE engines were seen to drift from their reference: tokie on
+    " \u2002\x0b", and on U+33108, a letter in newer Unicode tables; PCRE2's \\s on U+180E)."""
     if cp < 0x80:
         return False
     if not (cp < 0x40000 or 0xE0000 <= cp < 0xE1000):  # planes 4 to 13, 15, 16: nothing to trust
@@ -66,21 +72,34 @@ def conservative_unsafe(cp: int) -> bool:
             or cp in (0x180E, 0x200B, 0x2060, 0xFEFF))  # whitespace in some Unicode version
 
 
-class ProvenClass:
-    """The code points the fast engine may take (`unsafe` is False there), and the class
-    tiktoken puts each in (`classes`, tokbin.codepoints' codes; DIFFERS where not known: the
-    cross-check cuts pieces only between characters of known classes). `table` is the code
-    point table it comes from, or None under the conservative rule."""
+@functools.cache
+def unsafe_codepoints() -> np.ndarray:
+    """`conservative_unsafe` of every code point, as a table: for sweeps over all of them."""
+    return np.fromiter(map(conservative_unsafe, range(CODEPOINTS)), bool, CODEPOINTS)
 
-    def __init__(self, unsafe: np.ndarray, classes: np.ndarray, table: CodepointTable | None):
-        self.unsafe, self.classes, self.table = unsafe, classes, table
+
+class ProvenClass:
+    """The code points the fast engine may take (`is_unsafe(cp)` is False for them), and the
+    class tiktoken puts each in under gpt2's pattern (`classes`, tokbin.codepoints' codes;
+    DIFFERS where not known: the cross-check cuts pieces only between characters of known
+    classes), or None for another pattern. `table` is the code point table it comes from, or
+    None under the conservative rule."""
+
+    def __init__(self, is_unsafe, classes: np.ndarray | None, table: CodepointTable | None):
+        self.is_unsafe, self.classes, self.table = is_unsafe, classes, table
         self._char_is_unsafe = functools.lru_cache(maxsize=1 << 16)(
-            lambda char: bool(unsafe[ord(char)]))
-        self.lead_bytes = _lead_bytes(unsafe)
-        # Whether nothing UTF-8 text can hold is unsafe: then the fast engine gives tiktoken
-        # no document, and its threads need no tiktoken Encoding of their own.
-        self.only_surrogates = not (unsafe[:SURROGATES[0]].any()
-                                    or unsafe[SURROGATES[1] + 1:].any())
+            lambda char: is_unsafe(ord(char)))
+        unsafe = table.unsafe if table is not None else None
+        self.lead_bytes = _lead_bytes(unsafe) if unsafe is not None else b""
+        # Whether nothing UTF-8 text can hold is unsafe: then the fast engine gives its
+        # reference no document, and its threads need no reference of their own.
+        self.only_surrogates = unsafe is not None and not (
+            unsafe[:SURROGATES[0]].any() or unsafe[SURROGATES[1] + 1:].any())
+
+    @property
+    def unsafe(self) -> np.ndarray:
+        """`is_unsafe` of every code point, as an array: for sweeps over all of them."""
+        return self.table.unsafe if self.table is not None else unsafe_codepoints()
 
     def mask(self, batch: TextBatch) -> np.ndarray:
         """True for each document whose every character is in the class.
@@ -152,7 +171,7 @@ def documents_containing(batch: TextBatch, *needles: bytes) -> np.ndarray:
 
 # --- the tokenizer.json fastokens loads --------------------------------------------------
 
-def _byte_to_unicode() -> dict[int, str]:
+def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (the ByteLevel alphabet)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
@@ -201,19 +220,23 @@ def limit_fastokens_threads() -> None:
 
 
 def tokenizer_json(encoding) -> str:
-    """`derive_tokenizer_json(encoding)`, kept on disk for every later run (not in memory: a
-    process loads it once, and the text is large).
+    """`derive_tokenizer_json(encoding)`, kept on disk for every later run (`cached_text`)."""
+    return cached_text(tokenizer_json_path(encoding), lambda: derive_tokenizer_json(encoding))
 
-    Deriving costs far more than reading the file back. The file is named by a hash of the
-    vocabulary it was derived from (and TOKENIZER_JSON_VERSION), so another vocabulary or a
-    newer derivation never reads it; it is written atomically, so no reader sees half of it.
+
+def cached_text(path: Path, derive) -> str:
+    """The text at `path` in the user's cache, else `derive()`'s, written there for every later
+    run (not kept in memory: a process loads it once, and the text is large).
+
+    Deriving costs far more than reading the file back. The file is named by a hash of what it
+    was derived from (and a version), so other input or a newer derivation never reads it; it
+    is written atomically, so no reader sees half of it.
     """
-    path = tokenizer_json_path(encoding)
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
         pass
-    text = derive_tokenizer_json(encoding)
+    text = derive()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -233,7 +256,7 @@ def derive_tokenizer_json(encoding) -> str:
 
 def ranks_tokenizer_json(ranks: dict[bytes, int]) -> str:
     """A tokenizer.json with gpt2's ByteLevel pre-tokenizer for byte-level BPE `ranks`."""
-    to_unicode = _byte_to_unicode()
+    to_unicode = byte_to_unicode()
 
     def spell(token: bytes) -> str:
         return "".join(to_unicode[b] for b in token)

@@ -4,15 +4,18 @@ A **bin** (``<split>.bin``) is a flat array of token ids: little-endian unsigned
 ``dtype`` (``uint16`` or ``uint32``), no header, documents in dataset order. Around each document
 sits the end-of-text id ``eot_token`` per the ``eot`` policy: ``append`` (after each document),
 ``prepend`` (before each) or ``none`` (no separator: byte-identical to the seed notebook's
-output). A literal ``<|endoftext|>`` inside a text is ordinary text, never ``eot_token``. Any
-nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
+output). ``eot_token`` is the id of a special token of the tokenizer (``tokenizer.eot_name``: by
+default its end-of-text token, e.g. ``<|endoftext|>``; Llama 3's ``<|begin_of_text|>`` with
+``prepend`` is a BOS). A special token's text inside a document is ordinary text, never a
+special id. Any nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
 
 **meta.json** sits beside the bins and is what a reader needs to trust them::
 
     {
       "format": "tokbin",            # always this string
-      "version": 2,                  # FORMAT_VERSION; readers refuse versions they don't know
-      "encoding": "gpt2",            # tiktoken encoding name
+      "version": 3,                  # FORMAT_VERSION; readers refuse versions they don't know
+      "encoding": "gpt2",            # tokenize.encoding as given: a tiktoken encoding name,
+                                     # hf:<model id>[@<revision>], or a tokenizer file's path
       "n_vocab": 50257,              # every id in the bins is < n_vocab
       "eot_token": 50256,            # the end-of-text id
       "eot": "append",               # append | prepend | none
@@ -31,11 +34,22 @@ nanoGPT-style reader works: ``np.memmap(path, dtype="<u2", mode="r")``.
                            "documents": 4,               # documents in the file
                            "bytes": 246,                 # == tokens * itemsize
                            "crc32": "1c291ca3"}},        # zlib CRC-32 of the file's bytes
-      "holdout": null                # or {"fraction": 0.0005, "seed": 2357}: see below
+      "holdout": null,               # or {"fraction": 0.0005, "seed": 2357}: see below
+      "tokenizer": {"kind": "tiktoken",  # tiktoken (an encoding name) | tiktoken_rank_file |
+                                         # tokenizer_json | sentencepiece
+                    "file": null,        # the tokenizer file: its path as tokenize.encoding
+                                         # gives it, or its name in the Hub repo
+                    "sha256": null,      # of the file's bytes
+                    "hub": null,         # {"repo", "revision", "sha"}: the Hub model, the
+                                         # revision asked for, the commit it was fetched at
+                    "pattern": null,     # a rank file's split regex
+                    "special_tokens": null,  # a rank file's special tokens {text: id}
+                    "eot_name": "<|endoftext|>"}  # the special token whose id is eot_token
     }
 
 The source fields from ``config`` on, and ``holdout``, may be absent (data built before they
-existed); readers take them as null.
+existed); readers take them as null. ``tokenizer`` is absent from version 1 and 2 files (their
+``encoding`` is a tiktoken encoding name) and required from version 3.
 
 ``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
 disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
@@ -63,7 +77,22 @@ without the end-of-text id, as little-endian uint32, in document order.
 every field of meta.json's source (``files`` relative to data/raw), plus ``"builder"``, the
 reader Hugging Face ``datasets`` picked for the files (``parquet``, ``json``, ``csv``, ``text``
 or ``arrow``), and ``"reader_options"``, that reader's options from the dataset's config (for
-``csv``, the ``pandas.read_csv`` arguments datasets would pass).
+``csv``, the ``pandas.read_csv`` arguments datasets would pass). With ``download.materialize:
+false`` data/raw holds no data file, and source.json one more field, ``"stream"``: where the
+files are read from and what each one was at download (tokbin.remote reads exactly that)::
+
+    "stream": {"url": "hf://datasets/<id>@<sha>",   # or s3://bucket/folder, gs://bucket/folder
+               "files": {"data/train-00000-of-00004.parquet":     # every file of "files"
+                         {"size": 249000000,                       # bytes
+                          "checksum": "sha256:<64 hex>",           # see below
+                          "version": null}}}                       # or the object's version
+
+``checksum`` is what the source itself reports for the file: ``sha256:`` the Hub's LFS sha256
+of the content, ``git-sha1:`` the Hub's git blob id (a file kept in git), ``etag:`` an
+object's ETag (s3://, gs://). ``version`` is the object's S3 VersionId or GCS generation
+(null: an unversioned bucket, or the Hub, where the commit sha in ``url`` is the version).
+Without ``"stream"`` (and in every source.json written before it existed) the files are in
+data/raw.
 
 Parsing is strict: a missing, unknown or ill-typed field is an error, so a reader never
 guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
@@ -86,8 +115,8 @@ from tokbin.errors import TokbinError
 from tokbin.fsio import Writeback, copy_into, write_text_atomic
 
 FORMAT_NAME = "tokbin"
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)  # 2 added crc32
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)  # 2 added crc32, 3 "tokenizer"
 META_FILENAME = "meta.json"
 SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -96,6 +125,12 @@ EOT_POLICIES = ("append", "prepend", "none")
 REBUILD = "rebuild it with `dvc repro`"
 REPAIR = ("run `python -m tokbin repair`: it restores every damaged output from the DVC remote, "
           "or says which `dvc repro` rebuilds it")
+# tokenizer.kind: what tokenize.encoding named, told apart by content (tokbin.tokenizer_files)
+TIKTOKEN = "tiktoken"              # a tiktoken encoding name (no file)
+RANK_FILE = "tiktoken_rank_file"
+TOKENIZER_JSON = "tokenizer_json"
+SENTENCEPIECE = "sentencepiece"
+TOKENIZER_KINDS = (TIKTOKEN, RANK_FILE, TOKENIZER_JSON, SENTENCEPIECE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +184,28 @@ class SplitInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class HubFile:
+    repo: str       # the Hub model's id
+    revision: str   # as requested
+    sha: str        # the commit it resolved to
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerRecord:
+    kind: str
+    file: str | None
+    sha256: str | None
+    hub: HubFile | None
+    pattern: str | None
+    special_tokens: dict[str, int] | None
+    eot_name: str
+
+
+# What a version 1 or 2 meta.json's tokenizer is: a tiktoken name, <|endoftext|> its eot.
+TIKTOKEN_NAMED = TokenizerRecord(TIKTOKEN, None, None, None, None, None, "<|endoftext|>")
+
+
+@dataclasses.dataclass(frozen=True)
 class Meta:
     encoding: str
     n_vocab: int
@@ -158,6 +215,7 @@ class Meta:
     source: Source
     splits: dict[str, SplitInfo]
     holdout: Holdout | None = None
+    tokenizer: TokenizerRecord = TIKTOKEN_NAMED
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -182,6 +240,10 @@ class Meta:
             raise TokbinError(f"{where}: format version {fields['version']} is not supported by "
                               f"this tokbin (it reads versions {READS_VERSIONS}); upgrade tokbin "
                               "or rebuild the data")
+        if (fields["version"] < 3) != ("tokenizer" not in fields):
+            raise TokbinError(f"{where}: a version {fields['version']} meta.json "
+                              f"{'has no' if fields['version'] >= 3 else 'has a'} tokenizer "
+                              f"field; the file is damaged: {REBUILD}")
         if fields["dtype"] not in DTYPES:
             raise TokbinError(f"{where}: dtype {fields['dtype']!r} is not one of {list(DTYPES)}")
         if fields["eot"] not in EOT_POLICIES:
@@ -192,9 +254,11 @@ class Meta:
         holdout = fields.get("holdout")
         if holdout is not None:
             holdout = _parse(holdout, Holdout, f"{where}: holdout")
+        tokenizer = (_parse_tokenizer(fields["tokenizer"], f"{where}: tokenizer")
+                     if "tokenizer" in fields else TIKTOKEN_NAMED)
         return cls(encoding=fields["encoding"], n_vocab=fields["n_vocab"],
                    eot_token=fields["eot_token"], eot=fields["eot"], dtype=fields["dtype"],
-                   source=source, splits=splits, holdout=holdout)
+                   source=source, splits=splits, holdout=holdout, tokenizer=tokenizer)
 
 
 READERS = ("parquet", "json", "csv", "text", "arrow")  # datasets' builders tokbin reads
@@ -208,6 +272,22 @@ HOLDOUT_BIN, HOLDOUT_FROM = "validation", "train"  # a holdout: validation drawn
 
 
 @dataclasses.dataclass(frozen=True)
+class SourceFile:
+    """A streamed data file as the download stage found it at its source (source.json)."""
+    size: int
+    checksum: str          # sha256:<hex> | git-sha1:<hex> (the Hub) | etag:<ETag> (s3, gs)
+    version: str | None    # S3 VersionId or GCS generation; None: unversioned, or the Hub
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """Where the data files of a source.json without copies are read from, and each one's
+    recorded identity."""
+    url: str                               # the dataset's root: hf://datasets/<id>@<sha>, s3://..
+    files: dict[str, SourceFile]           # data file (relative to url) -> as recorded
+
+
+@dataclasses.dataclass(frozen=True)
 class SourceRecord:
     """source.json: the dataset's identity, the data files taken and how to read them."""
     dataset: str
@@ -216,9 +296,10 @@ class SourceRecord:
     config: str
     data_files: dict[str, list[str]] | None
     splits: dict[str, str]                 # bin -> dataset split
-    files: dict[str, list[str]]            # dataset split -> data files under data/raw
+    files: dict[str, list[str]]            # dataset split -> data files (data/raw or stream)
     builder: str
     reader_options: dict[str, object]
+    stream: Stream | None = None           # None: the files are in data/raw
 
     @property
     def source(self) -> Source:
@@ -233,7 +314,10 @@ class SourceRecord:
         return f"hf://datasets/{self.dataset}/{name}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        body = dataclasses.asdict(self)
+        if body["stream"] is None:  # a materialized download's source.json is as it always was
+            del body["stream"]
+        return json.dumps(body, indent=2) + "\n"
 
 
 def _load_json(text: str, where: str):
@@ -256,6 +340,15 @@ def _fields(raw, cls, where: str, header: dict | None = None) -> dict:
         if key in raw and not schema.matches(raw[key], hint):
             raise TokbinError(f"{where}: field {key!r} has the wrong type ({raw[key]!r})")
     return raw
+
+
+def _parse_tokenizer(raw, where: str) -> TokenizerRecord:
+    fields = dict(_fields(raw, TokenizerRecord, where))
+    if fields["kind"] not in TOKENIZER_KINDS:
+        raise TokbinError(f"{where}.kind {fields['kind']!r} is not one of {list(TOKENIZER_KINDS)}")
+    if fields["hub"] is not None:
+        fields["hub"] = _parse(fields["hub"], HubFile, f"{where}.hub")
+    return TokenizerRecord(**fields)
 
 
 def _parse(raw, cls, where: str):
@@ -354,11 +447,23 @@ def read_source(raw_dir: Path) -> SourceRecord:
         text = where.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokbinError(f"{where} not found: run the download stage (`dvc repro`)") from None
-    record = _parse(_load_json(text, str(where)), SourceRecord, str(where))
+    raw = _load_json(text, str(where))
+    record = _parse(raw, SourceRecord, str(where))
     if record.builder not in READERS:
         raise TokbinError(f"{where}: builder {record.builder!r} is not one of {list(READERS)}; "
                           f"{REBUILD}")
-    return record
+    if "stream" not in raw:
+        return record
+    if raw["stream"] is None:
+        raise TokbinError(f"{where}: field 'stream' has the wrong type (None)")
+    stream = _fields(raw["stream"], Stream, f"{where}: stream")
+    files = {name: _parse(entry, SourceFile, f"{where}: stream.files.{name}")
+             for name, entry in stream["files"].items()}
+    missing = [n for names in record.files.values() for n in names if n not in files]
+    if missing or len(files) != len({n for names in record.files.values() for n in names}):
+        raise TokbinError(f"{where}: stream.files must list exactly the data files of 'files' "
+                          f"(missing: {missing[:3]}); the file is damaged: {REBUILD}")
+    return dataclasses.replace(record, stream=Stream(stream["url"], files))
 
 
 def write_source(raw_dir: Path, record: SourceRecord) -> Path:

@@ -21,15 +21,17 @@ from typing import Any, Iterator
 
 from tokbin.compression import open_data, read_errors
 from tokbin.errors import TokbinError
+from tokbin.remote import DataFile
 
 CHUNK_CHARS = 1 << 20
 ROWS_PER_LIST = 4096
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-def iter_json(path: str, name: str, column: str, options: dict) -> Iterator[list[str]]:
+def iter_json(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
     """The documents (values of `column`) of one JSON file, a list of rows at a time."""
-    with read_errors(name), open_data(path, name) as raw, \
+    name = file.name
+    with read_errors(name), open_data(file) as raw, \
             io.TextIOWrapper(raw, encoding=options.get("encoding") or "utf-8",
                              errors=options.get("encoding_errors") or "strict",
                              newline="\n") as f:

@@ -27,6 +27,7 @@ class DownloadParams:
     dataset: str
     config: str | None
     revision: str
+    materialize: bool
     data_files: str | list[str] | dict[str, str | list[str]] | None
     splits: list[str] | dict[str, str]
     text_column: str
@@ -62,6 +63,9 @@ class TokenizeParams:
     eot: str
     engine: str
     executor: str
+    eot_token: str | None                       # the separator token (None: the tokenizer's)
+    pattern: str | None                         # a tiktoken rank file's split regex or preset
+    special_tokens: str | dict[str, int] | None  # a rank file's special tokens, or a preset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Params:
     binarize: BinarizeParams
 
 
-ENGINES = ("tiktoken", "fastokens")
+ENGINES = ("fastokens", "reference", "tiktoken")  # tiktoken: the reference of tiktoken kinds
 EXECUTORS = ("local", "ray")
 SAMPLE_BY = ("line", "paragraph", "document")
 CHOICES = {
@@ -111,7 +115,22 @@ def parse_params(text: str, path: Path) -> Params:
         _check_placement(raw, path)
     params = _parse(Params, raw, "", path)
     check_download(params.download, path)
+    _check_special_tokens(params.tokenize.special_tokens, path)
     return params
+
+
+def _check_special_tokens(special_tokens, path: Path) -> None:
+    if not isinstance(special_tokens, dict):
+        return
+    owner: dict[int, str] = {}
+    for name, token_id in special_tokens.items():
+        if token_id < 0:
+            raise TokbinError(f"{path}: tokenize.special_tokens gives {name} the id {token_id}; "
+                              "ids are >= 0")
+        if token_id in owner:
+            raise TokbinError(f"{path}: tokenize.special_tokens gives the id {token_id} to both "
+                              f"{owner[token_id]} and {name}; each needs its own")
+        owner[token_id] = name
 
 
 def _check_placement(raw: dict, path: Path) -> None:

@@ -20,23 +20,32 @@ from pathlib import Path
 import yaml
 
 from tokbin.binarize import check_outputs
-from tokbin.encode import check_encoding_name
+from tokbin.engines import check_engine
 from tokbin.errors import TokbinError
 from tokbin.params import Params, load_params
 from tokbin.ray_executor import RAY_MISSING
-from tokbin.source import local_root
+from tokbin.source import dataset_location
+from tokbin.tokenizer_spec import check_tokenizer_offline
+from tokbin.vocab import load_vocabulary
 
 OK_TEXT = "params.yaml and dvc.yaml passed tokbin's checks\n"
 
 
-def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Path("dvc.yaml")
-                   ) -> Params:
+def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Path("dvc.yaml"),
+                   tokenizers: Path | None = None) -> Params:
     """The checked params; a TokbinError naming the key and the fix otherwise. dvc.yaml is read
     as params.yaml is, not as a dependency (DVC allows none on its own files): a change to it
-    alone reruns the binarize stage, which checks its command itself."""
+    alone reruns the binarize stage, which checks its command itself. `tokenizers`: the folder
+    a local tokenizer file must be in (the check and tokenize stages depend on it)."""
     params = load_params(params_path)
-    local_root(params.download.dataset)  # a local dataset's folder exists
-    check_encoding_name(params.tokenize.encoding)
+    download = params.download  # a local dataset's folder exists, a bucket's client is here
+    dataset_location(download.dataset, download.revision, download.materialize)
+    tokenize = params.tokenize
+    spec = check_tokenizer_offline(tokenize.encoding, tokenize.eot_token, tokenize.pattern,
+                                   tokenize.special_tokens, tokenizers)
+    if spec is not None:
+        load_vocabulary(spec)  # its kind loads, with what it needs beyond its file
+        check_engine(tokenize.engine, spec)
     if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise TokbinError(RAY_MISSING)
     check_outputs(binarize_bins(dvc_yaml), params.download.written_bins,

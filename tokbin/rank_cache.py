@@ -38,7 +38,11 @@ def vocabulary_digest(encoding) -> str:
     digest = getattr(encoding, "tokbin_digest", None)
     if digest:
         return digest
-    ranks = encoding._mergeable_ranks  # private in tiktoken, stable across its releases
+    return ranks_digest(encoding._mergeable_ranks)  # private in tiktoken, stable
+
+
+def ranks_digest(ranks: dict[bytes, int]) -> str:
+    """A hash of a BPE vocabulary: its tokens in rank order."""
     return hashlib.sha256(b"".join(len(token).to_bytes(2, "little") + token
                                    for token in sorted(ranks, key=ranks.get))).hexdigest()
 

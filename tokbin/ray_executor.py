@@ -2,10 +2,12 @@
 
 `RayExecutor` follows tokbin.executors' protocol. The input is cut into work units: runs of
 consecutive parquet row groups of about `TASK_BYTES` of text, or a whole file of another
-format. Each unit is one Ray task that reads its documents itself (the driver ships a path,
-never text: the files must be reachable at the same path on every node, e.g. a shared
-filesystem) and encodes them with the local executors' code (`tokbin.encode`: same engine,
-same eot policy, same dtype, same holdout decision per document). The driver writes results
+format. Each unit is one Ray task that reads its documents itself (the driver ships where
+they are, never text: a path in data/raw, which every node must see at the same place, e.g. a
+shared filesystem; or, with download.materialize: false, the file's URL pinned as source.json
+records it, which a node reads with its own credentials: tokbin.remote) and encodes them with
+the local executors' code (`tokbin.encode`: same engine, same eot policy, same dtype, same
+holdout decision per document). The driver writes results
 strictly in unit order with at most `2 x cluster CPUs` tasks in flight, so its memory is
 bounded and the output is byte-identical to ``executor: local`` whatever the number of
 workers or the order tasks finish in.
@@ -94,7 +96,7 @@ class RayExecutor:
         self.settings, self.workers = settings, workers
 
     def encoding_info(self) -> EncodingInfo:
-        return encoding_info(self.settings.encoding)
+        return encoding_info(self.settings.tokenizer)
 
     def tokenize_split(self, job: SplitJob, info: EncodingInfo,
                        progress: Callable[[int], None] = lambda n: None) -> list[SplitCounts]:

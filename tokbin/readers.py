@@ -4,26 +4,26 @@ A dataset's files are all read by one reader, the one Hugging Face ``datasets`` 
 them (`Reading.builder`), with its options from the dataset's config: parquet and Arrow
 (tokbin.columnar), JSON (tokbin.jsonfiles), CSV (tokbin.csvfiles) and text (tokbin.textfiles),
 the last three plain or compressed (tokbin.compression). Every reader streams: memory holds a
-batch, not a file. A **work unit** is what one worker process or Ray task reads by itself:
-some row groups of a parquet file, or a whole file.
+batch, not a file; a file is local or read where it is (tokbin.remote). A **work unit** is
+what one worker process or Ray task reads by itself: some row groups of a parquet file, or a
+whole file.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tokbin import columnar
 from tokbin.compression import uncompressed_name
 from tokbin.csvfiles import iter_csv
 from tokbin.errors import TokbinError
 from tokbin.jsonfiles import iter_json
+from tokbin.remote import DataFile, map_files
 from tokbin.textfiles import iter_text
 
 BATCH_BYTES = 1 << 20  # text per TextBatch: what one encoding step takes
@@ -40,12 +40,6 @@ class Reading:
     builder: str
     text_column: str
     options: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DataFile:
-    path: str  # absolute: workers do not share the driver's working directory
-    name: str  # what messages call it: the user's path, not data/raw's copy
 
 
 @dataclass
@@ -153,9 +147,9 @@ def check_columns(file: DataFile, reading: Reading) -> None:
     formats: in its first rows)."""
     column = reading.text_column
     if reading.builder == "parquet":
-        columnar.check_parquet_columns(file.path, file.name, column, reading.options)
+        columnar.check_parquet_columns(file, column, reading.options)
     elif reading.builder == "arrow":
-        columnar.check_arrow_columns(file.path, file.name, column)
+        columnar.check_arrow_columns(file, column)
     elif reading.builder == "text":
         if column != "text":
             raise TokbinError(f"{file.name}: the documents of a .txt file are in the column "
@@ -168,7 +162,8 @@ def count_documents(file: DataFile, reading: Reading) -> int | None:
     """Rows in a parquet file from its footer (None for formats that would need a full read)."""
     if reading.builder != "parquet":
         return None
-    return columnar.parquet_file(file.path, file.name).metadata.num_rows
+    with columnar.parquet_file(file) as parquet:
+        return parquet.metadata.num_rows
 
 
 def iter_text_batches(file: DataFile, reading: Reading,
@@ -176,10 +171,9 @@ def iter_text_batches(file: DataFile, reading: Reading,
     """Streams the documents of one data file as TextBatches of about `batch_bytes` of text."""
     if reading.builder in ("parquet", "arrow"):
         if reading.builder == "parquet":
-            arrays = columnar.parquet_arrays(file.path, file.name, reading.text_column,
-                                             reading.options)
+            arrays = columnar.parquet_arrays(file, reading.text_column, reading.options)
         else:
-            arrays = columnar.arrow_arrays(file.path, file.name, reading.text_column)
+            arrays = columnar.arrow_arrays(file, reading.text_column)
         for array in arrays:
             yield from slice_text_array(array, file.name, reading.text_column, batch_bytes)
         return
@@ -198,10 +192,10 @@ def iter_text_batches(file: DataFile, reading: Reading,
 def _texts(file: DataFile, reading: Reading) -> Iterator[list[str]]:
     """The documents of a JSON, CSV or text file, a list at a time."""
     if reading.builder == "json":
-        return iter_json(file.path, file.name, reading.text_column, reading.options)
+        return iter_json(file, reading.text_column, reading.options)
     if reading.builder == "csv":
-        return iter_csv(file.path, file.name, reading.text_column, reading.options)
-    return iter_text(file.path, file.name, reading.options)
+        return iter_csv(file, reading.text_column, reading.options)
+    return iter_text(file, reading.options)
 
 
 def slice_text_array(array: pa.Array, name: str, text_column: str,
@@ -232,9 +226,8 @@ class WorkUnit:
         if self.row_groups is None:
             yield from iter_text_batches(self.file, self.reading)
             return
-        for array in columnar.parquet_arrays(self.file.path, self.file.name,
-                                             self.reading.text_column, self.reading.options,
-                                             self.row_groups):
+        for array in columnar.parquet_arrays(self.file, self.reading.text_column,
+                                             self.reading.options, self.row_groups):
             yield from slice_text_array(array, self.file.name, self.reading.text_column,
                                         BATCH_BYTES)
 
@@ -244,22 +237,24 @@ class WorkUnit:
         return f"{self.file.name} (row groups {self.row_groups[0]}-{self.row_groups[-1]})"
 
 
-def row_group_bytes(path: str | Path) -> list[int]:
+def row_group_bytes(file: DataFile) -> list[int]:
     """The uncompressed size of each row group of a parquet file, from its footer."""
-    metadata = pq.ParquetFile(path).metadata
+    with columnar.parquet_file(file) as parquet:
+        metadata = parquet.metadata
     return [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
 
 
 def work_units(files: list[DataFile], reading: Reading, unit_bytes: int) -> list[WorkUnit]:
     """The work units of a split's files in document order; parquet row groups are grouped
     until their uncompressed size reaches `unit_bytes`; any other file is one unit."""
+    if reading.builder != "parquet":
+        return [WorkUnit(file, reading) for file in files]
     units = []
+    unique = list(dict.fromkeys(files))
+    footers = dict(zip(unique, map_files(row_group_bytes, unique)))
     for file in files:
-        if reading.builder != "parquet":
-            units.append(WorkUnit(file, reading))
-            continue
         group, size = [], 0
-        for index, group_bytes in enumerate(row_group_bytes(file.path)):
+        for index, group_bytes in enumerate(footers[file]):
             group.append(index)
             size += group_bytes
             if size >= unit_bytes:

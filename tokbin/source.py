@@ -1,5 +1,8 @@
-"""Where the text comes from: a Hugging Face Hub dataset repo or a local directory laid out
-like one; its configured splits' data files copied into data/raw with its source.json.
+"""Where the text comes from: a Hugging Face Hub dataset repo, a local directory laid out like
+one, or such a folder in object storage (s3://, gs://; tokbin.buckets); its configured splits'
+data files copied into data/raw with its source.json, or, with ``download.materialize:
+false``, only recorded there (each file's size and checksum or version, read where it is by
+tokbin.remote).
 
 Which files a split is, and which reader reads them, is what ``datasets.load_dataset(dataset,
 config, data_files=...)`` would take (tokbin.resolve asks datasets itself): README configs and
@@ -9,14 +12,17 @@ remote code is ever run: only data files are fetched and parsed.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
 
-from tokbin import hub
+from tokbin import buckets, hub
 from tokbin.errors import TokbinError
-from tokbin.format import HOLDOUT_BIN, HOLDOUT_FROM, SourceRecord, bin_splits, write_source
-from tokbin.readers import DataFile, Reading, check_columns, check_file_type
+from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, SourceRecord, Stream, bin_splits,
+                           write_source)
+from tokbin.readers import Reading, check_columns, check_file_type
+from tokbin.remote import identities, map_files, record_file, require_client, scheme
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
 
@@ -43,35 +49,68 @@ def local_root(dataset: str) -> Path | None:
     return None
 
 
+def dataset_location(dataset: str, revision: str, copy: bool = True
+                     ) -> tuple[str | None, Path | None]:
+    """Where `dataset` is: (its object-storage folder's URL, None), (None, its local
+    directory), or (None, None) for a Hub dataset id. What cannot be read as asked is refused
+    here, with no network call (the check stage runs it before DVC deletes anything)."""
+    bucket = buckets.folder_url(dataset)
+    root = None if bucket else local_root(dataset)
+    if root is not None and not copy:
+        raise TokbinError(f"download.materialize: false streams a dataset from the Hub or "
+                          f"object storage, but {dataset} is a local directory: set "
+                          "download.materialize: true (it is copied into data/raw), or put it "
+                          "in a bucket (download.dataset: s3://bucket/folder)")
+    if bucket:
+        if revision != "main":
+            raise TokbinError(f"download.revision ({revision}) names a Hub revision, but "
+                              f"{dataset} is an object-storage folder: set download.revision: "
+                              "main (each object's version or ETag is recorded in "
+                              "data/raw/source.json)")
+        require_client(scheme(bucket))
+    return bucket, root
+
+
 def materialize(dataset: str, revision: str, splits: list[str] | dict[str, str],
                 text_column: str, out: Path, *, config: str | None = None,
-                data_files: dict[str, list[str]] | None = None) -> SourceRecord:
+                data_files: dict[str, list[str]] | None = None,
+                copy: bool = True) -> SourceRecord:
     """Fills `out` with the data files of `dataset`'s splits, at their repo paths, plus
-    source.json. `splits`: bin names, or {bin name: dataset split}.
+    source.json; with `copy` False, source.json alone, recording where each file is and what
+    it is. `splits`: bin names, or {bin name: dataset split}.
 
     Returns the source record: dataset, requested revision and resolved commit sha (both None
-    for local directories), config, files and reader.
+    for local directories and object storage), config, files, reader and (not copied) stream.
     """
     from tokbin.resolve import resolve_files  # imports datasets: seconds, download stage only
 
     bins = bin_splits(splits)
-    root = local_root(dataset)
-    sha = hub.resolve(dataset, revision) if root is None else None
-    resolution = resolve_files(dataset, root, sha, config, data_files)
+    bucket, root = dataset_location(dataset, revision, copy)
+    sha = hub.resolve(dataset, revision) if bucket is None and root is None else None
+    if bucket:
+        resolution = buckets.resolve(bucket, config, data_files)
+    else:
+        resolution = resolve_files(dataset, root, sha, config, data_files)
     _check_splits(bins, resolution.files, dataset, resolution.config)
     files = {split: resolution.files[split] for split in dict.fromkeys(bins.values())}
-    record = SourceRecord(dataset, revision if root is None else None, sha, resolution.config,
-                          data_files, bins, files, resolution.builder, resolution.options)
     names = list(dict.fromkeys(name for names in files.values() for name in names))
+    record = SourceRecord(dataset, revision if sha else None, sha, resolution.config,
+                          data_files, bins, files, resolution.builder, resolution.options)
     for name in names:
         check_file_type(record.origin(name), resolution.builder)
-    if root is None:
+    if not copy:
+        url = bucket or f"hf://datasets/{dataset}@{sha}"
+        found = identities([f"{url}/{name}" for name in names])
+        record = dataclasses.replace(record, stream=Stream(url, dict(zip(names, found))))
+    elif bucket:
+        buckets.copy(bucket, names, out)
+    elif root is None:
         hub.fetch(dataset, sha, names, out)
     else:
         _copy_local(root, names, out)
     reading = Reading(resolution.builder, text_column, resolution.options)
-    for name in names:
-        check_columns(DataFile(str(out / name), record.origin(name)), reading)
+    map_files(lambda file: check_columns(file, reading),
+              [record_file(record, out, name) for name in names])
     write_source(out, record)
     return record
 

@@ -26,17 +26,19 @@ from typing import Iterator
 
 from tokbin.compression import open_data, read_errors
 from tokbin.errors import TokbinError
+from tokbin.remote import DataFile
 
 CHUNK_CHARS = 4 << 20
 
 
-def iter_text(path: str, name: str, options: dict) -> Iterator[list[str]]:
+def iter_text(file: DataFile, options: dict) -> Iterator[list[str]]:
     """The documents of one .txt file, a chunk's worth at a time."""
+    name = file.name
     separator = options.get("separator")
     sample_by = options.get("sample_by") or "line"
     encoding = options.get("encoding") or "utf-8"
     try:
-        with read_errors(name), open_data(path, name) as raw, \
+        with read_errors(name), open_data(file) as raw, \
                 io.TextIOWrapper(raw, encoding=encoding,
                                  errors=options.get("encoding_errors") or "strict") as f:
             if separator is not None:
@@ -52,7 +54,7 @@ def iter_text(path: str, name: str, options: dict) -> Iterator[list[str]]:
                                   f"{sample_by!r}")
     except TokbinError as e:
         if "invalid UTF-8" in str(e) and encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
-            raise _invalid_line(path, name) from None
+            raise _invalid_line(file) from None
         raise
 
 
@@ -99,9 +101,10 @@ def _separated(chunks: Iterator[str], separator: str) -> Iterator[list[str]]:
         yield [rest.removesuffix("\n")]
 
 
-def _invalid_line(path: str, name: str) -> TokbinError:
+def _invalid_line(file: DataFile) -> TokbinError:
     """Where the file's first invalid UTF-8 is, by line (read again: only on this error)."""
-    with read_errors(name), open_data(path, name) as f:
+    name = file.name
+    with read_errors(name), open_data(file) as f:
         for lineno, line in enumerate(f, 1):
             try:
                 line.decode("utf-8")

@@ -2,8 +2,10 @@
 
 For each bin, an executor (tokbin.executors: threads or worker processes; or
 tokbin.ray_executor) reads the data files of its dataset split with the dataset's reader
-(tokbin.readers) and encodes them (tokbin.encode) into ``<bin>.bin`` and ``<bin>.doclens``
-(tokbin.format); with a holdout, the train split's pass writes ``validation.bin`` too.
+(tokbin.readers), from data/raw or, when source.json streams them, from their source, each
+first checked against its record (tokbin.remote), and encodes them (tokbin.encode) into
+``<bin>.bin`` and ``<bin>.doclens`` (tokbin.format); with a holdout, the train split's pass
+writes ``validation.bin`` too.
 meta.json describes them. Every executor gives the same bytes.
 """
 from __future__ import annotations
@@ -20,23 +22,27 @@ from tokbin.executors import (ProcessExecutor, SplitJob, SplitOutput, ThreadExec
                               default_workers, worth_processes)
 from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, Holdout, Meta, SourceRecord, SplitInfo,
                            bin_splits, doclens_file, read_source, write_meta)
+from tokbin.tokenizer_spec import TokenizerSpec, resolve_tokenizer
 from tokbin.fsio import atomic_path
 from tokbin.readers import (DataFile, Reading, check_columns, count_documents,
                             use_lean_arrow_memory)
+from tokbin.remote import map_files, record_file, verify
 
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str, str],
-                     text_column: str, encoding: str, eot: str, engine: str = "tiktoken",
-                     workers: int | None = None, executor: str = "local", *,
-                     sample_by: str | None = None, separator: str | None = None,
-                     holdout: Holdout | None = None) -> Meta:
-    """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json).
+                     text_column: str, encoding: str | TokenizerSpec, eot: str,
+                     engine: str = "reference", workers: int | None = None,
+                     executor: str = "local", *, sample_by: str | None = None,
+                     separator: str | None = None, holdout: Holdout | None = None) -> Meta:
+    """Tokenizes every split of a downloaded dataset into `out_dir` (bins, doclens, meta.json),
+    with the tokenizer resolved from tokenize.encoding (or an encoding name, resolved here).
 
     `splits`: bin names, or {bin name: dataset split}. `sample_by` and `separator` choose the
     documents of .txt files; `holdout` draws validation from train. `out_dir` appears whole
     or not at all. executor "local" runs worker processes for large parquet datasets and
     threads otherwise; "ray" runs Ray tasks. All give the same output.
     """
+    tokenizer = encoding if isinstance(encoding, TokenizerSpec) else resolve_tokenizer(encoding)
     from tqdm.auto import tqdm
 
     workers = workers or default_workers()
@@ -44,7 +50,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
     source = read_source(raw_dir)
     reading = reading_for(source, text_column, sample_by, separator)
     plan = _plan(source, raw_dir, splits, reading, holdout)
-    settings = settings_for(encoding, eot, engine)
+    settings = settings_for(tokenizer, eot, engine)
     split_infos = {}
     with atomic_path(out_dir) as tmp, ExitStack() as stack:
         chosen = _choose_executors(executor, settings, workers, plan, reading, stack)
@@ -54,7 +60,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
             job = SplitJob(files, reading,
                            [SplitOutput(tmp / f"{b}.bin", tmp / doclens_file(b)) for b in bins],
                            drawn)
-            known = [count_documents(f, reading) for f in files]
+            known = map_files(lambda file: count_documents(file, reading), files)
             total = None if None in known else sum(known)
             with tqdm(total=total, desc=f"tokenize {name}", unit="doc", unit_scale=True,
                       mininterval=1.0) as bar:
@@ -66,8 +72,9 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
                                                   count.documents,
                                                   count.tokens * np.dtype(info.dtype).itemsize,
                                                   count.crc32)
-        meta = Meta(encoding=encoding, n_vocab=info.n_vocab, eot_token=info.eot_token, eot=eot,
-                    dtype=info.dtype, source=source.source, splits=split_infos, holdout=holdout)
+        meta = Meta(encoding=tokenizer.encoding, n_vocab=info.n_vocab,
+                    eot_token=info.eot_token, eot=eot, dtype=info.dtype, source=source.source,
+                    splits=split_infos, holdout=holdout, tokenizer=info.tokenizer)
         write_meta(tmp, meta)
     return meta
 
@@ -105,10 +112,9 @@ def _plan(source: SourceRecord, raw_dir: Path, splits: list[str] | dict[str, str
             raise TokbinError(f"bin {bin_name!r} (dataset split {split!r}) was not downloaded "
                               f"(data/raw holds {source.splits}, bin: split); run `dvc repro` "
                               "to download it")
-        files = [DataFile(str((raw_dir / name).resolve()), source.origin(name))
-                 for name in source.files[split]]
-        for file in dict.fromkeys(files):
-            check_columns(file, reading)
+        files = [record_file(source, raw_dir, name) for name in source.files[split]]
+        verify(files)
+        map_files(lambda file: check_columns(file, reading), list(dict.fromkeys(files)))
         drawn = holdout if bin_name == HOLDOUT_FROM else None
         plan[bin_name] = (files, drawn, [bin_name] + ([HOLDOUT_BIN] if drawn else []))
     return plan

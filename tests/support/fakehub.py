@@ -7,7 +7,12 @@ Endpoints (all that datasets 5.2.0 + huggingface_hub 2.4.0 use to resolve and fe
   GET  /api/datasets/{repo}/tree/{rev}[/{path}]          listing; ?recursive=true|false, paged
   POST /api/datasets/{repo}/paths-info/{rev}             form: paths=..&paths=..&expand=
   HEAD|GET /datasets/{repo}/resolve/{rev}/{path}         file bytes + X-Repo-Commit, ETag; a
-                                                         missing file: 404 EntryNotFound
+                                                         missing file: 404 EntryNotFound; a
+                                                         Range header: 206, those bytes
+  GET  /api/models/{repo}/revision/{rev}                a model repo's info (add_commit with
+  HEAD|GET /{repo}/resolve/{rev}/{path}                 repo_type="model"), and its files
+Files named as the Hub's default .gitattributes stores in LFS (`LFS_SUFFIXES`) carry an `lfs`
+entry (sha256, size) in listings, as there; the others only a git blob id (`oid`).
 Anything else is answered 404 and recorded in `unknown` (so a test can assert none was hit).
 Every request is recorded in `requests`; `on_file` (if set) is called with each file name
 served, before it is served.
@@ -23,6 +28,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 
+LFS_SUFFIXES = (".parquet", ".arrow", ".gz", ".zst", ".bz2", ".xz", ".zip")
+
+
 def tree_of(root: Path) -> dict[str, bytes]:
     """The files of a local folder as {repo-relative path: bytes}."""
     return {p.relative_to(root).as_posix(): p.read_bytes()
@@ -33,6 +41,8 @@ class FakeHub:
     def __init__(self):
         self.repos: dict[str, dict[str, dict[str, bytes]]] = {}  # repo -> sha -> files
         self.refs: dict[str, dict[str, str]] = {}  # repo -> branch/tag -> sha
+        self.models: dict[str, dict[str, dict[str, bytes]]] = {}  # model repos, the same way
+        self.model_refs: dict[str, dict[str, str]] = {}
         self.requests: list[str] = []
         self.unknown: list[str] = []
         self.page_size = 1000
@@ -60,13 +70,15 @@ class FakeHub:
 
     # ---- set-up -------------------------------------------------------------------------------
     def add_commit(self, repo: str, files: dict[str, bytes], sha: str | None = None,
-                   branch: str | None = "main") -> str:
+                   branch: str | None = "main", repo_type: str = "dataset") -> str:
         sha = sha or hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest())
                                               for k, v in files.items()))
-                                  .encode() + repo.encode()).hexdigest()
-        self.repos.setdefault(repo, {})[sha] = dict(files)
+                                  .encode() + repo_type.encode() + repo.encode()).hexdigest()
+        repos, refs = ((self.repos, self.refs) if repo_type == "dataset"
+                       else (self.models, self.model_refs))
+        repos.setdefault(repo, {})[sha] = dict(files)
         if branch:
-            self.refs.setdefault(repo, {})[branch] = sha
+            refs.setdefault(repo, {})[branch] = sha
         return sha
 
     def start(self) -> "FakeHub":
@@ -84,9 +96,38 @@ class FakeHub:
         self.stop()
 
     # ---- serving ------------------------------------------------------------------------------
-    def _resolve(self, repo: str, rev: str) -> str | None:
-        commits = self.repos.get(repo, {})
-        return rev if rev in commits else self.refs.get(repo, {}).get(rev)
+    def _resolve(self, repo: str, rev: str, model: bool = False) -> str | None:
+        repos, refs = (self.models, self.model_refs) if model else (self.repos, self.refs)
+        commits = repos.get(repo, {})
+        return rev if rev in commits else refs.get(repo, {}).get(rev)
+
+    def _model(self, h, path: str, head: bool) -> bool:
+        """Serves a model repo's info or file; False when `path` is neither."""
+        info = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/(.+)", path)
+        file = None if info else re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        if info is None and (file is None or path.startswith(("/api/", "/datasets/"))):
+            return False
+        repo, rev = (info or file).group(1), (info or file).group(2)
+        if repo not in self.models:
+            self._error(h, 404, "RepoNotFound", "Repository not found")
+            return True
+        sha = self._resolve(repo, rev, model=True)
+        if sha is None:
+            self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            return True
+        files = self.models[repo][sha]
+        if info:
+            self._json(h, {"id": repo, "sha": sha, "private": False, "gated": False,
+                           "disabled": False,
+                           "siblings": [{"rfilename": n} for n in sorted(files)]}, head)
+        elif file.group(3) not in files:
+            self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
+        else:
+            data = files[file.group(3)]
+            self._send(h, 200, data, {"X-Repo-Commit": sha,
+                                      "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                                      "Content-Type": "application/octet-stream"}, head)
+        return True
 
     def _handle(self, h: BaseHTTPRequestHandler, head: bool):
         url = urlparse(h.path)
@@ -98,6 +139,8 @@ class FakeHub:
             body = h.rfile.read(length)
         h.is_head = head
         self.requests.append(f"{h.command} {path}" + (f"?{url.query}" if url.query else ""))
+        if self._model(h, path, head):
+            return
 
         m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/(revision|tree|paths-info)/(.*)", path)
         if m:
@@ -154,17 +197,28 @@ class FakeHub:
             if name not in files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found",
                                    {"X-Repo-Commit": sha})
-            data = files[name]
-            return self._send(h, 200, data, {"X-Repo-Commit": sha,
-                                             "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                                             "Content-Type": "application/octet-stream"}, head)
+            data, status = files[name], 200
+            extra = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+            wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range") or "")
+            if wanted:  # what HfFileSystem's reads ask for
+                start = int(wanted.group(1))
+                end = min(int(wanted.group(2) or len(data) - 1), len(data) - 1)
+                status, extra["Content-Range"] = 206, f"bytes {start}-{end}/{len(data)}"
+                data = data[start:end + 1]
+            return self._send(h, status, data, {"X-Repo-Commit": sha, **extra,
+                                                "Content-Type": "application/octet-stream"},
+                                  head)
         self.unknown.append(f"{h.command} {h.path}")
         return self._error(h, 404, "RepoNotFound", "Not found")
 
     @staticmethod
     def _file_entry(path: str, data: bytes) -> dict:
-        return {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
-                "path": path}
+        entry = {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
+                 "path": path}
+        if path.endswith(LFS_SUFFIXES):
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                            "pointerSize": 134}
+        return entry
 
     @staticmethod
     def _dir_entry(path: str) -> dict:

@@ -173,3 +173,25 @@ def class_documents(name: str, count: int, seed: int = 0) -> list[str]:
     rng = random.Random(f"{name}/{seed}")
     generate = CLASSES[name]
     return [generate(rng) for _ in range(count)]
+
+
+# The special-token text of the tokenizers tokbin reads (Llama 3, GPT-2, SentencePiece, Mistral
+# instruct): inside a document, every kind must encode it as ordinary text.
+LITERAL_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>",
+                    "<|start_header_id|>", "<|reserved_special_token_5|>", "<s>", "</s>",
+                    "<unk>", "[INST]", "[/INST]", "<pad>", "[REF]")
+HOSTILE_CLASSES = ("ascii_tabs", "crlf", "unicode_whitespace", "accents", "emoji", "cjk",
+                   "endoftext", "random_unicode", "long_whitespace")
+
+
+def hostile_documents(per_class: int = 12, seed: int = 0) -> list[str]:
+    """Tabs, CR, unicode whitespace, emoji, combining marks, any code point, and literal special
+    tokens alone, doubled, glued to words and at a document's edges."""
+    specials = [form.format(s=s) for s in LITERAL_SPECIALS
+                for form in ("{s}", "{s}{s}", "a{s}b", " {s} ", "\n{s}\n", "x {s}")]
+    fixed = ["", " ", "\t", "\r", "\r\n", "\n\n", "a\tb\r\nc\rd",
+             "\u00a0\u3000\u2028\u2029\u0085", "\u180e\u200b\ufeff",
+             "cafe\u0301 Z\u0324\u0354\u0367 n\u0303", "👩‍👩‍👧‍👦 🇺🇸 👍🏽",
+             "\x00\x1b\x7f", "\ue000\U0010ffff", "1234567890" * 5, "I'm you'RE it's"]
+    return fixed + specials + [doc for name in HOSTILE_CLASSES
+                               for doc in class_documents(name, per_class, seed)]
