@@ -14,8 +14,9 @@ tests.support.corpus; 0 leaves it out), materialized with the download stage's c
   or check), and the fastokens engine as tokbin runs it, with the CPU inside its cross-check
   (medians of 5 passes, alternated) and the share of tokens it re-encoded;
 - **the tokenize stage** (tokenize_dataset in a fresh process, one worker per core) with
-  each engine, back to back: wall seconds of the whole process (interpreter start and imports
-  included) and its CPU seconds; the bins and doclens of both must be byte-identical.
+  each engine, alternated --stage-runs times: medians of the whole process's wall seconds
+  (interpreter start and imports included) and CPU seconds; the bins and doclens of both must
+  be byte-identical on every run.
 Targets (issue 20): stage >= 3x tiktoken's on every real corpus of >= 50 MB, >= 4x where
 fastokens alone is >= 5x tiktoken; cross-check <= 5% of the engine's CPU on every corpus.
 Results: docs/performance.md.
@@ -134,22 +135,30 @@ def identical(a: Path, b: Path) -> bool:
         (a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
-def measure_corpus(name: str, raw: Path, work: Path, conservative, sample_mb: float) -> dict:
+def measure_corpus(name: str, raw: Path, work: Path, conservative, sample_mb: float,
+                   stage_runs: int) -> dict:
+    load = os.getloadavg()[0]
     batches = train_batches(raw)
     result = {"routing": routing(batches, gpt2_fast_engine(), conservative)}
     every = max(1, round(len(batches) / sample_mb))
     result["cpu"] = cpu_rates(batches[::every])
     del batches
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    stage = {}
-    for engine_name in ("tiktoken", "fastokens"):
-        out = work / f"tokens-{name}-{engine_name}"
-        stage[engine_name] = run_stage(raw, out, engine_name, default_workers(), env)
-    result["stage"] = stage
-    result["identical"] = identical(work / f"tokens-{name}-tiktoken",
-                                    work / f"tokens-{name}-fastokens")
-    for engine_name in stage:
+    runs = collections.defaultdict(list)
+    result["identical"] = True
+    for _ in range(stage_runs):  # alternated, so the machine's other load falls on both
+        for engine_name in ("tiktoken", "fastokens"):
+            out = work / f"tokens-{name}-{engine_name}"
+            _remove(out)
+            runs[engine_name].append(run_stage(raw, out, engine_name, default_workers(), env))
+        result["identical"] &= identical(work / f"tokens-{name}-tiktoken",
+                                         work / f"tokens-{name}-fastokens")
+    result["stage"] = {engine_name: {key: statistics.median(r[key] for r in engine_runs)
+                                     for key in engine_runs[0]}
+                       for engine_name, engine_runs in runs.items()}
+    for engine_name in runs:
         _remove(work / f"tokens-{name}-{engine_name}")
+    result["load"] = [load, os.getloadavg()[0]]
     return result
 
 
@@ -171,8 +180,8 @@ def report(results: dict, load: tuple[float, float]) -> bool:
     print("| corpus | MB | documents | to tiktoken (conservative rule: top characters) "
           "| check: share of engine CPU (of tokens) | fastokens alone vs tiktoken, 1 thread "
           "CPU | engine vs tiktoken, 1 thread CPU | stage s, tiktoken / fastokens "
-          "| stage speedup, wall | stage speedup, CPU | target | bins identical |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
+          "| stage speedup, wall | stage speedup, CPU | target | bins identical | load average |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|")
     met = True
     for name, r in results.items():
         ro, c, st = r["routing"], r["cpu"], r["stage"]
@@ -193,7 +202,8 @@ def report(results: dict, load: tuple[float, float]) -> bool:
               f"{c['tiktoken_s'] / c['engine_s']:.1f}x | {t['process_seconds']:.1f} / "
               f"{f['process_seconds']:.1f} | **{wall:.2f}x** | {cpu:.2f}x | "
               f"{f'>= {target}x, check <= 5%' if target else 'check <= 5%'}: "
-              f"{'met' if ok else 'NOT met'} | {'yes' if r['identical'] else 'NO'} |")
+              f"{'met' if ok else 'NOT met'} | {'yes' if r['identical'] else 'NO'} | "
+              f"{'-'.join(f'{x:.1f}' for x in r.get('load', [])) or '-'} |")
     print(f"\n{'all targets met' if met else 'some targets NOT met'}")
     return met
 
@@ -207,6 +217,8 @@ def main() -> None:
     parser.add_argument("--stories", type=int, default=300_000,
                         help="a TinyStories-shaped corpus of this many stories (0: none)")
     parser.add_argument("--sample-mb", type=float, default=48)
+    parser.add_argument("--stage-runs", type=int, default=3,
+                        help="runs of each engine's stage, alternated (medians)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.setup:
@@ -228,7 +240,8 @@ def main() -> None:
             name = corpus.name if corpus.name != "tinystories" else \
                 f"tinystories_shaped_{args.stories // 1000}k"
             raw = materialized(corpus, work / f"raw-{corpus.name}")
-            results[name] = measure_corpus(name, raw, work, conservative, args.sample_mb)
+            results[name] = measure_corpus(name, raw, work, conservative, args.sample_mb,
+                                           args.stage_runs)
             _remove(raw)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     if args.json:

@@ -181,6 +181,7 @@ def test_with_the_code_point_table_every_character_is_on_the_fast_path(fast, gpt
 def test_only_surrogates_leave_the_fast_path_with_the_table():
     texts = ["a\ud800b", "한국어 \ud7a3", "\udfff", "ok"]
     assert GPT2.mask(TextBatch.from_texts(texts)).tolist() == [False, True, False, True]
+    assert GPT2.mask(TextBatch.from_texts(texts[1::2])).all()  # 0xED leads Hangul too
 
 
 def test_conservative_routing_sends_unicode_spaces_and_unassigned_code_points_away(

@@ -5,8 +5,8 @@ import pytest
 import tiktoken
 
 from tokbin import rank_cache
-from tokbin.vocab import get_encoding
 from tokbin.fast_path import tokenizer_json_path
+from tokbin.vocab import get_encoding
 
 TEXT = "“Hi,” said José. 日本語 👍🏽\t<|endoftext|>  x\u00a0y"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,6 +117,8 @@ class ProvenClass:
         if data.isascii() or (self.lead_bytes
                               and not any(bytes([b]) in data for b in self.lead_bytes)):
             return np.ones(len(batch), dtype=bool)
+        if self.only_surrogates and _SURROGATE_UTF8.search(data) is None:
+            return np.ones(len(batch), dtype=bool)  # 0xED also leads U+D000-U+D7FF (Hangul)
         array = np.frombuffer(data, dtype=np.uint8)
         non_ascii = array[array >= 0x80].tobytes().decode("utf-8", "surrogatepass")
         distinct = np.unique(np.frombuffer(non_ascii.encode("utf-32-le", "surrogatepass"),
@@ -136,6 +139,7 @@ class ProvenClass:
 
 
 _FINDS_AT_MOST = 16
+_SURROGATE_UTF8 = re.compile(rb"\xed[\xa0-\xbf]")  # U+D800-U+DFFF as surrogatepass writes them
 
 
 def _lead_bytes(unsafe: np.ndarray) -> bytes:
