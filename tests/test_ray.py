@@ -214,7 +214,11 @@ def test_tasks_on_both_nodes_stream_their_inputs_and_the_driver_holds_no_data_fi
     def encode_where_it_runs(unit, *args):
         node = ray.get_runtime_context().get_node_id()
         (ran / f"{node}-{os.getpid()}").write_text(os.getcwd())
-        time.sleep(0.1)  # both nodes get tasks
+        # a task holds its node's only CPU until the other node has run one too (at most 30 s)
+        deadline = time.monotonic() + 30
+        while len({p.name.split("-")[0] for p in ran.iterdir()}) < len(NODES) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
         return encode(unit, *args)
 
     monkeypatch.setattr(ray_executor, "_encode_unit", encode_where_it_runs)

