@@ -9,8 +9,11 @@ The differential run compares, per character class, (1) the fastokens engine as 
 it (routing and cross-check) and (2) fastokens alone on the documents routing gives it (joined
 by the separator, and one string per document for those holding its text), against the
 reference (tiktoken's encode_ordinary for gpt2 and rank files, tokenizers for tokenizer.json);
-it also counts how often fastokens alone would have disagreed on the documents routing sends
-to the reference. Exit status 1 on any mismatch in (1) or (2). `--tokenizers` picks what runs
+it also counts the fast-path documents that the conservative rule
+(tokbin.fast_path.conservative_unsafe: every tokenizer without a code point table, and gpt2
+on engine versions its table was not measured on) would send to the reference, and how often
+fastokens alone would have disagreed on the documents routing sends to the reference. Exit
+status 1 on any mismatch in (1) or (2). `--tokenizers` picks what runs
 (default: all of `DIFFERENTIAL`): gpt2; Llama 3's rank file (from its PyPI wheel) and o200k's
 ranks as a rank file, each with its own regex; and a tokenizer.json per layout the fast engine
 takes, trained on TinyStories-shaped text.
@@ -38,7 +41,7 @@ import numpy as np
 from tests.support.text_classes import CLASSES, class_documents
 from tokbin.engines import make_engine
 from tokbin.executors import default_workers
-from tokbin.fast_path import documents_containing, fast_path_mask, unsafe_codepoints
+from tokbin.fast_path import documents_containing, proven_class
 from tokbin.format import token_ends
 from tokbin.readers import TextBatch
 from tokbin.tokenizer_spec import resolve_tokenizer
@@ -109,7 +112,8 @@ def differential_of(name: str, engine, per_class: int) -> int:
     reference = engine.reference.encode_texts
     suites = [(cls, lambda cls=cls, seed=seed: class_documents(cls, CHUNK, seed=seed))
               for cls in CLASSES for seed in range(per_class // CHUNK)]
-    safe = np.flatnonzero(~unsafe_codepoints())
+    safe = np.flatnonzero(~engine.proven.unsafe)
+    conservative = proven_class(None)
     sweep = [ctx.format(c=chr(cp)) for cp in safe for ctx in CONTEXTS]
     suites += [("every_safe_char", lambda i=i: sweep[i:i + CHUNK])
                for i in range(0, len(sweep), CHUNK)]
@@ -118,7 +122,8 @@ def differential_of(name: str, engine, per_class: int) -> int:
     for suite, make in suites:
         texts = make()
         batch = TextBatch.from_texts(texts)
-        fast = fast_path_mask(batch)
+        fast = engine.proven.mask(batch)
+        widened = int((fast & ~conservative.mask(batch)).sum())
         ids, lengths = engine.encode_batch(batch)
         routed_bad = differing_documents(ids, lengths, *reference(texts))
         on_fast = [t for t, f in zip(texts, fast) if f]
@@ -130,18 +135,21 @@ def differential_of(name: str, engine, per_class: int) -> int:
         on_slow = [t for t, f in zip(texts, fast) if not f]
         avoided = differing_documents(*engine.encode_separately(TextBatch.from_texts(on_slow)),
                                       *reference(on_slow))
-        row = rows.setdefault(suite, [0, 0, 0, 0, 0])
-        for k, v in enumerate([len(texts), int(fast.sum()), routed_bad, alone_bad, avoided]):
+        row = rows.setdefault(suite, [0, 0, 0, 0, 0, 0])
+        for k, v in enumerate([len(texts), int(fast.sum()), widened, routed_bad, alone_bad,
+                               avoided]):
             row[k] += v
     total = sum(r[0] for r in rows.values())
     print(f"\ndifferential, {name} vs {engine.reference.name}: {total:,} documents in "
           f"{time.perf_counter() - started:.0f} s on {machine()}\n")
-    print("| class | documents | fast path | engine differs | fastokens differs (fast path) "
+    print("| class | documents | fast path | of which outside the conservative class "
+          "| engine differs | fastokens differs (fast path) "
           f"| fastokens would differ (routed to {engine.reference.name}) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for suite, (n, n_fast, routed_bad, alone_bad, avoided) in rows.items():
-        print(f"| {suite} | {n:,} | {n_fast / n:.1%} | {routed_bad} | {alone_bad} | {avoided} |")
-    failures = sum(r[2] + r[3] for r in rows.values())
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for suite, (n, n_fast, widened, routed_bad, alone_bad, avoided) in rows.items():
+        print(f"| {suite} | {n:,} | {n_fast / n:.1%} | {widened:,} | {routed_bad} | {alone_bad} "
+              f"| {avoided} |")
+    failures = sum(r[3] + r[4] for r in rows.values())
     print(f"\n{'FAIL' if failures else 'OK'}: {name}: {failures} mismatching documents")
     return failures
 
@@ -161,13 +169,15 @@ print(json.dumps({"seconds": time.perf_counter() - started,
 
 
 def run_stage(raw: Path, out: Path, engine: str, workers: int, env: dict) -> dict:
-    """tokenize_dataset in a fresh process, as `dvc repro` runs it (timed from its call, so
-    without the interpreter's start and imports, about 0.3 s), with the peak RSS of the
-    largest process of its tree (its worker processes included; sampled every 50 ms)."""
+    """tokenize_dataset in a fresh process, as `dvc repro` runs it: `seconds` timed from its
+    call (without the interpreter's start and imports, about 0.3 s), `process_seconds` and
+    `cpu_seconds` (its process tree's, sampled every 50 ms) with them, and the peak RSS of the
+    largest process of its tree (its worker processes included)."""
     from bench.bench_pipeline import measure
     run = measure([sys.executable, "-c", STAGE_RUN, str(raw), str(out), engine, str(workers)],
                   Path.cwd(), {**env, "TQDM_DISABLE": "1"})
-    return {**json.loads(run.lines[-1][1]), "peak_rss_mb": run.peak_rss / 2**20}
+    return {**json.loads(run.lines[-1][1]), "peak_rss_mb": run.peak_rss / 2**20,
+            "process_seconds": run.wall, "cpu_seconds": run.cpu}
 
 
 def executor_of(raw: Path, workers: int) -> str:
@@ -204,7 +214,7 @@ def speed(stories_list: list[int]) -> None:
                 started = time.perf_counter()
                 sample_tokens = sum(len(encoding.encode_ordinary(t)) for t in sample)
                 one_core = sample_tokens / (time.perf_counter() - started)
-            masks = [fast_path_mask(b) for b in batches]
+            masks = [proven_class("gpt2").mask(b) for b in batches]
             separately = sum(int((m & documents_containing(b, b"<|endoftext|>")).sum())
                              for b, m in zip(batches, masks))
             fast_share = float(np.concatenate(masks).mean())

@@ -255,9 +255,9 @@ def bins_identical(seed_out: Path, repo: Path) -> bool:
 
 def fast_path_share(corpus: Path) -> float:
     """The share of the corpus's documents that the fastokens engine sends to fastokens."""
-    from tokbin.fast_path import fast_path_mask
+    from tokbin.fast_path import proven_class
     from tokbin.readers import DataFile, Reading, iter_text_batches
-    masks = [fast_path_mask(batch) for split in SPLITS
+    masks = [proven_class("gpt2").mask(batch) for split in SPLITS
              for path in corpus_files(corpus, split)
              for batch in iter_text_batches(DataFile(str(path), str(path)),
                                             Reading("parquet", "text"), 1 << 20)]

@@ -14,7 +14,7 @@ from support.text_classes import hostile_documents
 from support.tokenizer_fixtures import reference_ids, stories, train_tokenizer_json
 from tokbin.engines import FastokensEngine, effective_engine, make_engine
 from tokbin.errors import TokbinError
-from tokbin.fast_path import fast_path_mask, unsafe_codepoints
+from tokbin.fast_path import unsafe_codepoints
 from tokbin.readers import TextBatch
 from tokbin.tokenizer_spec import resolve_tokenizer
 from tokbin.vocab import load_vocabulary
@@ -62,7 +62,7 @@ def test_llama3s_rank_file_runs_on_fastokens_with_tiktokens_ids(tokenizer_files,
     want = reference_ids("tiktoken_rank_file", tokenizer_files.llama3, texts,
                          tokenizer_files.llama3_pattern)
     assert ids.tolist() == joined(want, 128000) and lengths.tolist() == list(map(len, want))
-    assert fast_path_mask(TextBatch.from_texts(texts)).mean() > 0.5  # most of it went fast
+    assert engine.proven.mask(TextBatch.from_texts(texts)).mean() > 0.5  # most of it went fast
 
 
 @pytest.mark.parametrize("layout", ["bytelevel", "nfc", "digits", "split_llama3"])

@@ -10,25 +10,26 @@ tokenizer, are tokbin.reference_engines'; for gpt2, tiktoken.
 pre-tokenizer), loaded from a Hugging Face tokenizer.json: derived at run time from tiktoken's
 own vocabulary for gpt2, built from a rank file's ranks, or the user's own (tokbin.fast_tokenizers,
 which also says which tokenizers it may run). It is exact by construction: only documents whose
-characters are all in the class that differential tests proved identical (`fast_path_mask`)
-go to fastokens, the rest go to the reference engine, and a sample of the fast path is
-re-encoded with the reference at run time (`CROSS_CHECK_ONE_IN`); any disagreement stops the
-stage. See docs/fast_engine.md and docs/tokenizers.md.
+characters are all in the proven class (the code points on which fastokens was measured to
+behave as the reference does: tokbin.fast_path) go to fastokens, the rest go to the reference
+engine, and a share of the fast path's tokens is re-encoded with the reference at run time
+(tokbin.cross_check); any disagreement stops the stage. See docs/fast_engine.md and
+docs/tokenizers.md.
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
-import random
 import sys
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tokbin.codepoints import codepoint_table, installed_versions
+from tokbin.cross_check import CrossCheck
 from tokbin.errors import TokbinError
-from tokbin.fast_path import documents_containing, fast_path_mask, limit_fastokens_threads
+from tokbin.fast_path import (TABLE_OF_ENCODING, documents_containing, limit_fastokens_threads,
+                              proven_class)
 from tokbin.fast_tokenizers import fast_refusal, fast_tokenizer_json
 from tokbin.format import RANK_FILE, TIKTOKEN, token_ends
 from tokbin.reference_engines import LIBRARY, NO_IDS
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
     from tokbin.readers import TextBatch
     from tokbin.tokenizer_spec import TokenizerSpec
     from tokbin.vocab import Vocabulary
-
-# One fast-path document in CROSS_CHECK_ONE_IN (at least one per batch) is re-encoded with
-# the reference: a run-time guard whose cost docs/performance.md measures.
-CROSS_CHECK_ONE_IN = 256
 
 
 @dataclass(frozen=True)
@@ -67,11 +64,17 @@ class FastokensEngine:
     """
     name = "fastokens"
 
-    def __init__(self, reference, separator: str, eot: int, tokenizer_json: str):
+    def __init__(self, reference, separator: str, eot: int, tokenizer_json: str, proven):
         import fastokens  # noqa: F401  (fails here, before any work, if it is not installed)
         self.reference, self.separator, self.eot = reference, separator, eot
         self.fallback = "tiktoken" if reference.name == "tiktoken" else "reference"
         self.joinable = not any(separator[:n] == separator[-n:] for n in range(1, len(separator)))
+        self.proven = proven  # tokbin.fast_path.ProvenClass
+        if proven.table is not None and proven.table.pattern != reference.encoding._pat_str:
+            raise TokbinError(f"tiktoken's {reference.encoding.name} split pattern is not the one "
+                              "its code point table was measured with; set tokenize.engine: "
+                              "tiktoken")
+        self.check = CrossCheck(reference, proven.classes, self.fallback)
         self.tokenizer = self._load(tokenizer_json)
 
     @property
@@ -80,10 +83,15 @@ class FastokensEngine:
         return self.reference.encoding
 
     def thread_copy(self) -> "FastokensEngine":
-        """Shares the tokenizer (fastokens keeps its per-thread state itself)."""
+        """Shares the tokenizer (fastokens keeps its per-thread state itself), and the
+        reference when the proven class sends it no document (then it only cross-checks a
+        small share of the tokens: nothing to contend for); otherwise a copy of it per
+        thread. The copy's cross-check draws in its first batch."""
         copy = object.__new__(FastokensEngine)
         copy.__dict__.update(self.__dict__)
-        copy.reference = self.reference.thread_copy()
+        if not self.proven.only_surrogates:
+            copy.reference = self.reference.thread_copy()
+        copy.check = self.check.fresh(copy.reference)
         return copy
 
     def _load(self, tokenizer_json: str):
@@ -102,7 +110,7 @@ class FastokensEngine:
         return tokenizer
 
     def encode_batch(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
-        fast = fast_path_mask(batch)
+        fast = self.proven.mask(batch)
         separately = fast & (documents_containing(batch, self.separator.encode())
                              if self.joinable else True)
         joined = fast & ~separately
@@ -116,7 +124,7 @@ class FastokensEngine:
     def encode_checked(self, encode, batch: TextBatch, members: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
         ids, lengths = encode(batch, members)
-        self.cross_check(batch, members, ids, lengths)
+        self.check(batch, members, ids, lengths)
         return ids, lengths
 
     def encode_joined(self, batch: TextBatch, members: np.ndarray | None = None
@@ -146,30 +154,6 @@ class FastokensEngine:
         offsets = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
         ids = np.insert(np.frombuffer(ids, dtype=np.uint32), offsets[1:], self.eot)
         return ids, np.diff(offsets)
-
-    def cross_check(self, batch: TextBatch, members: np.ndarray | None, ids: np.ndarray,
-                    lengths: np.ndarray) -> None:
-        """Re-encodes with the reference a deterministic sample of the documents of `batch`
-        (those where `members` is True, when given) that were encoded into `ids` and `lengths`;
-        any difference stops."""
-        chosen = np.arange(len(batch)) if members is None else np.flatnonzero(members)
-        if not len(chosen):
-            return
-        # The sample depends only on the documents' content, so reruns check the same ones.
-        rng = random.Random(zlib.crc32(batch.document(chosen[0])) + len(chosen))
-        sample = rng.sample(range(len(chosen)), math.ceil(len(chosen) / CROSS_CHECK_ONE_IN))
-        ends = token_ends(lengths) - 1
-        for i in sample:
-            text = batch.document(chosen[i]).decode("utf-8")
-            got = ids[ends[i] - lengths[i]:ends[i]]
-            want = self.reference.encode_ordinary(text)
-            if got.tolist() != want:
-                raise TokbinError(
-                    f"the fastokens engine disagrees with {self.reference.name} on a document "
-                    f"({len(want)} tokens, starting {text[:60]!r}); its output is not trusted, "
-                    f"nothing was written. Set tokenize.engine: {self.fallback} in params.yaml "
-                    "and rerun, and report the document so the fast path's character class can "
-                    "exclude it")
 
 
 def interleave(route: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
@@ -207,7 +191,20 @@ def effective_engine(name: str, vocabulary: Vocabulary) -> str:
                   f"encoding {spec.encoding} is tokenized with {library} (same tokens, "
                   f"{library}'s speed)")
         return "reference"
+    if spec.kind == TIKTOKEN and spec.encoding in TABLE_OF_ENCODING:
+        if proven_class(spec.encoding).table is None:
+            table = codepoint_table(TABLE_OF_ENCODING[spec.encoding])
+            _announce(f"the code point table of {spec.encoding} was measured on "
+                      f"{_versions(table.versions)}, and this is "
+                      f"{_versions(installed_versions())}: documents holding "
+                      "non-ASCII whitespace, controls or code points unassigned in this Python "
+                      "go to tiktoken (same tokens, slower); `python -m bench.codepoint_table "
+                      "--verify` measures these versions")
     return "fastokens"
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return " and ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
 
 def check_engine(name: str, spec: TokenizerSpec) -> None:
@@ -223,8 +220,9 @@ def make_engine(name: str, vocabulary: Vocabulary):
     """The engine `name` (effective_engine's answer) for a loaded tokenizer."""
     reference = vocabulary.reference_engine()
     if name == "fastokens":
+        proven = proven_class(vocabulary.spec.encoding if vocabulary.kind == TIKTOKEN else None)
         return FastokensEngine(reference, vocabulary.eot_name, vocabulary.eot_id,
-                               fast_tokenizer_json(vocabulary))
+                               fast_tokenizer_json(vocabulary), proven)
     return reference
 
 

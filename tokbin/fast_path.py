@@ -1,42 +1,69 @@
 """What the fast engine may encode, and what it loads.
 
-The **proven class** (`codepoint_is_unsafe`): the characters on which differential tests found
-fastokens and tiktoken identical; `fast_path_mask` tells which documents of a batch hold only
-those. The **tokenizer.json** fastokens loads is derived at run time from tiktoken's own
-vocabulary (`tokenizer_json`) and kept in the user's cache. See docs/fast_engine.md.
+The **proven class** (`proven_class`): the code points on which fastokens was measured to
+behave as the reference does. For gpt2's byte-level BPE (tiktoken's gpt2 and r50k_base) it is
+read from a code point table measured on both engines (tokbin.codepoints); for every other
+tokenizer the fast engine runs, and for engine versions no table was measured on, it is the
+conservative rule (`conservative_unsafe`). `ProvenClass.mask` tells which documents of a batch
+hold only those. The **tokenizer.json** fastokens loads for gpt2 is derived at run time from
+tiktoken's own vocabulary (`tokenizer_json`) and kept in the user's cache. See
+docs/fast_engine.md.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tokbin.codepoints import CODEPOINTS, SURROGATES, CodepointTable, codepoint_table
 from tokbin.errors import TokbinError
 from tokbin.fsio import atomic_path, user_cache_dir
+from tokbin.rank_cache import vocabulary_digest
 
 if TYPE_CHECKING:
     from tokbin.readers import TextBatch
 
 # --- the proven class -------------------------------------------------------------------
 
-def codepoint_is_unsafe(cp: int) -> bool:
-    """True where a document holding chr(cp) must go to tiktoken.
+# The tiktoken encodings with a code point table, and its name (both are gpt2's byte-level
+# BPE: same ranks, same pattern). The table compares fastokens with tiktoken on that pattern
+# only: it says nothing of other patterns, nor of the tokenizers library's regex.
+TABLE_OF_ENCODING = {"gpt2": "gpt2", "r50k_base": "gpt2"}
 
-    Unsafe: every non-ASCII whitespace, control, surrogate and private-use character, and
-    every code point unassigned in this Python's Unicode database. Whitespace is where
-    byte-level BPE engines drift from tiktoken's regex (tokie: " \u2002\x0b"); unassigned code
-    points are letters or digits in some engine's newer Unicode tables and not in tiktoken's
-    (tokie reads U+33108 as a letter), so they cannot be trusted. All of ASCII is safe,
-    tab, vertical tab and form feed included: every regex engine reads the same ASCII
-    whitespace, and fastokens matched tiktoken on every one of the differential run's
-    documents holding them (docs/fast_engine.md; tokie did not, on tabs).
-    """
+
+@functools.cache
+def proven_class(encoding_name: str | None) -> "ProvenClass":
+    """The proven class of a TABLE_OF_ENCODING encoding: where its table says the engines
+    differ (and the surrogates) is unsafe, if the installed engines are the ones the table
+    was measured on; otherwise (and for None: a tokenizer with no table) `conservative_class`."""
+    if encoding_name in TABLE_OF_ENCODING:
+        table = codepoint_table(TABLE_OF_ENCODING[encoding_name])
+        if table.measured_on_installed_engines():
+            return ProvenClass(lambda cp: bool(table.unsafe[cp]), table.classes, table)
+    return conservative_class(encoding_name)
+
+
+def conservative_class(encoding_name: str | None) -> "ProvenClass":
+    """The proven class by `conservative_unsafe`, with ASCII's classes under gpt2's pattern
+    for a TABLE_OF_ENCODING encoding (every engine reads ASCII alike), else no classes."""
+    if encoding_name not in TABLE_OF_ENCODING:
+        return ProvenClass(conservative_unsafe, None, None)
+    ascii_classes = np.zeros(CODEPOINTS, np.uint8)
+    ascii_classes[:0x80] = codepoint_table(TABLE_OF_ENCODING[encoding_name]).classes[:0x80]
+    return ProvenClass(conservative_unsafe, ascii_classes, None)
+
+
+def conservative_unsafe(cp: int) -> bool:
+    """The rule where no table applies: every non-ASCII whitespace, control, surrogate and
+    private-use character, and every code point unassigned in this Python's Unicode database,
+    is unsafe (where byte-level BPE engines were seen to drift from their reference: tokie on
+    " \u2002\x0b", and on U+33108, a letter in newer Unicode tables; PCRE2's \\s on U+180E)."""
     if cp < 0x80:
         return False
     if not (cp < 0x40000 or 0xE0000 <= cp < 0xE1000):  # planes 4 to 13, 15, 16: nothing to trust
@@ -46,44 +73,86 @@ def codepoint_is_unsafe(cp: int) -> bool:
             or cp in (0x180E, 0x200B, 0x2060, 0xFEFF))  # whitespace in some Unicode version
 
 
-_char_is_unsafe = functools.lru_cache(maxsize=1 << 16)(lambda char: codepoint_is_unsafe(ord(char)))
-
-
 @functools.cache
 def unsafe_codepoints() -> np.ndarray:
-    """`codepoint_is_unsafe` of every code point, as a table: for sweeps over all of them."""
-    return np.fromiter(map(codepoint_is_unsafe, range(0x110000)), dtype=bool, count=0x110000)
+    """`conservative_unsafe` of every code point, as a table: for sweeps over all of them."""
+    return np.fromiter(map(conservative_unsafe, range(CODEPOINTS)), bool, CODEPOINTS)
 
 
-def fast_path_mask(batch: TextBatch) -> np.ndarray:
-    """True for each document whose every character is in the fast engine's proven class.
+class ProvenClass:
+    """The code points the fast engine may take (`is_unsafe(cp)` is False for them), and the
+    class tiktoken puts each in under gpt2's pattern (`classes`, tokbin.codepoints' codes;
+    DIFFERS where not known: the cross-check cuts pieces only between characters of known
+    classes), or None for another pattern. `table` is the code point table it comes from, or
+    None under the conservative rule."""
 
-    The work is on the batch's bytes, not per document, and in numpy, which runs without the
-    GIL while the other encoding threads hold it: the batch's few distinct non-ASCII
-    characters are found with one vectorized pass (every byte of a multi-byte character is
-    >= 0x80, so the bytes >= 0x80, kept in order, are those characters' UTF-8), and only
-    documents holding an unsafe character are looked up (`documents_containing`).
-    """
-    if batch.data.isascii():
-        return np.ones(len(batch), dtype=bool)
-    data = np.frombuffer(batch.data, dtype=np.uint8)
-    non_ascii = data[data >= 0x80].tobytes().decode("utf-8", "surrogatepass")
-    distinct = np.unique(np.frombuffer(non_ascii.encode("utf-32-le", "surrogatepass"),
-                                       dtype=np.uint32))
-    unsafe = [chr(cp) for cp in distinct.tolist() if _char_is_unsafe(chr(cp))]
-    if not unsafe:
-        return np.ones(len(batch), dtype=bool)
-    if len(unsafe) <= _FINDS_AT_MOST:
-        return ~documents_containing(batch, *(c.encode("utf-8", "surrogatepass") for c in unsafe))
-    # Many distinct unsafe characters (random or binary-like text): one pass per document
-    # instead of a pass over the batch per character.
-    unsafe_set = set(unsafe)
-    text, offsets = batch.data, batch.offsets.tolist()
-    return np.fromiter((unsafe_set.isdisjoint(text[a:b].decode("utf-8", "surrogatepass"))
-                        for a, b in zip(offsets, offsets[1:])), dtype=bool, count=len(batch))
+    def __init__(self, is_unsafe, classes: np.ndarray | None, table: CodepointTable | None):
+        self.is_unsafe, self.classes, self.table = is_unsafe, classes, table
+        self._char_is_unsafe = functools.lru_cache(maxsize=1 << 16)(
+            lambda char: is_unsafe(ord(char)))
+        unsafe = table.unsafe if table is not None else None
+        self.lead_bytes = _lead_bytes(unsafe) if unsafe is not None else b""
+        # Whether nothing UTF-8 text can hold is unsafe: then the fast engine gives its
+        # reference no document, and its threads need no reference of their own.
+        self.only_surrogates = unsafe is not None and not (
+            unsafe[:SURROGATES[0]].any() or unsafe[SURROGATES[1] + 1:].any())
+
+    @property
+    def unsafe(self) -> np.ndarray:
+        """`is_unsafe` of every code point, as an array: for sweeps over all of them."""
+        return self.table.unsafe if self.table is not None else unsafe_codepoints()
+
+    def mask(self, batch: TextBatch) -> np.ndarray:
+        """True for each document whose every character is in the class.
+
+        The work is on the batch's bytes, not per document, and in numpy, which runs without
+        the GIL while the other encoding threads hold it: a batch holding none of the bytes
+        that lead an unsafe character's UTF-8 is all in the class (a memchr per byte);
+        otherwise its few distinct non-ASCII characters are found with one vectorized pass
+        (every byte of a multi-byte character is >= 0x80, so the bytes >= 0x80, kept in order,
+        are those characters' UTF-8), and only documents holding an unsafe character are
+        looked up (`documents_containing`).
+        """
+        data = batch.data
+        if data.isascii() or (self.lead_bytes
+                              and not any(bytes([b]) in data for b in self.lead_bytes)):
+            return np.ones(len(batch), dtype=bool)
+        if self.only_surrogates and _SURROGATE_UTF8.search(data) is None:
+            return np.ones(len(batch), dtype=bool)  # 0xED also leads U+D000-U+D7FF (Hangul)
+        array = np.frombuffer(data, dtype=np.uint8)
+        non_ascii = array[array >= 0x80].tobytes().decode("utf-8", "surrogatepass")
+        distinct = np.unique(np.frombuffer(non_ascii.encode("utf-32-le", "surrogatepass"),
+                                           dtype=np.uint32))
+        unsafe = [chr(cp) for cp in distinct.tolist() if self._char_is_unsafe(chr(cp))]
+        if not unsafe:
+            return np.ones(len(batch), dtype=bool)
+        if len(unsafe) <= _FINDS_AT_MOST:
+            return ~documents_containing(batch, *(c.encode("utf-8", "surrogatepass")
+                                                  for c in unsafe))
+        # Many distinct unsafe characters (random or binary-like text): one pass per document
+        # instead of a pass over the batch per character.
+        unsafe_set = set(unsafe)
+        offsets = batch.offsets.tolist()
+        return np.fromiter((unsafe_set.isdisjoint(data[a:b].decode("utf-8", "surrogatepass"))
+                            for a, b in zip(offsets, offsets[1:])), dtype=bool,
+                           count=len(batch))
 
 
 _FINDS_AT_MOST = 16
+_SURROGATE_UTF8 = re.compile(rb"\xed[\xa0-\xbf]")  # U+D800-U+DFFF as surrogatepass writes them
+
+
+def _lead_bytes(unsafe: np.ndarray) -> bytes:
+    """The first UTF-8 bytes (surrogates as Python's surrogatepass writes them) of the unsafe
+    code points when at most 4 bytes lead them all and ASCII is safe; else empty (no
+    prefilter)."""
+    cps = np.flatnonzero(unsafe)
+    if (cps < 0x80).any():
+        return b""
+    lead = np.select([cps < 0x800, cps < 0x10000], [0xC0 | (cps >> 6), 0xE0 | (cps >> 12)],
+                     0xF0 | (cps >> 18))
+    leads = np.unique(lead).astype(np.uint8).tobytes()
+    return leads if len(leads) <= 4 else b""
 
 
 def documents_containing(batch: TextBatch, *needles: bytes) -> np.ndarray:
@@ -141,15 +210,8 @@ TOKENIZER_JSON_VERSION = 1
 
 def tokenizer_json_path(encoding) -> Path:
     """Where `tokenizer_json` keeps the tokenizer.json of `encoding`'s vocabulary."""
-    digest = ranks_digest(encoding._mergeable_ranks)  # private in tiktoken, stable
-    return (user_cache_dir() / "tokenizers"
-            / f"{encoding.name}-v{TOKENIZER_JSON_VERSION}-{digest[:32]}.json")
-
-
-def ranks_digest(ranks: dict[bytes, int]) -> str:
-    """A hash of a BPE vocabulary: its tokens in rank order."""
-    return hashlib.sha256(b"".join(len(token).to_bytes(2, "little") + token
-                                   for token in sorted(ranks, key=ranks.get))).hexdigest()
+    return (user_cache_dir() / "tokenizers" / f"{encoding.name}-v{TOKENIZER_JSON_VERSION}-"
+                                              f"{vocabulary_digest(encoding)[:32]}.json")
 
 
 def limit_fastokens_threads() -> None:
@@ -193,7 +255,11 @@ def derive_tokenizer_json(encoding) -> str:
 
     No special tokens are declared, so a literal <|endoftext|> is text, as in encode_ordinary.
     """
-    ranks = encoding._mergeable_ranks
+    return ranks_tokenizer_json(encoding._mergeable_ranks)
+
+
+def ranks_tokenizer_json(ranks: dict[bytes, int]) -> str:
+    """A tokenizer.json with gpt2's ByteLevel pre-tokenizer for byte-level BPE `ranks`."""
     to_unicode = byte_to_unicode()
 
     def spell(token: bytes) -> str:

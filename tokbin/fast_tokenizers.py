@@ -2,7 +2,8 @@
 
 fastokens gives its reference library's ids only where tokbin's differential runs proved it
 (`python -m bench.bench_engines --differential`; docs/tokenizers.md): on the characters of the
-proven class (tokbin.fast_path, the one definition for every kind), with these tokenizers:
+proven class (tokbin.fast_path: gpt2's measured code point table for gpt2 and r50k_base, the
+conservative rule for the others), with these tokenizers:
 
 - gpt2 and r50k_base (tiktoken names): fast_path's tokenizer.json, derived from tiktoken;
 - a tiktoken rank file split by Llama 3's or o200k_base's (Llama 4's) regex, which fastokens
@@ -22,9 +23,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from tokbin.fast_path import (byte_to_unicode, cached_text, ranks_digest, tokenizer_json)
+from tokbin.fast_path import byte_to_unicode, cached_text, tokenizer_json
 from tokbin.format import RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON
 from tokbin.fsio import user_cache_dir
+from tokbin.rank_cache import ranks_digest
 from tokbin.vocab import expand_pattern, read_checked
 
 if TYPE_CHECKING:
