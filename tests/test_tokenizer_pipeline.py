@@ -185,3 +185,13 @@ def test_verify_inspect_and_the_loader_read_a_llama3_build(tmp_path, tokenizer_f
     assert cli.main(args) == 1
     assert "decoding needs the tokenizer meta.json records" in capsys.readouterr().err
     assert cli.main([*args, "--tokenizer", str(tokenizer_files.llama3)]) == 0
+    import torch
+    # llm.c's uint32 variant of the same build: its header, then the same ids, read alike.
+    (tmp_path / "llmc").mkdir()
+    binarize(tmp_path / "tokens", tmp_path / "llmc", "auto", bin_format="llmc")
+    header = np.fromfile(tmp_path / "llmc/train.bin", "<i4", count=3)
+    assert header.tolist() == [20240801, 7, len(bins)]
+    assert np.array_equal(np.fromfile(tmp_path / "llmc/train.bin", "<u4", offset=1024), bins)
+    assert cli.main(["verify", str(tmp_path / "llmc")]) == 0
+    with BinLoader(tmp_path / "llmc/train.bin", batch_size=2, block_size=4) as loader:
+        assert torch.equal(loader.next_batch()[0], x)  # same seed, same ids
