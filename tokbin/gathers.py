@@ -19,30 +19,19 @@ CELL_TOKENS = 256  # a segment is copied this many tokens at a time (see gather_
 ROWS_AT_ONCE = 512  # rows (or cells) gathered per step: MappedPages checks between steps
 
 
-def _pair_view(ids: np.ndarray, width: int) -> np.ndarray:
-    """[len - width + 1, 2, width] view of ids [2, len]: view[o, j] is ids[j, o : o + width]."""
-    item, row = ids.itemsize, ids.strides[0]
-    return np.lib.stride_tricks.as_strided(ids, (ids.shape[1] - width + 1, 2, width),
-                                           (item, row, item))
-
-
-def _shifted_pair(windows: np.ndarray) -> np.ndarray:
-    """[n, 2, width] view of windows [n, width + 1]: [k, 0] its first width ids, [k, 1] the
-    same shifted by one (each id's target)."""
-    n, wide = windows.shape
-    item = windows.itemsize
-    return np.lib.stride_tricks.as_strided(windows, (n, 2, wide - 1),
-                                           (windows.strides[0], item, item), writeable=False)
+def _cells_view(ids: np.ndarray, width: int) -> np.ndarray:
+    """[len - width + 1, width] view of ids [len]: view[o] is ids[o : o + width]."""
+    item = ids.itemsize
+    return np.lib.stride_tricks.as_strided(ids, (len(ids) - width + 1, width), (item, item))
 
 
 def _rows_are_written_in_order() -> bool:
     """Whether `view[index] = rows` on overlapping rows of a view writes the rows in index
     order, so that a later row overwrites an earlier one (NumPy does; checked, not assumed,
     on the very views gather_segments writes through)."""
-    ids = np.zeros((2, 6), np.int16)
-    windows = np.repeat(np.arange(1, 4, dtype=np.int16), 5).reshape(3, 5)
-    _pair_view(ids, 4)[np.arange(3)] = _shifted_pair(windows)
-    return ids.tolist() == [[1, 2, 3, 3, 3, 3]] * 2
+    ids = np.zeros(6, np.int16)
+    _cells_view(ids, 4)[np.arange(3)] = np.repeat(np.arange(1, 4, dtype=np.int16), 4).reshape(3, 4)
+    return ids.tolist() == [1, 2, 3, 3, 3, 3]
 
 
 ORDERED_ROW_WRITES = _rows_are_written_in_order()
@@ -63,18 +52,20 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
     increasing `out`: x[out + i] = tokens[src + i] and y[out + i] = tokens[src + i + 1] for
     i < length (src + length < len(tokens)).
 
-    Segments are copied in cells of CELL_TOKENS consecutive tokens (and the one after, for y):
-    a cell is a row of a strided view, gathered like a token batch's rows, and written to an
-    overlapping view of x and y in increasing `out`, so that what the last cell of a segment
-    copies past its end is overwritten by the segments after it. Whole-row copies beat a
-    per-token index (np.take) here by a wide margin. `touched(cells)` follows every step
+    x is copied in cells of CELL_TOKENS consecutive tokens: a cell is a row of a strided view,
+    gathered like a token batch's rows, and written to an overlapping view of x in increasing
+    `out`, so that what the last cell of a segment copies past its end is overwritten by the
+    segments after it. Whole-row copies beat a per-token index (np.take) here by a wide
+    margin. y is x shifted by one, but for each segment's last target, read apart (it is
+    next to the cell just read). `touched(cells)` follows every step
     (tokbin.tokens.MappedPages)."""
     width = CELL_TOKENS
     ids = np.empty((2, total + width), tokens.dtype)
-    last = len(tokens) - width - 1  # the last row of rows_view(tokens, width)
+    x, y = ids[0], ids[1, :total]
+    last = len(tokens) - width  # the last row of rows_view(tokens, width - 1)
     if not ORDERED_ROW_WRITES or last < 0:  # token by token (a NumPy that writes rows out of
         index = np.repeat(src - out, length) + np.arange(total)  # order, or a tiny split)
-        ids[0, :total], ids[1, :total] = take(tokens, index), take(tokens, index + 1)
+        x[:total], y[:] = take(tokens, index), take(tokens, index + 1)
         return ids[:, :total]
     if len(length) and int(length.max()) <= width:  # one cell per segment
         cell_src, cell_out = src, out
@@ -83,14 +74,16 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
         of = np.repeat(np.arange(len(length)), cells)
         within = (np.arange(len(of)) - np.repeat(np.cumsum(cells) - cells, cells)) * width
         cell_src, cell_out = src[of] + within, out[of] + within
-    view, rows = _pair_view(ids, width), rows_view(tokens, width)
+    view, rows = _cells_view(x, width), rows_view(tokens, width - 1)
     for a in range(0, len(cell_src), ROWS_AT_ONCE):
         starts, at = cell_src[a:a + ROWS_AT_ONCE], cell_out[a:a + ROWS_AT_ONCE]
         windows = rows[np.minimum(starts, last)]
         near_end = np.flatnonzero(starts > last)  # a cell that would read past the split
         if len(near_end):
-            reach = starts[near_end, None] + np.arange(width + 1)
+            reach = starts[near_end, None] + np.arange(width)
             windows[near_end] = take(tokens, np.minimum(reach, len(tokens) - 1))
-        view[at] = _shifted_pair(windows)
+        view[at] = windows
         touched(len(starts))
+    y[:-1] = x[1:total]
+    y[out + length - 1] = take(tokens, src + length)
     return ids[:, :total]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokbin.doc_sampling import BLOCK_TOKENS, EPOCH_DOCUMENTS, Block, Segments, ranges
+from tokbin.doc_sampling import BLOCK_TOKENS, EPOCH_DOCUMENTS, Block, Segments
 from tokbin.errors import TokbinError
 
 
@@ -48,7 +48,7 @@ def _shortest(length: np.ndarray, count: int) -> np.ndarray:
     `count` is small (a few long documents: their continuations need that many hosts)."""
     if count * 8 >= len(length):
         return np.argsort(_small(length), kind="stable")[:count]
-    kth = np.partition(length, count - 1)[count - 1]
+    kth = int(np.searchsorted(np.cumsum(np.bincount(length)), count))  # the count-th smallest
     below = np.flatnonzero(length < kth)
     picked = np.concatenate([below, np.flatnonzero(length == kth)[:count - len(below)]])
     return picked[np.argsort(length[picked], kind="stable")]
@@ -57,11 +57,12 @@ def _shortest(length: np.ndarray, count: int) -> np.ndarray:
 class EpochPlan:
     """One epoch's layout: the pieces in stream order (`order`: piece ids; each starting at
     `c` in the stream; c ends with the stream's length), and this rank's R rows as (the
-    window's offset in the stream, the rotation to its first document start)."""
+    window's offset in the stream, the rotation to its first document start, that start's
+    index in `order`)."""
 
-    def __init__(self, order, c, window, rotation, rows, dropped_tokens):
+    def __init__(self, order, c, window, rotation, start_piece, rows, dropped_tokens):
         self.order, self.c, self.window, self.rotation = order, c, window, rotation
-        self.rows, self.dropped_tokens = rows, dropped_tokens
+        self.start_piece, self.rows, self.dropped_tokens = start_piece, rows, dropped_tokens
 
 
 class EpochDocuments:
@@ -86,6 +87,7 @@ class EpochDocuments:
         self.epoch_rows: list[int] = []  # R of epochs 0, 1, ...
         self._epoch_ends = [0]           # the stream's first row of each epoch, then the next
         self._lock = threading.Lock()  # the prefetch thread and BinLoader.epoch both count
+        self._last = (0, 0, 0)  # (epoch, its first row in the stream, the next epoch's)
         if self.plan(0).rows == 0:
             raise TokbinError(f"{path}: no window of block_size {block_size} tokens that starts "
                               f"at a document is left for every one of {world_size} rank(s); "
@@ -113,18 +115,30 @@ class EpochDocuments:
         base, windows = cd[bounds[:-1]], np.diff(cd[bounds]) // T
         first_window = np.cumsum(windows) - windows  # of each rank, in all ranks' windows
         starts = c[start_at]  # the stream offset of every document start, ascending
-        rank = (np.repeat(np.arange(W), np.diff(bounds)) if W > 1
-                else np.zeros(len(starts), np.intp))
-        window = (starts - base[rank]) // T
-        whole = window < windows[rank]  # a start past a rank's last whole window starts no row
-        window, starts, rank = window[whole] + first_window[rank[whole]], starts[whole], rank[whole]
+        if W > 1:
+            rank = np.repeat(np.arange(W), np.diff(bounds))
+            window = (starts - base[rank]) // T
+            # a start past a rank's last whole window starts no row
+            whole = np.flatnonzero(window < windows[rank])
+            window, start_at, rank = (window[whole] + first_window[rank[whole]],
+                                      start_at[whole], rank[whole])
+        else:  # one rank: its windows ascend from 0, so the whole ones are a prefix
+            window = starts // T
+            whole = int(np.searchsorted(window, windows[0], "left"))
+            window, start_at = window[:whole], start_at[:whole]
         first = np.ones(len(window), bool)
         np.not_equal(window[1:], window[:-1], out=first[1:])
-        window, starts, rank = window[first], starts[first], rank[first]
-        rows = int(np.bincount(rank, minlength=W).min())
-        mine = np.flatnonzero(rank == self.rank)[:rows]
-        g = base[self.rank] + (window[mine] - first_window[self.rank]) * T
-        plan = EpochPlan(order, c, g, starts[mine] - g, rows, int(cd[-1]) - W * rows * T)
+        first = np.flatnonzero(first)
+        window, start_at = window[first], start_at[first]
+        rows = len(window)
+        if W > 1:
+            rank = rank[first]
+            rows = int(np.bincount(rank, minlength=W).min())
+            mine = np.flatnonzero(rank == self.rank)[:rows]
+            window, start_at = window[mine], start_at[mine]
+        g = base[self.rank] + (window - first_window[self.rank]) * T
+        plan = EpochPlan(order, c, g, c[start_at] - g, start_at, rows,
+                         int(cd[-1]) - W * rows * T)
         self._plans = {e: p for e, p in self._plans.items() if e == epoch - 1}
         self._plans[epoch] = plan
         return plan
@@ -153,11 +167,12 @@ class EpochDocuments:
             i = np.arange(len(conts)) - (np.cumsum(c_count) - c_count)[c_rank]
             host = shortest[bounds[c_rank] + i % np.diff(bounds)[c_rank]]  # an order position
         hosted = np.bincount(host, minlength=len(perm))
-        start_at = np.arange(len(perm)) + np.cumsum(hosted) - hosted
+        before = np.cumsum(hosted) - hosted  # continuations hosted before each start
+        start_at = np.arange(len(perm)) + before
         order = np.empty(len(self.piece_len), dtype=np.int64)
         order[start_at] = self.first_piece[perm]
         by_host = np.argsort(host, kind="stable")
-        after = np.arange(len(conts)) - (np.cumsum(hosted) - hosted)[host[by_host]]
+        after = np.arange(len(conts)) - before[host[by_host]]
         order[start_at[host[by_host]] + 1 + after] = conts[by_host]
         return order, start_at
 
@@ -200,8 +215,14 @@ class EpochDocuments:
         """The batch's rows as ((epoch, block), first, end): rows first .. end - 1 of that
         block. Usually one part; more where the batch crosses a block or an epoch."""
         parts, row, end = [], batch * self.B, (batch + 1) * self.B
+        epoch, lo, hi = self._last  # most batches lie in one block of the last epoch met
+        first = row - lo
+        if lo <= row and end <= hi and first % self.block_rows + self.B <= self.block_rows:
+            return [((epoch, first // self.block_rows), first % self.block_rows,
+                     first % self.block_rows + self.B)]
         while row < end:
             epoch, local = self.locate(row)
+            self._last = (epoch, self._epoch_ends[epoch], self._epoch_ends[epoch + 1])
             block, first = divmod(local, self.block_rows)
             take = min(end - row, self.epoch_rows[epoch] - local, self.block_rows - first)
             parts.append(((epoch, block), first, first + take))
@@ -219,16 +240,18 @@ class EpochDocuments:
         c = plan.c[base:int(np.searchsorted(plan.c, g[-1] + T, "left")) + 1]
         m0 = np.searchsorted(c, g, "right") - 1   # the piece holding the window's start
         h = np.searchsorted(c, g + T, "left")     # pieces m0 .. h-1 meet the window
-        js = np.searchsorted(c, g + rot, "left")  # the start piece: c[js] == g + rot
+        js = plan.start_piece[rows] - base  # the start piece: c[js] == g + rot
         met = h - m0
-        row, e = ranges(np.zeros_like(m0), met)
-        e += (js - m0)[row]  # rotated: js .. h-1, then m0 .. js-1 (no modulo: it is slow)
-        e -= met[row] * (e >= met[row])
-        m = m0[row] + e
+        ptr = np.zeros(len(met) + 1, np.int64)
+        np.cumsum(met, out=ptr[1:])
+        row = np.repeat(np.arange(len(met)), met)
+        # rotated: js .. h-1, then m0 .. js-1 (no modulo: it is slow)
+        m = np.arange(ptr[-1]) + (js - ptr[:-1])[row]
+        m -= met[row] * (m >= h[row])
         gr, cm = g[row], c[m]
         lo, hi = np.maximum(cm, gr), np.minimum(c[m + 1], gr + T)
         at = lo - gr - rot[row]  # in (-T, T): the row begins at the rotation
         at += T * (at < 0)
         out = row * T + at
         src = self.piece_src[plan.order[base + m]] + (lo - cm)
-        return Block(None, Segments(out, src, hi - lo), np.concatenate([[0], np.cumsum(met)]))
+        return Block(None, Segments(out, src, hi - lo), ptr)
