@@ -43,13 +43,14 @@ class CrossCheck:
         self.reference, self.classes, self.fallback = reference, classes, fallback
         self.checked = False  # whether this engine has drawn yet: its first call always does
         self.credit = 0.0  # whole-document checks: the budget left (or overdrawn) so far
-        self._token_bytes = None
+        # Each token's length in bytes, for cutting pieces: built once, shared by every copy.
+        self._token_bytes = None if classes is None else token_byte_lengths(reference.encoding)
 
     def fresh(self, reference) -> "CrossCheck":
         """The same check for another thread's engine (with `reference`, that thread's), which
         draws in its first call too."""
-        copy = CrossCheck(reference, self.classes, self.fallback)
-        copy._token_bytes = self._token_bytes
+        copy = object.__new__(CrossCheck)
+        copy.__dict__.update(self.__dict__, reference=reference, checked=False, credit=0.0)
         return copy
 
     def __call__(self, batch: TextBatch, members: np.ndarray | None, ids: np.ndarray,
@@ -128,7 +129,7 @@ class CrossCheck:
         lo, hi = span
         window = got[at:at + CHECK_PIECE_TOKENS + CHECK_SLACK_TOKENS]
         spelled = self.reference.encoding.decode_bytes(window.tolist())
-        ends = np.cumsum(self.token_byte_lengths()[window])  # where each token's bytes end
+        ends = np.cumsum(self._token_bytes[window])  # where each token's bytes end
         start = 0 if at == 0 else pretoken_cut(spelled, _second_character(spelled),
                                                self.classes)
         if start is None or start == len(spelled):
@@ -149,15 +150,6 @@ class CrossCheck:
                      "document's text at pre-token boundaries")
         self.compare(piece, window[first + 1 if start else 0:last + 1], hi - lo, where - lo)
 
-    def token_byte_lengths(self) -> np.ndarray:
-        if self._token_bytes is None:
-            encoding = self.reference.encoding
-            lengths = np.zeros(encoding.n_vocab, np.int64)
-            for token, rank in encoding._mergeable_ranks.items():
-                lengths[rank] = len(token)
-            self._token_bytes = lengths
-        return self._token_bytes
-
     def disagree(self, text: bytes, size: int, start: int, why: str = "") -> None:
         piece = text.decode("utf-8", "replace")
         raise TokbinError(
@@ -166,6 +158,15 @@ class CrossCheck:
             f"is not trusted, nothing was written. Set tokenize.engine: {self.fallback} in "
             "params.yaml and rerun, and report the document so the fast path's proven class "
             "can exclude it")
+
+
+def token_byte_lengths(encoding) -> np.ndarray:
+    """The length in bytes of each of a tiktoken encoding's tokens, by id."""
+    ranks = encoding._mergeable_ranks  # private in tiktoken, stable
+    lengths = np.zeros(encoding.n_vocab, np.int64)
+    lengths[np.fromiter(ranks.values(), np.int64, len(ranks))] = np.fromiter(
+        map(len, ranks), np.int64, len(ranks))
+    return lengths
 
 
 def _second_character(data: bytes) -> int:

@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from tokbin.encode import EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit
+from tokbin.encode import (EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit,
+                           encoding_info)
 from tokbin.errors import TokbinError
 from tokbin.format import BinWriter, Holdout, check_ids
 from tokbin.readers import (DataFile, Reading, WorkUnit, iter_text_batches, row_group_bytes,
@@ -158,19 +159,21 @@ def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T],
 class ThreadExecutor:
     """Batches encoded by a pool of threads, one per core.
 
-    The encoder loads on a pool thread while the main thread starts reading; each thread
-    then encodes with its own `thread_copy` of it.
+    The encoder loads on a pool thread while the main thread reads the first batches (its
+    start, fastokens' tokenizer build above all, is most of a small build's time); each
+    thread then encodes with its own `thread_copy` of it.
     """
 
     def __init__(self, settings: EncodeSettings, workers: int):
-        self.workers = workers
+        self.workers, self.settings = workers, settings
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tokbin-encode")
         self._loaded = self._pool.submit(batch_encoder, settings)
         self._per_thread = threading.local()
 
     def encoding_info(self) -> EncodingInfo:
-        """The encoding; a bad encoding name fails here with a clear message."""
-        return self._loaded.result().info
+        """The encoding, from the vocabulary (`settings_for` loaded it): not waiting for the
+        engine, whose own errors (fastokens') stop the first batch with their message."""
+        return encoding_info(self.settings.tokenizer)
 
     def tokenize_split(self, job: SplitJob, info: EncodingInfo,
                        progress: Callable[[int], None] = lambda n: None) -> list[SplitCounts]:

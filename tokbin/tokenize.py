@@ -43,8 +43,6 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
     threads otherwise; "ray" runs Ray tasks. All give the same output.
     """
     tokenizer = encoding if isinstance(encoding, TokenizerSpec) else resolve_tokenizer(encoding)
-    from tqdm.auto import tqdm
-
     workers = workers or default_workers()
     use_lean_arrow_memory()
     source = read_source(raw_dir)
@@ -54,6 +52,8 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
     split_infos = {}
     with atomic_path(out_dir) as tmp, ExitStack() as stack:
         chosen = _choose_executors(executor, settings, workers, plan, reading, stack)
+        from tqdm.auto import tqdm  # imported while the executor loads the encoder
+
         info = next(iter(chosen.values())).encoding_info()
         tmp.mkdir(parents=True)
         for name, (files, drawn, bins) in plan.items():
