@@ -6,7 +6,7 @@ and writes each document's ids to an output's bin and its length to that output'
 and returns the counts per output. A job has one output, or two with a holdout (the kept
 documents, the held-out ones): the encoder decides each document's output as it encodes, so
 both are written in the one pass. Whatever the executor and worker count, the main thread
-writes results strictly in submission order (`write_in_order`) with a few per worker in
+writes results strictly in submission order (`tokbin.split_writer`) with a few per worker in
 flight, so memory is bounded whatever the corpus size and the output is the same.
 
 - `ThreadExecutor`: the main thread reads batches of about `BATCH_BYTES` of text for a pool of
@@ -25,25 +25,23 @@ import sys
 import threading
 import types
 import zlib
-from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterator
 
 import numpy as np
 
 from tokbin.encode import (EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit,
                            encoding_info)
 from tokbin.errors import TokbinError
-from tokbin.format import BinWriter, Holdout, check_ids
+from tokbin.format import Holdout, check_ids
 from tokbin.readers import (DataFile, Reading, WorkUnit, iter_text_batches, row_group_bytes,
                             use_lean_arrow_memory, work_units)
 from tokbin.remote import map_files
+from tokbin.split_writer import Result, SpilledIds, SplitCounts, SplitJob, write_in_order
 
-T = TypeVar("T")
 PROCESSES_FROM_BYTES = 256 << 20  # text in a dataset's parquet files (uncompressed size)
 UNIT_BYTES = 4 << 20  # text per work unit a worker process reads (at least one row group)
 
@@ -73,87 +71,6 @@ def worth_processes(files: list[DataFile], reading: Reading, workers: int) -> bo
     else:
         return False
     return size >= PROCESSES_FROM_BYTES
-
-
-@dataclass(frozen=True)
-class SplitOutput:
-    bin: Path
-    doclens: Path
-
-
-@dataclass(frozen=True)
-class SplitJob:
-    """A split to tokenize: `files` read with `reading`, in order, into `outputs[0]`; with a
-    `holdout`, the documents it draws go to `outputs[1]` instead."""
-    files: list[DataFile]
-    reading: Reading
-    outputs: list[SplitOutput]
-    holdout: Holdout | None = None
-
-    def __post_init__(self):
-        if len(self.outputs) != 1 + (self.holdout is not None):
-            raise ValueError("a split job has one output, or two with a holdout")
-
-
-@dataclass
-class SplitCounts:
-    tokens: int = 0
-    documents: int = 0
-    crc32: str = ""  # of the bin written (format.BinWriter.crc32)
-
-
-@dataclass(frozen=True)
-class SpilledIds:
-    """A worker process's ids for one work unit, in a file (the bin's dtype, checked), and
-    the CRC-32 of the file's bytes, computed as the worker wrote them."""
-    path: Path
-    count: int
-    crc32: int
-
-
-Result = list[tuple[np.ndarray | SpilledIds, np.ndarray]]  # (ids, lengths) per output
-
-
-def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T], Result],
-                   cancel: Callable[[T], object], outputs: list[SplitOutput],
-                   info: EncodingInfo, progress: Callable[[int], None]) -> list[SplitCounts]:
-    """Writes the results of `submitted` work in submission order, (ids, lengths) to each
-    output, pulling new work only while fewer than `in_flight` results are pending: output
-    order never depends on which worker finishes first, and memory stays bounded whatever the
-    corpus size."""
-    counts = [SplitCounts() for _ in outputs]
-    pending: deque = deque()
-    with ExitStack() as stack:
-        files = [(stack.enter_context(BinWriter(out.bin, info.dtype, info.n_vocab)),
-                  stack.enter_context(open(out.doclens, "wb"))) for out in outputs]
-
-        def write_oldest() -> None:
-            for (ids, lengths), (bins, lens), count in zip(result(pending.popleft()), files,
-                                                           counts):
-                if isinstance(ids, SpilledIds):
-                    bins.append_file(ids.path, ids.count, ids.crc32)
-                    ids.path.unlink()
-                    count.tokens += ids.count
-                else:
-                    bins.write(ids)
-                    count.tokens += ids.size
-                lens.write(memoryview(lengths))
-                count.documents += lengths.size
-                progress(lengths.size)
-
-        try:
-            for work in submitted:
-                pending.append(work)
-                if len(pending) >= in_flight:
-                    write_oldest()
-            while pending:
-                write_oldest()
-        finally:
-            for work in pending:
-                cancel(work)
-        for count, (bins, _) in zip(counts, files):
-            count.crc32 = bins.crc32
-    return counts
 
 
 class ThreadExecutor:

@@ -31,9 +31,9 @@ import numpy as np
 from tokbin.encode import (EncodeSettings, EncodingInfo, batch_encoder, encode_work_unit,
                            encoding_info)
 from tokbin.errors import TokbinError
-from tokbin.executors import SplitCounts, SplitJob, write_in_order
 from tokbin.format import Holdout
 from tokbin.readers import WorkUnit, work_units
+from tokbin.split_writer import SplitCounts, SplitJob, write_in_order
 
 TASK_BYTES = 8 << 20  # text per task: seconds of encoding, so Ray's cost per task is noise
 TASK_RETRIES = 3

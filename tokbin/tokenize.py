@@ -18,8 +18,7 @@ import numpy as np
 
 from tokbin.encode import settings_for
 from tokbin.errors import TokbinError
-from tokbin.executors import (ProcessExecutor, SplitJob, SplitOutput, ThreadExecutor,
-                              default_workers, worth_processes)
+from tokbin.executors import ProcessExecutor, ThreadExecutor, default_workers, worth_processes
 from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, Holdout, Meta, SourceRecord, SplitInfo,
                            bin_splits, doclens_file, read_source, write_meta)
 from tokbin.tokenizer_spec import TokenizerSpec, resolve_tokenizer
@@ -27,6 +26,7 @@ from tokbin.fsio import atomic_path
 from tokbin.readers import (DataFile, Reading, check_columns, count_documents,
                             use_lean_arrow_memory)
 from tokbin.remote import map_files, record_file, verify
+from tokbin.split_writer import SplitJob, SplitOutput
 
 
 def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str, str],
