@@ -39,19 +39,20 @@ class CrossCheck:
     engine); `classes` are tiktoken's class of each code point under gpt2's pattern
     (tokbin.fast_path.ProvenClass.classes), for finding cuts, or None for another pattern."""
 
-    def __init__(self, reference, classes: np.ndarray | None, fallback: str):
+    def __init__(self, reference, classes: np.ndarray | None, fallback: str,
+                 token_bytes: np.ndarray | None = None):
         self.reference, self.classes, self.fallback = reference, classes, fallback
         self.checked = False  # whether this engine has drawn yet: its first call always does
         self.credit = 0.0  # whole-document checks: the budget left (or overdrawn) so far
         # Each token's length in bytes, for cutting pieces: built once, shared by every copy.
-        self._token_bytes = None if classes is None else token_byte_lengths(reference.encoding)
+        if token_bytes is None and classes is not None:
+            token_bytes = token_byte_lengths(reference.encoding)
+        self._token_bytes = token_bytes
 
     def fresh(self, reference) -> "CrossCheck":
         """The same check for another thread's engine (with `reference`, that thread's), which
         draws in its first call too."""
-        copy = object.__new__(CrossCheck)
-        copy.__dict__.update(self.__dict__, reference=reference, checked=False, credit=0.0)
-        return copy
+        return CrossCheck(reference, self.classes, self.fallback, self._token_bytes)
 
     def __call__(self, batch: TextBatch, members: np.ndarray | None, ids: np.ndarray,
                  lengths: np.ndarray) -> None:
