@@ -69,6 +69,15 @@ BAD_PARAMS = {
         "binarize.shard_tokens is 1000, so binarize writes data/train, data/validation, but "
         "dvc.yaml's binarize stage names data/train.bin, data/validation.bin; in dvc.yaml "
         "replace"),
+    "llm.c shards beyond llm.c's limit": (
+        lambda p: p["binarize"].update(format="llmc", shard_tokens=1_100_000_000),
+        "binarize.shard_tokens is 1,100,000,000, but an llm.c file holds at most 1,073,741,311 "
+        "uint16 ids"),
+    "a dtype narrower than the vocabulary": (
+        lambda p: (p["binarize"].update(dtype="uint16"),
+                   p["tokenize"].update(encoding="cl100k_base")),
+        "binarize.dtype uint16 cannot hold a vocabulary of 100277 ids; set binarize.dtype to auto "
+        "or uint32"),
 }
 
 

@@ -69,12 +69,8 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
 
 def check_llmc_sizes(tokens_meta: Meta, dtype: str, shard_tokens: int, out_dir: Path) -> None:
     """Before any work: every llm.c file must hold at most `llmc_max_tokens` ids."""
+    check_llmc_shard_tokens(dtype, shard_tokens)
     limit = llmc_max_tokens(dtype)
-    if shard_tokens > limit:
-        raise TokbinError(f"binarize.shard_tokens is {shard_tokens:,}, but an llm.c file holds at "
-                          f"most {limit:,} {dtype} ids (llm.c's int32 count and int file "
-                          "offsets); set binarize.shard_tokens to at most that (llm.c's own "
-                          "shards have 100000000)")
     too_big = {split: info.tokens for split, info in tokens_meta.splits.items()
                if info.tokens > limit}
     if not shard_tokens and too_big:
@@ -86,6 +82,17 @@ def check_llmc_sizes(tokens_meta: Meta, dtype: str, shard_tokens: int, out_dir: 
                           f"{limit} (llm.c's shards have 100000000) and in dvc.yaml replace "
                           f"{bins} with {folders} (in the binarize stage's command and its outs; "
                           "docs/llmc.md)")
+
+
+def check_llmc_shard_tokens(dtype: str, shard_tokens: int) -> None:
+    """binarize.shard_tokens fits one llm.c file of `dtype` ids (known without the data, so
+    the check stage finds it too)."""
+    limit = llmc_max_tokens(dtype)
+    if shard_tokens > limit:
+        raise TokbinError(f"binarize.shard_tokens is {shard_tokens:,}, but an llm.c file holds at "
+                          f"most {limit:,} {dtype} ids (llm.c's int32 count and int file "
+                          "offsets); set binarize.shard_tokens to at most that (llm.c's own "
+                          "shards have 100000000)")
 
 
 def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_meta: Meta,

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from tokbin.binarize import check_outputs
+from tokbin.binarize import check_llmc_shard_tokens, check_outputs
 from tokbin.engines import check_engine
 from tokbin.errors import TokbinError
+from tokbin.format import choose_dtype
 from tokbin.params import Params, load_params
 from tokbin.ray_executor import RAY_MISSING
 from tokbin.source import dataset_location
@@ -43,13 +44,17 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
     tokenize = params.tokenize
     spec = check_tokenizer_offline(tokenize.encoding, tokenize.eot_token, tokenize.pattern,
                                    tokenize.special_tokens, tokenizers)
+    binarize = params.binarize
+    dtype = binarize.dtype
     if spec is not None:
-        load_vocabulary(spec)  # its kind loads, with what it needs beyond its file
+        vocabulary = load_vocabulary(spec)  # its kind loads, with what it needs beyond its file
         check_engine(tokenize.engine, spec)
+        dtype = choose_dtype(dtype, vocabulary.n_vocab)  # an explicit dtype holds every id
+    if binarize.format == "llmc":  # "auto" without the vocabulary: the larger, uint32 limit
+        check_llmc_shard_tokens("uint32" if dtype == "auto" else dtype, binarize.shard_tokens)
     if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise TokbinError(RAY_MISSING)
-    check_outputs(binarize_bins(dvc_yaml), params.download.written_bins,
-                  params.binarize.shard_tokens)
+    check_outputs(binarize_bins(dvc_yaml), params.download.written_bins, binarize.shard_tokens)
     return params
 
 
