@@ -57,8 +57,12 @@ def scan_bin(path: Path, meta: Meta, docs: np.ndarray | None = None,
 def misplaced_eot(found: np.ndarray, docs: np.ndarray, eot: str, lo: int, hi: int) -> int:
     """The first stream position in [lo, hi) where an end-of-text id is and the document
     index puts none, or the reverse; -1 when they agree."""
-    expected = docs[:-1] if eot == "prepend" else docs[1:] - 1
-    expected = expected[np.searchsorted(expected, lo):np.searchsorted(expected, hi)]
+    if eot == "prepend":  # each document's first token
+        starts = docs[:-1]
+        expected = starts[np.searchsorted(starts, lo):np.searchsorted(starts, hi)]
+    else:  # its last: found before subtracting, so a chunk never copies the whole index
+        ends = docs[1:]
+        expected = ends[np.searchsorted(ends, lo + 1):np.searchsorted(ends, hi + 1)] - 1
     if len(expected) == len(found) and np.array_equal(expected, found):
         return -1
     return int(np.setxor1d(expected, found)[0])
