@@ -158,7 +158,7 @@ def measure_coverage(world_sizes=(1, 8)) -> None:
           + " | ".join(f"{f'ranks {w}: in a batch, layout time':>31}" for w in world_sizes))
     for name, lengths in corpora.items():
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        starts, spans = document_spans(offsets, int(offsets[-1]))
+        starts, spans = document_spans(offsets)
         for block_size in (256, 1024):
             cells = []
             for world_size in world_sizes:

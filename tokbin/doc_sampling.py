@@ -52,7 +52,7 @@ class Block:
         self.starts, self.segments, self.ptr = starts, segments, ptr
 
 
-def document_spans(offsets: np.ndarray, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+def document_spans(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, lengths) of the non-empty documents of a document index, the last one a token
     shorter: the split's last token has no target."""
     starts, lengths = offsets[:-1], np.diff(offsets)

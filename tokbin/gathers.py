@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokbin.tokens import ShardedTokens, rows_view
+from tokbin.doc_sampling import ranges
+from tokbin.tokens import ShardedTokens, rows_view, strided_rows
 
 
 def take(tokens: "np.ndarray | ShardedTokens", positions: np.ndarray) -> np.ndarray:
@@ -19,18 +20,13 @@ CELL_TOKENS = 256  # a segment is copied this many tokens at a time (see gather_
 ROWS_AT_ONCE = 512  # rows (or cells) gathered per step: MappedPages checks between steps
 
 
-def _cells_view(ids: np.ndarray, width: int) -> np.ndarray:
-    """[len - width + 1, width] view of ids [len]: view[o] is ids[o : o + width]."""
-    item = ids.itemsize
-    return np.lib.stride_tricks.as_strided(ids, (len(ids) - width + 1, width), (item, item))
-
-
 def _rows_are_written_in_order() -> bool:
     """Whether `view[index] = rows` on overlapping rows of a view writes the rows in index
     order, so that a later row overwrites an earlier one (NumPy does; checked, not assumed,
     on the very views gather_segments writes through)."""
     ids = np.zeros(6, np.int16)
-    _cells_view(ids, 4)[np.arange(3)] = np.repeat(np.arange(1, 4, dtype=np.int16), 4).reshape(3, 4)
+    rows = np.repeat(np.arange(1, 4, dtype=np.int16), 4).reshape(3, 4)
+    strided_rows(ids, 3, writeable=True)[np.arange(3)] = rows
     return ids.tolist() == [1, 2, 3, 3, 3, 3]
 
 
@@ -71,10 +67,10 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
         cell_src, cell_out = src, out
     else:
         cells = -(-length // width)
-        of = np.repeat(np.arange(len(length)), cells)
-        within = (np.arange(len(of)) - np.repeat(np.cumsum(cells) - cells, cells)) * width
+        of, within = ranges(np.zeros_like(cells), cells)
+        within *= width
         cell_src, cell_out = src[of] + within, out[of] + within
-    view, rows = _cells_view(x, width), rows_view(tokens, width - 1)
+    view, rows = strided_rows(x, width - 1, writeable=True), rows_view(tokens, width - 1)
     for a in range(0, len(cell_src), ROWS_AT_ONCE):
         starts, at = cell_src[a:a + ROWS_AT_ONCE], cell_out[a:a + ROWS_AT_ONCE]
         windows = rows[np.minimum(starts, last)]

@@ -125,7 +125,7 @@ class BinLoader:
     def _document_gather(self, tokens) -> DocumentGather:
         offsets = open_document_index(self.path)  # checked: it ends at the split's tokens
         self.documents = len(offsets) - 1
-        starts, lengths = document_spans(offsets, self.tokens)
+        starts, lengths = document_spans(offsets)
         T, B, docs = self.block_size, self.batch_size, self.return_documents
         if self.align == "token":
             layout = TokenRowDocuments(self._offsets, starts, T, B)

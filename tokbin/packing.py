@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokbin.doc_sampling import BLOCK_TOKENS, EPOCH_DOCUMENTS, Block, Segments
+from tokbin.doc_sampling import BLOCK_TOKENS, EPOCH_DOCUMENTS, Block, Segments, ranges
 from tokbin.errors import TokbinError
 
 
@@ -76,8 +76,7 @@ class EpochDocuments:
         self.doc_len = lengths
         per = -(-lengths // T)  # pieces per document: the first (a start), then continuations
         self.first_piece = np.cumsum(per) - per
-        self.piece_doc = np.repeat(np.arange(len(lengths)), per)
-        k = np.arange(len(self.piece_doc)) - self.first_piece[self.piece_doc]
+        self.piece_doc, k = ranges(np.zeros_like(per), per)  # k: the piece's index in its document
         self.piece_src = starts[self.piece_doc] + k * T
         self.piece_len = np.minimum(T, lengths[self.piece_doc] - k * T)
         self.continuations = np.flatnonzero(k)

@@ -111,12 +111,13 @@ def open_document_index(path: Path) -> np.ndarray:
     return read_docs(path.parent, meta, _split_of(path, meta))
 
 
-def strided_rows(tokens: np.ndarray, block_size: int) -> np.ndarray:
-    """rows[o] is tokens[o : o + T + 1]: a view, no copy."""
+def strided_rows(tokens: np.ndarray, block_size: int, writeable: bool = False) -> np.ndarray:
+    """rows[o] is tokens[o : o + T + 1]: a view, no copy (writeable for a buffer being
+    filled through overlapping rows, as tokbin.gathers does)."""
     item = tokens.dtype.itemsize
     return np.lib.stride_tricks.as_strided(
         tokens, shape=(max(0, len(tokens) - block_size), block_size + 1), strides=(item, item),
-        writeable=False)
+        writeable=writeable)
 
 
 class ShardRows:
