@@ -48,9 +48,10 @@ def document_offsets(lengths: Iterator[np.ndarray], separated: bool) -> Iterator
         yield ends
 
 
-def docs_problem(path: Path, info: SplitInfo) -> str | None:
+def docs_problem(path: Path, info: SplitInfo, offsets: np.ndarray | None = None) -> str | None:
     """What is wrong with a split's document index against its meta.json entry (its size, its
-    first and last entries, entries that decrease; read in chunks), or None."""
+    first and last entries, entries that decrease; read in chunks, or `offsets`: the file's
+    entries already read), or None."""
     if not path.is_file():
         return f"{path} is missing (meta.json lists it)"
     size = path.stat().st_size
@@ -58,7 +59,7 @@ def docs_problem(path: Path, info: SplitInfo) -> str | None:
         return (f"{path} is {size} bytes, not the {(info.documents + 1) * 8} of "
                 f"{info.documents} documents + 1 int64 offsets")
     previous, first = None, None
-    for chunk in read_chunks(path, DOCS_DTYPE):
+    for chunk in read_chunks(path, DOCS_DTYPE) if offsets is None else [offsets]:
         first = int(chunk[0]) if first is None else first
         if (previous is not None and chunk[0] < previous) or np.any(np.diff(chunk) < 0):
             return f"{path}: document offsets decrease"
@@ -76,8 +77,10 @@ def read_docs(folder: Path, meta: Meta, split: str) -> np.ndarray:
         raise TokbinError(f"{meta_path(folder)} lists no document index for split {split!r}: "
                           "the data was built before tokbin wrote one; rebuild it with "
                           f"`dvc repro` (binarize then writes {docs_file(split)})")
-    problem = docs_problem(folder / info.docs, info)
+    path = folder / info.docs
+    offsets = np.fromfile(path, DOCS_DTYPE) if path.is_file() else None  # read once, checked
+    problem = docs_problem(path, info, offsets)
     if problem:
         raise TokbinError(f"{problem}; in its DVC project `python -m tokbin repair` restores "
                           "it, `dvc pull binarize` fetches it")
-    return np.fromfile(folder / info.docs, DOCS_DTYPE)
+    return offsets
