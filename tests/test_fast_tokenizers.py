@@ -17,7 +17,7 @@ from tokbin.errors import TokbinError
 from tokbin.fast_path import unsafe_codepoints
 from tokbin.readers import TextBatch
 from tokbin.tokenizer_spec import resolve_tokenizer
-from tokbin.vocab import load_vocabulary
+from tokbin.vocab import expand_pattern, load_vocabulary
 
 CONTEXTS = ["{c}", "a{c}b", " {c}{c}", "{c}'s", "1{c}2", "\n{c} ", "  {c}x", "{c}\r\n"]
 
@@ -116,6 +116,14 @@ def test_what_fastokens_is_not_proven_on_runs_on_the_reference_and_says_why(
     assert effective_engine("fastokens", vocabulary) == "reference"
     err = capsys.readouterr().err
     assert reason in err and "is tokenized with" in err
+
+
+def test_the_regexes_fastokens_runs_natively_are_the_presets_own():
+    # kept as text so that a rank file's check loads no other vocabulary (o200k_base's)
+    import tiktoken
+    from tokbin.fast_tokenizers import PROVEN_PATTERNS
+    assert PROVEN_PATTERNS == {"llama3": expand_pattern("llama3"),
+                               "o200k_base": tiktoken.get_encoding("o200k_base")._pat_str}
 
 
 def _trained(tmp_path, layout):

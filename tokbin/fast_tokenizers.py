@@ -27,14 +27,16 @@ from tokbin.fast_path import byte_to_unicode, cached_text, tokenizer_json
 from tokbin.format import RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON
 from tokbin.fsio import user_cache_dir
 from tokbin.rank_cache import ranks_digest
-from tokbin.vocab import expand_pattern, read_checked
+from tokbin.tokenizer_spec import LLAMA3_PATTERN, O200K_PATTERN
+from tokbin.vocab import read_checked
 
 if TYPE_CHECKING:
     from tokbin.vocab import Vocabulary
 
 # tiktoken encodings the fast engine was differentially tested on (gpt2's byte-level BPE).
 FAST_ENCODINGS = ("gpt2", "r50k_base")
-PROVEN_PATTERNS = ("llama3", "o200k_base")  # presets whose regex fastokens scans natively
+# presets whose regex fastokens scans natively (not with PCRE2)
+PROVEN_PATTERNS = {"llama3": LLAMA3_PATTERN, "o200k_base": O200K_PATTERN}
 RANKS_JSON_VERSION = 1  # part of a built model's cached name: bump when _ranks_model changes
 
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
@@ -85,7 +87,7 @@ def fast_tokenizer_json(vocabulary: Vocabulary) -> str:
 
 
 def _proven_pattern(pattern: str) -> bool:
-    return pattern in {expand_pattern(name) for name in PROVEN_PATTERNS}
+    return pattern in PROVEN_PATTERNS.values()
 
 
 def _ranks_model(ranks: dict[bytes, int]) -> dict:

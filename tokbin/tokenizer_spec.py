@@ -36,6 +36,13 @@ _HUB_ID = re.compile(r"hf:([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)(?:@([^\s@]+))?")
 # Llama 3's split regex (llama-models, llama3/api/tokenizer.py). Llama 4's is o200k_base's.
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# o200k_base's, as tiktoken has it (a test checks): kept here, so knowing it loads no vocabulary
+O200K_PATTERN = "|".join([
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"\p{N}{1,3}", r" ?[^\s\p{L}\p{N}]+[\r\n/]*", r"\s*[\r\n]+", r"\s+(?!\S)", r"\s+"])
 PATTERN_PRESETS = {"llama3": LLAMA3_PATTERN}  # and every tiktoken encoding name
 SPECIAL_TOKEN_PRESETS = ("llama3",)
 
