@@ -135,8 +135,8 @@ class ProcessExecutor:
             self._loaded = [self._pool.submit(_load_encoder, settings) for _ in range(workers)]
 
     def encoding_info(self) -> EncodingInfo:
-        """The encoding, from a worker (this process loads no vocabulary); a bad encoding name
-        fails here with a clear message."""
+        """The encoding, from a worker once it has loaded its encoder: an engine that fails to
+        load there fails here with a clear message."""
         return self._result(self._loaded[0], "loading the encoder")
 
     def tokenize_split(self, job: SplitJob, info: EncodingInfo,
