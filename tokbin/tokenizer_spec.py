@@ -62,6 +62,11 @@ class TokenizerSpec:
     config_eos: str | None = None  # a Hub model's tokenizer_config.json eos_token
 
 
+def special_token_pairs(special_tokens: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """tokenize.special_tokens as a spec holds it: (text, id) pairs in id order."""
+    return tuple(sorted(special_tokens.items(), key=lambda item: item[1]))
+
+
 def resolve_tokenizer(encoding: str, eot_token: str | None = None, pattern: str | None = None,
                       special_tokens: str | dict[str, int] | None = None,
                       tracked_folder: Path | None = None) -> TokenizerSpec:
@@ -73,8 +78,8 @@ def resolve_tokenizer(encoding: str, eot_token: str | None = None, pattern: str 
         spec = _from_file(encoding, tracked_folder)
     else:
         spec = TokenizerSpec(encoding, TIKTOKEN)
-    pairs = (tuple(sorted(special_tokens.items(), key=lambda item: item[1]))
-             if isinstance(special_tokens, dict) else special_tokens)
+    pairs = (special_token_pairs(special_tokens) if isinstance(special_tokens, dict)
+             else special_tokens)
     _check_kind_keys(spec, pattern, pairs)
     return TokenizerSpec(**{**spec.__dict__, "pattern": pattern, "special_tokens": pairs,
                             "eot_token": eot_token})

@@ -19,7 +19,7 @@ from tokbin.format import (RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON, M
 from tokbin.rank_cache import CACHED_ENCODINGS, cached_encoding, write_cached_encoding
 from tokbin.reference_engines import SentencePieceEngine, TiktokenEngine, TokenizersEngine
 from tokbin.tokenizer_files import parse_ranks, read_file, sha256_of
-from tokbin.tokenizer_spec import PATTERN_PRESETS, TokenizerSpec
+from tokbin.tokenizer_spec import PATTERN_PRESETS, TokenizerSpec, special_token_pairs
 
 # A tokenizer.json's or rank file's own end-of-text token, when exactly one of these is special.
 END_OF_TEXT_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
@@ -144,7 +144,7 @@ def recorded_vocabulary(meta: Meta, folder: Path, given: Path | None = None) -> 
             return load_vocabulary(TokenizerSpec(
                 meta.encoding, record.kind, record.file, str(candidate.resolve()), record.sha256,
                 record.hub, record.pattern,
-                tuple(sorted(specials.items(), key=lambda item: item[1])) if specials else None,
+                special_token_pairs(specials) if specials else None,
                 record.eot_name))
     raise TokbinError(f"decoding needs the tokenizer meta.json records, {record.file} with sha256 "
                       f"{record.sha256[:16]}...; {', '.join(map(str, candidates))} is missing or "
