@@ -27,9 +27,10 @@ import numpy as np
 from tokbin.crc import crc32_combine, crc32_hex
 from tokbin.errors import TokbinError
 from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, BinWriter, Meta, SplitInfo,
-                           check_ids, choose_dtype, docs_file, doclens_file, document_offsets,
-                           is_shard_file, llmc_header, llmc_max_tokens, open_bin, read_checked,
-                           read_chunks, read_meta, shard_file, token_ends, write_meta)
+                           bin_header, check_ids, choose_dtype, docs_file, doclens_file,
+                           document_offsets, is_shard_file, llmc_max_tokens, open_bin,
+                           read_checked, read_chunks, read_meta, shard_file, token_ends,
+                           write_meta)
 from tokbin.fsio import atomic_path
 
 
@@ -99,7 +100,7 @@ def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_met
               info: SplitInfo, dtype: str, bin_format: str) -> SplitInfo:
     """One split's single bin at `dest`: a hard link of `tokens` where the bytes are the
     same, else a checked copy."""
-    header = llmc_header(dtype, info.tokens) if bin_format == "llmc" else b""
+    header = bin_header(bin_format, dtype, info.tokens)
     crc32 = info.crc32
     with atomic_path(dest) as tmp:
         if (header or dtype != tokens_meta.dtype
@@ -192,7 +193,7 @@ def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab
 
         def write_shard(index: int, pieces: Iterable[np.ndarray]) -> SplitInfo:
             count = ends[index] - (ends[index - 1] if index else 0)
-            header = llmc_header(dtype, count) if bin_format == "llmc" else b""
+            header = bin_header(bin_format, dtype, count)
             with BinWriter(tmp / shard_file(index), dtype, n_vocab, header) as out:
                 for ids in pieces:
                     out.write(ids)

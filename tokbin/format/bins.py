@@ -78,6 +78,11 @@ def llmc_header(dtype: str, count: int) -> bytes:
     return header.tobytes()
 
 
+def bin_header(bin_format: str, dtype: str, count: int) -> bytes:
+    """What a bin of `bin_format` holding `count` ids starts with (nanogpt: nothing)."""
+    return llmc_header(dtype, count) if bin_format == "llmc" else b""
+
+
 def read_llmc_header(path: Path, size: int) -> tuple[str, int]:
     """(dtype, count) of an llm.c file of `size` bytes, after llm.c's loader's checks (magic,
     version, count against the file size) and one more: the reserved words are zero."""

@@ -149,6 +149,11 @@ class TokenizerRecord:
 TIKTOKEN_NAMED = TokenizerRecord(TIKTOKEN, None, None, None, None, None, "<|endoftext|>")
 
 
+def header_bytes(bin_format: str) -> int:
+    """Bytes before the ids in each bin of `bin_format` (llm.c's header, or none)."""
+    return LLMC_HEADER_BYTES if bin_format == "llmc" else 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Meta:
     encoding: str
@@ -169,7 +174,7 @@ class Meta:
     @property
     def header_bytes(self) -> int:
         """Bytes before the ids in each bin."""
-        return LLMC_HEADER_BYTES if self.bin_format == "llmc" else 0
+        return header_bytes(self.bin_format)
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
@@ -211,8 +216,7 @@ class Meta:
         if fields["eot"] not in EOT_POLICIES:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
         source = parse_object(fields["source"], Source, f"{where}: source")
-        header = LLMC_HEADER_BYTES if bin_format == "llmc" else 0
-        splits = {name: _parse_split(split, fields["dtype"], header, f"{where}: splits.{name}")
+        splits = {name: _parse_split(split, fields["dtype"], header_bytes(bin_format), f"{where}: splits.{name}")
                   for name, split in fields["splits"].items()}
         holdout = fields.get("holdout")
         if holdout is not None:
