@@ -183,6 +183,14 @@ def byte_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
 
 
+_BYTE_LEVEL_TABLE = {b: c for b, c in byte_to_unicode().items() if chr(b) != c}
+
+
+def spell(token: bytes) -> str:
+    """A token's bytes as a byte-level tokenizer.json writes them (the ByteLevel alphabet)."""
+    return token.decode("latin-1").translate(_BYTE_LEVEL_TABLE)
+
+
 def _split_into_merge(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     """The pair whose merge made `token`: BPE on its bytes with the ranks below its own."""
     splits = [(token[:i], token[i:]) for i in range(1, len(token))
@@ -260,11 +268,6 @@ def derive_tokenizer_json(encoding) -> str:
 
 def ranks_tokenizer_json(ranks: dict[bytes, int]) -> str:
     """A tokenizer.json with gpt2's ByteLevel pre-tokenizer for byte-level BPE `ranks`."""
-    to_unicode = byte_to_unicode()
-
-    def spell(token: bytes) -> str:
-        return "".join(to_unicode[b] for b in token)
-
     merges = [" ".join(map(spell, _split_into_merge(ranks, token)))
               for token, _ in sorted(ranks.items(), key=lambda item: item[1]) if len(token) > 1]
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,

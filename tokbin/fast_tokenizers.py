@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from tokbin.fast_path import byte_to_unicode, cached_text, tokenizer_json
+from tokbin.fast_path import cached_text, spell, tokenizer_json
 from tokbin.format import RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON
 from tokbin.fsio import user_cache_dir
 from tokbin.rank_cache import ranks_digest
@@ -93,11 +93,6 @@ def _proven_pattern(pattern: str) -> bool:
 def _ranks_model(ranks: dict[bytes, int]) -> dict:
     """A BPE model giving tiktoken's ids for these ranks: every split (a, b) of a token into
     two tokens, ordered by the rank of a + b, then the length of a."""
-    to_unicode = byte_to_unicode()
-
-    def spell(token: bytes) -> str:
-        return "".join(to_unicode[b] for b in token)
-
     merges = sorted((rank, i, token) for token, rank in ranks.items()
                     for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks)
     return {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
