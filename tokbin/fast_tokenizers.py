@@ -28,7 +28,6 @@ from tokbin.format import RANK_FILE, SENTENCEPIECE, TIKTOKEN, TOKENIZER_JSON
 from tokbin.fsio import user_cache_dir
 from tokbin.rank_cache import ranks_digest
 from tokbin.tokenizer_spec import LLAMA3_PATTERN, O200K_PATTERN
-from tokbin.vocab import read_checked
 
 if TYPE_CHECKING:
     from tokbin.vocab import Vocabulary
@@ -53,7 +52,7 @@ def fast_refusal(vocabulary: Vocabulary) -> str | None:
             "its split regex (tokenize.pattern) is not one it runs exactly; those are the "
             f"presets {', '.join(PROVEN_PATTERNS)}")
     if kind == TOKENIZER_JSON:
-        return _layout_refusal(json.loads(read_checked(vocabulary.spec)))
+        return _layout_refusal(json.loads(vocabulary.data))
     if kind == SENTENCEPIECE:
         return "fastokens reads no SentencePiece model"
     return f"it does not know the kind {kind}"
@@ -78,7 +77,7 @@ def fast_tokenizer_json(vocabulary: Vocabulary) -> str:
                 "added_tokens": [separator], "normalizer": None, "pre_tokenizer": pre,
                 "post_processor": None, "decoder": None}
         return json.dumps(head, ensure_ascii=False)[:-1] + ', "model": ' + model + "}"
-    doc = json.loads(read_checked(vocabulary.spec))
+    doc = json.loads(vocabulary.data)  # the bytes the vocabulary checked, not read again
     # Only the separator stays special (keeping its id): every other special token's text is
     # text, as the reference encodes it; decoding and templates are no concern of encoding.
     doc.update(added_tokens=[separator], truncation=None, padding=None, post_processor=None,

@@ -72,8 +72,8 @@ class TiktokenVocabulary(Vocabulary):
 
 
 class TokenizersVocabulary(Vocabulary):
-    def __init__(self, spec: TokenizerSpec, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, spec: TokenizerSpec, data: bytes, tokenizer):
+        self.data, self.tokenizer = data, tokenizer  # the file's checked bytes, and it loaded
         specials = {token.content: i for i, token in tokenizer.get_added_tokens_decoder().items()
                     if token.special}
         n_vocab = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
@@ -117,7 +117,7 @@ def load_vocabulary(spec: TokenizerSpec) -> Vocabulary:
                                   ["<|endoftext|>", "<|end_of_text|>"],
                                   "<|endoftext|> or <|end_of_text|> in tokenize.special_tokens")
     if spec.kind == TOKENIZER_JSON:
-        return TokenizersVocabulary(spec, _load_tokenizer_json(spec, data))
+        return TokenizersVocabulary(spec, data, _load_tokenizer_json(spec, data))
     if spec.kind == SENTENCEPIECE:
         return SentencePieceVocabulary(spec, data, _load_sentencepiece(spec, data))
     raise TokbinError(f"unknown tokenizer kind {spec.kind!r}")
