@@ -29,8 +29,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, BinWriter, Meta, SplitInfo,
                            bin_header, check_ids, choose_dtype, docs_file, doclens_file,
                            document_offsets, is_shard_file, llmc_max_tokens, open_bin,
-                           read_checked, read_chunks, read_meta, shard_file, token_ends,
-                           write_meta)
+                           read_checked, read_chunks, read_meta, shard_file, write_meta)
 from tokbin.fsio import atomic_path
 
 
@@ -229,14 +228,14 @@ def _cut(chunks: Iterator[np.ndarray], ends: list[int]) -> Iterator[tuple[int, n
 
 
 def documents_per_shard(doclens: Path, eot: str, ends: list[int]) -> list[int]:
-    """How many documents start in each shard, from the documents' lengths (a document that
-    starts at the very end of the split, an empty one with eot none, counts in the last)."""
+    """How many documents start in each shard: the document index's entries but its last (the
+    split's end) are their starts; one at the very end of the split (an empty document with
+    eot none) counts in the last shard."""
     counts = np.zeros(len(ends), np.int64)
     bounds = np.array(ends[:-1], np.int64)
-    start = 0  # the first token of the next document
-    for lengths in read_chunks(doclens, DOCLENS_DTYPE):
-        doc_ends = start + token_ends(lengths, eot != "none")
-        starts = doc_ends - lengths - (eot != "none")
-        counts += np.bincount(np.searchsorted(bounds, starts, "right"), minlength=len(ends))
-        start = int(doc_ends[-1]) if len(doc_ends) else start
+    last = 0
+    for offsets in document_offsets(read_chunks(doclens, DOCLENS_DTYPE), eot != "none"):
+        counts += np.bincount(np.searchsorted(bounds, offsets, "right"), minlength=len(ends))
+        last = int(offsets[-1]) if len(offsets) else last
+    counts[np.searchsorted(bounds, last, "right")] -= 1  # the split's end starts no document
     return counts.tolist()
