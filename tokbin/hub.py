@@ -29,11 +29,12 @@ class HubTarget:
     repo_key: str      # the params key naming the repo
     revision_key: str  # the params key naming the revision
     offline_hint: str
+    not_found: str = ""  # what else the name was not, when the Hub has no such repo
 
 
 DATASET = HubTarget("dataset", "download.dataset (a Hub id such as roneneldan/TinyStories, or "
                     "a path starting with ./ or /; a gated or private dataset needs HF_TOKEN)",
-                    "download.revision", OFFLINE_HINT)
+                    "download.revision", OFFLINE_HINT, " and not a local directory")
 MODEL = HubTarget("model", "tokenize.encoding (hf:<owner>/<model>; a gated or private model "
                   "needs HF_TOKEN)", "tokenize.encoding (hf:<model id>@<revision>)",
                   "save the model's tokenizer.json in tokenizers/ and set tokenize.encoding to "
@@ -108,8 +109,7 @@ def hub_errors(repo_id: str, revision: str, target: HubTarget = DATASET
                           "set HF_TOKEN (or run `hf auth login`)") from None
     except RepositoryNotFoundError:
         raise TokbinError(f"{kind} {repo_id!r} not found on the Hub ({endpoint})"
-                          f"{' and not a local directory' if kind == 'dataset' else ''}; check "
-                          f"{target.repo_key}") from None
+                          f"{target.not_found}; check {target.repo_key}") from None
     except OfflineModeIsEnabled:
         raise TokbinError(f"HF_HUB_OFFLINE is set, so Hub {kind} {repo_id} cannot be "
                           f"downloaded; {target.offline_hint}") from None
