@@ -140,6 +140,17 @@ def test_every_batch_s_documents_are_its_segments_and_rows_start_at_documents(
         check_layout(*loader.next_batch(), offsets, starts_documents=align == "document")
 
 
+@pytest.mark.parametrize("sampling, align", MODES)
+def test_a_split_that_ends_in_empty_documents_serves_every_mode(tmp_path, sampling, align):
+    # eot none: empty texts at the end of the split leave the last token inside the last
+    # non-empty document, whose last token then has no target
+    path, offsets = write_documents(tmp_path, lengths_of(2, 120, 40) + [0, 0], eot="none")
+    loader = BinLoader(path, batch_size=4, block_size=16, sampling=sampling, align=align,
+                       return_documents=True, seed=1)
+    for _ in range(80):  # two epochs and more: about 2,400 tokens, 4 x 16 a batch
+        check_layout(*loader.next_batch(), offsets, starts_documents=align == "document")
+
+
 @pytest.mark.parametrize("sampling", ["random", "epoch"])
 def test_align_document_without_documents_gives_the_same_tokens(corpus, sampling):
     path, _ = corpus

@@ -53,10 +53,10 @@ class Block:
 
 
 def document_spans(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, lengths) of the non-empty documents of a document index, the last one a token
-    shorter: the split's last token has no target."""
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    lengths[-1:] -= 1
+    """(starts, lengths) of the non-empty documents of a document index, the one holding the
+    split's last token a token shorter: that token has no target."""
+    starts = offsets[:-1]
+    lengths = np.minimum(offsets[1:], offsets[-1] - 1) - starts  # empty ones after it: < 0
     keep = lengths > 0
     return starts[keep], lengths[keep]
 
