@@ -207,3 +207,15 @@ def test_binloader_on_a_shard_directory_with_a_missing_shard_says_how_to_fetch_i
     (tmp_path / "sharded" / "train" / "000002.bin").unlink()
     with pytest.raises(TokbinError, match=r"000002.bin is missing.*python -m tokbin repair"):
         BinLoader(tmp_path / "sharded" / "train", batch_size=2, block_size=8)
+
+
+def test_verify_and_inspect_take_a_shard_directory_as_they_take_a_bin(tokens, tmp_path,
+                                                                      capsys):
+    from tokbin.cli import main
+    binarized(tokens, tmp_path / "sharded", 64)
+    assert main(["verify", str(tmp_path / "sharded" / "train")]) == 0
+    assert f"verify: {tmp_path / 'sharded'} is good" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "sharded" / "train"), "--windows", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "== train/000000.bin" in shown and "== validation" not in shown
+    assert read_meta(tmp_path / "sharded" / "train") == read_meta(tmp_path / "sharded")

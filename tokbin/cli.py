@@ -60,7 +60,7 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
     bare = meta is not None
     meta = meta or read_meta(path)
     folder = meta_path(path).parent
-    if path.is_dir():
+    if path == folder:
         shown = list(meta.splits)
     else:
         shown = [s for s, info in meta.splits.items() if info.file == path.name]
@@ -104,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("verify", help="check the bins against meta.json and dvc.lock")
     check.add_argument("data", nargs="?", default=Path("data"), type=Path,
-                       help="a data folder holding meta.json (default: data), or a bin")
+                       help="a data folder holding meta.json (default: data), or a bin or shard "
+                            "directory in one (its whole folder is checked)")
     fix = commands.add_parser("repair", help="restore every output that differs from dvc.lock")
     fix.add_argument("project", nargs="?", default=Path("."), type=Path,
                      help="a folder in the DVC project (default: the current one)")
     look = commands.add_parser("inspect", help="print meta, stats and decoded sample windows")
-    look.add_argument("path", type=Path, help="a bin (data/train.bin) or a data folder")
+    look.add_argument("path", type=Path, help="a bin (data/train.bin), a shard directory "
+                                              "(data/train) or a data folder")
     look.add_argument("--windows", type=int, default=3, help="sample windows per bin")
     look.add_argument("--tokens", type=int, default=64, help="tokens per window")
     look.add_argument("--seed", type=int, default=0, help="where the windows fall")
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         given = args.data if args.command == "verify" else args.path
         if not given.exists():
             raise TokbinError(f"{given} does not exist; give a data folder holding meta.json "
-                              "(default: data) or a bin inside one")
+                              "(default: data) or a bin or shard directory inside one")
         meta = bare_meta(given, args.dtype, args.encoding) if args.dtype else None
         if meta is None and not meta_path(given).is_file():
             if given.is_file():

@@ -216,7 +216,8 @@ class Meta:
         if fields["eot"] not in EOT_POLICIES:
             raise TokbinError(f"{where}: eot {fields['eot']!r} is not one of {list(EOT_POLICIES)}")
         source = parse_object(fields["source"], Source, f"{where}: source")
-        splits = {name: _parse_split(split, fields["dtype"], header_bytes(bin_format), f"{where}: splits.{name}")
+        header = header_bytes(bin_format)
+        splits = {name: _parse_split(split, fields["dtype"], header, f"{where}: splits.{name}")
                   for name, split in fields["splits"].items()}
         holdout = fields.get("holdout")
         if holdout is not None:
@@ -268,11 +269,23 @@ def _parse_split(raw, dtype: str, header: int, where: str, shard: bool = False) 
 
 
 def meta_path(path: str | os.PathLike) -> Path:
-    """meta.json for a data folder, a meta.json path, or a bin inside a data folder."""
+    """meta.json for a data folder, a meta.json path, or a bin or shard directory inside a
+    data folder."""
     path = Path(path)
     if path.is_dir():
+        beside = path.parent / META_FILENAME
+        if not (path / META_FILENAME).is_file() and _lists_shard_directory(beside, path.name):
+            return beside  # described beside it, as a bin is
         return path / META_FILENAME
     return path if path.name == META_FILENAME else path.parent / META_FILENAME
+
+
+def _lists_shard_directory(where: Path, name: str) -> bool:
+    try:
+        meta = Meta.from_json(where.read_text(encoding="utf-8"), str(where))
+    except (OSError, TokbinError):  # none, or damaged: not this folder's description
+        return False
+    return any(info.file == name and info.shards for info in meta.splits.values())
 
 
 def read_meta(path: str | os.PathLike) -> Meta:
