@@ -55,7 +55,8 @@ def used_ids(path: Path, dtype: str | None, n_vocab: int) -> torch.Tensor:
     in chunks: slicing the memmap would keep every page read resident."""
     tokens, seen = open_tokens(path, dtype), np.zeros(n_vocab, dtype=bool)
     for part in getattr(tokens, "shards", [tokens]):
-        for chunk in read_chunks(Path(part.filename), tokens.dtype) if len(part) else []:
+        for chunk in (read_chunks(Path(part.filename), tokens.dtype, offset=part.offset)
+                      if len(part) else []):  # offset: past an llm.c header
             seen[chunk] = True
     return torch.from_numpy(np.flatnonzero(seen))
 

@@ -117,6 +117,19 @@ def test_the_loader_verify_and_inspect_read_both_formats_alike(tokens, tmp_path,
     assert windows[0] == windows[1] and "cat sat" in "".join(windows[0])
 
 
+def test_the_example_training_loop_trains_alike_on_both_formats(tokens, tmp_path):
+    from test_loader import train_bigram
+    build(tokens["uint16"], tmp_path / "nanogpt", "nanogpt")
+    build(tokens["uint16"], tmp_path / "llmc", "llmc")
+    build(tokens["uint16"], tmp_path / "shards", "llmc", shard_tokens=700)
+    logs = [train_bigram(path, "--steps", 5, "--block-size", 8) for path in (
+        tmp_path / "nanogpt" / "train.bin", tmp_path / "llmc" / "train.bin",
+        tmp_path / "shards" / "train")]
+    assert logs[0] == logs[1] and "validation loss" in logs[0][5]  # the same ids read
+    assert [line.split(",")[0] for line in logs[2].values()] == [
+        line.split(",")[0] for line in logs[0].values()]  # shards: no validation bin beside
+
+
 def damage(path: Path, word: int, value: int) -> None:
     data = bytearray(path.read_bytes())
     data[4 * word:4 * word + 4] = value.to_bytes(4, "little", signed=True)
