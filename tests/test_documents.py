@@ -20,7 +20,7 @@ import tiktoken
 import torch
 
 from conftest import write_parquet_dataset
-from test_loader import MIXERS, position_tokens
+from test_loader import position_tokens
 from tokbin import BinLoader, TokbinError
 from tokbin.binarize import binarize
 from tokbin.format import DOCS_DTYPE, Meta, Source, SplitInfo, write_meta
