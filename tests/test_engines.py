@@ -14,8 +14,7 @@ import pytest
 from support.engine_faults import shift_joined_ids
 from support.text_classes import CLASSES, class_documents
 from tokbin import codepoints, cross_check, engines, fast_path
-from tokbin.codepoints import codepoint_table
-from tokbin.cross_check import CHECK_PIECE_TOKENS, CHECK_SHARE, pretoken_cut
+from tokbin.cross_check import CHECK_PIECE_TOKENS, pretoken_cut
 from tokbin.engines import FastokensEngine, effective_engine, make_engine
 from tokbin.errors import TokbinError
 from tokbin.fast_path import (conservative_class, derive_tokenizer_json, documents_containing,
@@ -295,6 +294,31 @@ def test_the_cross_check_takes_a_share_of_the_tokens_and_a_rerun_checks_the_same
     checked = sum(len(gpt2.encode_ordinary(t)) for t in runs[0])
     assert total / share / 2 < checked < 2 * total / share
     assert runs[1] == runs[0]
+
+
+def test_batches_that_open_alike_still_share_the_check_by_their_tokens(fast, gpt2,
+                                                                      monkeypatch):
+    # Files that all begin with one long header (a licence, an HTML head), as many per batch:
+    # batches alike in their first bytes and document count, under a share where each batch
+    # is a draw with some probability. They must not draw all alike: all (far over the
+    # share) or none (nothing of them checked).
+    share = 1024
+    monkeypatch.setattr(cross_check, "CHECK_SHARE", share)
+    rng = np.random.default_rng(3)
+    words = ["cat", "sat", "on", "the", "mat", "and", "ran", "far", "away", "home"]
+    engine = fast.thread_copy()
+    engine.encode_batch(TextBatch.from_texts(["the first batch is always checked"]))
+    recorder = counting(engine, gpt2, monkeypatch)
+    total = 0
+    for h in range(6):
+        header = f"Header {h}. " + "Permission is hereby granted, free of charge. " * 95
+        for b in range(50):
+            texts = [header + " ".join(rng.choice(words, rng.integers(20, 200)))
+                     for _ in range(20)]
+            total += int(engine.encode_batch(TextBatch.from_texts(texts))[1].sum())
+    assert total / share > 20 * CHECK_PIECE_TOKENS  # many draws expected, each a piece
+    checked = sum(len(gpt2.encode_ordinary(t)) for t in recorder.checked)
+    assert total / share / 2 < checked < 2 * total / share
 
 
 def test_without_a_cut_rule_documents_are_checked_whole_within_the_tokens_share(gpt2,

@@ -32,6 +32,20 @@ CHECK_PIECE_TOKENS = 256
 CHECK_SLACK_TOKENS = 64  # a piece's window: CHECK_PIECE_TOKENS and this many more to a cut
 CUT_SEARCH_BYTES = 4096  # a cut within this many bytes of the place drawn, or no check there
 NEAR_BYTES = 1 << 15  # a piece is looked for this far around its estimated place first
+SEED_BYTES, SEED_SIZES = 4096, 4096  # what draw_seed reads of a batch
+
+
+def draw_seed(batch: TextBatch, members: np.ndarray | None) -> int:
+    """A hash of the batch where it is cheap to read: where its (first member) document starts,
+    its last bytes, and its documents' sizes (at most SEED_SIZES of them, evenly spread). So a
+    rerun draws alike, and batches that only open alike (files that share a long header) do
+    not: one hash for all of them would draw in all or in none."""
+    first = 0 if members is None else int(np.argmax(members))
+    start = int(batch.offsets[first])
+    sizes = np.diff(batch.offsets[::max(1, len(batch) // SEED_SIZES)])
+    crc = zlib.crc32(batch.data[start:start + SEED_BYTES])
+    crc = zlib.crc32(batch.data[-SEED_BYTES:], crc)
+    return zlib.crc32(sizes.tobytes(), crc)
 
 
 class CrossCheck:
@@ -66,7 +80,8 @@ class CrossCheck:
         a share f of the documents or of the tokens is in each draw with odds of at least f/2.
         What is left of the budget under one draw is a draw with that probability, so the
         cost follows the tokens however small the calls. The draws depend only on the batch's
-        content, so a rerun checks the same text. Nothing is done per token of the batch.
+        content (`draw_seed`), so a rerun checks the same text. Nothing is done per token of
+        the batch.
         """
         documents = len(batch) if members is None else int(np.count_nonzero(members))
         if not documents:
@@ -80,9 +95,7 @@ class CrossCheck:
         rng = None
         while spent < budget or force:
             if rng is None:
-                first = 0 if members is None else int(np.argmax(members))
-                start = int(batch.offsets[first])  # a hash of where the batch starts
-                rng = random.Random(zlib.crc32(batch.data[start:start + 4096]) + documents)
+                rng = random.Random(draw_seed(batch, members) + documents)
             left = budget - spent
             if self.classes is not None and not force and left < CHECK_PIECE_TOKENS \
                     and rng.random() * CHECK_PIECE_TOKENS >= left:
