@@ -47,13 +47,24 @@ def start_repro(repo: Path) -> subprocess.Popen:
 
 
 def kill_when(proc: subprocess.Popen, moment: Callable[[], bool], what: str) -> None:
-    """SIGKILLs `proc`'s process group as soon as `moment()` holds."""
+    """SIGKILLs `proc`'s process group as soon as `moment()` holds, and returns once every
+    process of it has stopped: a killed stage may still be finishing a system call (an fsync,
+    on a loaded machine), and while it runs no rerun can tell it from a live writer."""
     while not moment():
         if proc.poll() is not None:
             pytest.fail(f"dvc repro finished before {what}:\n{proc.stdout.read()}")
         time.sleep(0.001)
+    group = [p for p in psutil.process_iter() if _group_of(p) == proc.pid]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    psutil.wait_procs(group, timeout=30)
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except OSError:
+        return None
 
 
 def temp_of(repo: Path, name: str) -> Path | None:
