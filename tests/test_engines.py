@@ -205,6 +205,30 @@ def test_other_engine_versions_than_the_tables_route_conservatively(monkeypatch,
         proven_class.cache_clear()
 
 
+def test_a_dataset_under_fastokens_from_bytes_is_encoded_by_tiktoken_and_says_so(
+        tmp_path, monkeypatch, capsys):
+    # tiktoken is through a small dataset before fastokens has built its tokenizer
+    from conftest import write_parquet_dataset
+    from tokbin import executors
+    from tokbin.source import materialize
+    from tokbin.tokenize import tokenize_dataset
+    write_parquet_dataset(tmp_path / "dataset", {"train": class_documents("mixed", 400, seed=2)})
+    materialize(str(tmp_path / "dataset"), "main", ["train"], "text", tmp_path / "raw")
+    engines_run, real = [], executors.ThreadExecutor.__init__
+    monkeypatch.setattr(executors.ThreadExecutor, "__init__", lambda self, settings, workers: (
+        engines_run.append(settings.engine), real(self, settings, workers))[1])
+    for out, from_bytes in (("small", engines.FASTOKENS_FROM_BYTES), ("fast", 0)):
+        monkeypatch.setattr(engines, "FASTOKENS_FROM_BYTES", from_bytes)
+        tokenize_dataset(tmp_path / "raw", tmp_path / out, ["train"], "text", "gpt2", "append",
+                         engine="fastokens", workers=2)
+        if out == "small":
+            assert "MB of text: tiktoken is done with it before fastokens would have built its " \
+                   "tokenizer" in capsys.readouterr().err
+    assert engines_run == ["reference", "fastokens"] and "MB of text" not in capsys.readouterr().err
+    assert ((tmp_path / "small" / "train.bin").read_bytes()
+            == (tmp_path / "fast" / "train.bin").read_bytes())
+
+
 def test_tabs_vertical_tabs_and_form_feeds_are_exact_on_the_fast_path(fast, gpt2):
     texts = [*TOKIE_TAB_CASES, *class_documents("ascii_tabs", 300, seed=13)]
     assert GPT2.mask(TextBatch.from_texts(texts)).all()

@@ -2,7 +2,8 @@
 threads, and every failure stops with a clear error, leaves no output and no process behind.
 
 The tests lower the size from which processes are used, and cut a work unit per row group, so
-that a small dataset runs many units on two workers.
+that a small dataset runs many units on two workers; and the size from which fastokens is used,
+so that it runs in them as on a large dataset.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from support.text_classes import CLASSES, class_documents
-from tokbin import executors
+from tokbin import engines, executors
 from tokbin.errors import TokbinError
 from tokbin.format import read_meta
 from tokbin.source import materialize
@@ -53,6 +54,11 @@ def downloaded(tmp_path: Path, **kw) -> Path:
     materialize(str(write_dataset(tmp_path / "dataset", **kw)), "main", ["train", "validation"],
                 "text", raw)
     return raw
+
+
+@pytest.fixture(autouse=True)
+def fastokens_for_any_size(monkeypatch):
+    monkeypatch.setattr(engines, "FASTOKENS_FROM_BYTES", 0)
 
 
 def use_processes(monkeypatch) -> list[str]:

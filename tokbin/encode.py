@@ -51,11 +51,13 @@ def encoding_info(tokenizer: TokenizerSpec) -> EncodingInfo:
                         choose_dtype("auto", vocabulary.n_vocab), vocabulary.record())
 
 
-def settings_for(tokenizer: TokenizerSpec, eot: str, engine: str) -> EncodeSettings:
+def settings_for(tokenizer: TokenizerSpec, eot: str, engine: str,
+                 text_bytes: int | None = None) -> EncodeSettings:
     """The settings a run uses, checked once, in the process that asks, before any worker
-    starts: the tokenizer loads (every bad setting fails here), and the engine suits it (and
-    it says when fastokens falls back to the reference)."""
-    return EncodeSettings(tokenizer, eot, effective_engine(engine, load_vocabulary(tokenizer)))
+    starts: the tokenizer loads (every bad setting fails here), and the engine suits it and
+    the dataset's `text_bytes` (and it says when fastokens falls back to the reference)."""
+    return EncodeSettings(tokenizer, eot, effective_engine(engine, load_vocabulary(tokenizer),
+                                                           text_bytes))
 
 
 def place_eot(ids: np.ndarray, lengths: np.ndarray, eot: str) -> np.ndarray:

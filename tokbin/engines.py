@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     from tokbin.vocab import Vocabulary
 
 
+# Below this much text tiktoken's whole stage beats fastokens' start (its tokenizer's build,
+# 0.3-0.5 s for gpt2): measured by bench/bench_startup.py (docs/performance.md).
+FASTOKENS_FROM_BYTES = 4_000_000
+
+
 @dataclass(frozen=True)
 class _SpecialToken:  # what fastokens' add_tokens reads (the attributes of HF's AddedToken)
     content: str
@@ -175,11 +180,12 @@ def interleave(route: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
     return np.concatenate(parts), lengths
 
 
-def effective_engine(name: str, vocabulary: Vocabulary) -> str:
+def effective_engine(name: str, vocabulary: Vocabulary, text_bytes: int | None = None) -> str:
     """The engine that encodes with `vocabulary` when `name` is asked for: "fastokens", or
     "reference" (its kind's library; tiktoken names it for the kinds tiktoken runs).
-    fastokens falls back to the reference for tokenizers it is not proven on, and says so
-    (once, from the process that asks, before any worker starts)."""
+    fastokens falls back to the reference for tokenizers it is not proven on, and, where the
+    reference is tiktoken, for datasets of under FASTOKENS_FROM_BYTES of text (`text_bytes`),
+    and says so (once, from the process that asks, before any worker starts)."""
     spec = vocabulary.spec
     library = LIBRARY[spec.kind]
     check_engine(name, spec)
@@ -190,6 +196,11 @@ def effective_engine(name: str, vocabulary: Vocabulary) -> str:
         _announce(f"tokenize.engine fastokens does not run {spec.encoding} ({refusal}); "
                   f"encoding {spec.encoding} is tokenized with {library} (same tokens, "
                   f"{library}'s speed)")
+        return "reference"
+    if library == "tiktoken" and text_bytes is not None and text_bytes < FASTOKENS_FROM_BYTES:
+        _announce(f"{text_bytes / 1e6:.1f} MB of text: tiktoken is done with it before "
+                  "fastokens would have built its tokenizer, so tiktoken encodes it (same "
+                  f"tokens); fastokens runs from {FASTOKENS_FROM_BYTES / 1e6:.0f} MB")
         return "reference"
     if spec.kind == TIKTOKEN and spec.encoding in TABLE_OF_ENCODING:
         if proven_class(spec.encoding).table is None:

@@ -56,21 +56,25 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def worth_processes(files: list[DataFile], reading: Reading, workers: int) -> bool:
-    """Whether worker processes pay for their start: a dataset (all its splits together) of
-    at least PROCESSES_FROM_BYTES of text (parquet: uncompressed, from the footers; other
-    formats: the files' size, compressed or not) that cuts into enough work units for the
-    workers to share (a whole file is one unless it is parquet), and a fork server to start
-    them from (not on Windows)."""
+def text_bytes(files: list[DataFile], reading: Reading) -> int:
+    """The text of a dataset's files (all its splits together): parquet's uncompressed size,
+    from the footers; any other format's files' size, compressed or not."""
+    if reading.builder == "parquet":
+        return sum(map(sum, map_files(row_group_bytes, files)))
+    return sum(f.size() for f in files)
+
+
+def worth_processes(files: list[DataFile], reading: Reading, workers: int,
+                    size: int | None = None) -> bool:
+    """Whether worker processes pay for their start: a dataset of at least
+    PROCESSES_FROM_BYTES of text (`size`, else `text_bytes`) that cuts into enough work units
+    for the workers to share (a whole file is one unless it is parquet), and a fork server to
+    start them from (not on Windows)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    if reading.builder == "parquet":
-        size = sum(map(sum, map_files(row_group_bytes, files)))
-    elif len(files) >= 2 * workers:
-        size = sum(f.size() for f in files)
-    else:
+    if reading.builder != "parquet" and len(files) < 2 * workers:
         return False
-    return size >= PROCESSES_FROM_BYTES
+    return (text_bytes(files, reading) if size is None else size) >= PROCESSES_FROM_BYTES
 
 
 class ThreadExecutor:

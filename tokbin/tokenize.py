@@ -18,7 +18,8 @@ import numpy as np
 
 from tokbin.encode import settings_for
 from tokbin.errors import TokbinError
-from tokbin.executors import ProcessExecutor, ThreadExecutor, default_workers, worth_processes
+from tokbin.executors import (ProcessExecutor, ThreadExecutor, default_workers, text_bytes,
+                              worth_processes)
 from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, Holdout, Meta, SourceRecord, SplitInfo,
                            bin_splits, doclens_file, read_source, write_meta)
 from tokbin.tokenizer_spec import TokenizerSpec, resolve_tokenizer
@@ -48,10 +49,13 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
     source = read_source(raw_dir)
     reading = reading_for(source, text_column, sample_by, separator)
     plan = _plan(source, raw_dir, splits, reading, holdout)
-    settings = settings_for(tokenizer, eot, engine)
+    files = [f for files, _, _ in plan.values() for f in files]  # what the run reads
+    size = None if executor == "ray" else text_bytes(files, reading)
+    settings = settings_for(tokenizer, eot, engine, size)
     split_infos = {}
     with atomic_path(out_dir) as tmp, ExitStack() as stack:
-        chosen = _choose_executors(executor, settings, workers, plan, reading, stack)
+        chosen = _choose_executors(executor, settings, workers, plan, files, size, reading,
+                                   stack)
         from tqdm.auto import tqdm  # imported while the executor loads the encoder
 
         info = next(iter(chosen.values())).encoding_info()
@@ -132,15 +136,16 @@ def _empty(bin_name: str, source: SourceRecord, splits, holdout: Holdout | None,
                        "fix the dataset")
 
 
-def _choose_executors(executor: str, settings, workers: int, plan: dict, reading: Reading,
+def _choose_executors(executor: str, settings, workers: int, plan: dict,
+                      files: list[DataFile], size: int | None, reading: Reading,
                       stack: ExitStack) -> dict:
     """The executor of each bin's pass: Ray's with executor "ray"; else worker processes for
-    a dataset large enough to pay for their start, and threads for the rest."""
+    a dataset (`files`, of `size` bytes of text) large enough to pay for their start, and
+    threads for the rest."""
     if executor == "ray":
         from tokbin.ray_executor import RayExecutor
         chosen = stack.enter_context(RayExecutor(settings, workers))
-    elif workers > 1 and worth_processes([f for files, _, _ in plan.values() for f in files],
-                                         reading, workers):
+    elif workers > 1 and worth_processes(files, reading, workers, size):
         chosen = stack.enter_context(ProcessExecutor(settings, workers))
     else:
         chosen = stack.enter_context(ThreadExecutor(settings, workers))
