@@ -28,7 +28,8 @@ from tokbin.loader import BinLoader
 
 DOCS = {"train": ["Once upon a time.", "The end."], "validation": ["A short story."]}
 STAGE_OUTPUTS = {"download": ["data/raw"], "tokenize": ["data/tokens"],
-                 "binarize": ["data/train.bin", "data/validation.bin", "data/meta.json"]}
+                 "binarize": ["data/train.bin", "data/validation.bin", "data/train.docs",
+                              "data/validation.docs", "data/meta.json"]}
 
 
 def project(tmp_path: Path, **params) -> Path:
@@ -193,6 +194,19 @@ def test_an_explicit_dtype_too_small_for_the_vocabulary_is_refused(tmp_path):
     run(stage_command(repo, "tokenize"), repo)
     assert_fails_clearly(stage(repo, "binarize"), repo, "binarize",
                          "uint16 cannot hold a vocabulary of 100277", "auto or uint32")
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_tokenized_data_that_does_not_add_up_leaves_no_split_written(tmp_path, split):
+    # validation's damage is found once train's bin and index are written: they go too
+    repo = project(tmp_path)
+    write_parquet_dataset(repo / "dataset", DOCS)
+    run(stage_command(repo, "download"), repo)
+    run(stage_command(repo, "tokenize"), repo)
+    with open(repo / "data" / "tokens" / f"{split}.doclens", "ab") as f:
+        f.write(np.uint32(3).tobytes())  # one more document than the bin holds
+    assert_fails_clearly(stage(repo, "binarize"), repo, "binarize",
+                         f"{split}.doclens adds up to", "dvc repro --force tokenize")
 
 
 # --- params.yaml -----------------------------------------------------------------------------

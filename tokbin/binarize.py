@@ -10,8 +10,8 @@ tokens file, so after the check that file is hard-linked into place instead of c
 hardlink cache keeps both outputs as one object anyway, so the copy would only cost time and
 page cache. No stage or DVC command writes either file in place (every stage renames new files
 in, DVC deletes and relinks); where the filesystem has no hard links the split is copied.
-Either way the bin appears whole or not at all. An llmc bin (a header, then the ids) is always
-a copy.
+Either way the bin appears whole or not at all, and no split's outputs appear unless every
+split's were written. An llmc bin (a header, then the ids) is always a copy.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import itertools
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -45,23 +46,29 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
     if bin_format == "llmc":
         check_llmc_sizes(tokens_meta, dtype, shard_tokens, out_dir)
     splits = {}
-    for split, info in tokens_meta.splits.items():
-        tokens = tokens_dir / info.file
-        open_bin(tokens, tokens_meta, split)  # checks its size against meta
-        # every id passes through here once: the bytes must be the ones tokenize wrote, or
-        # a bin damaged in place (through a hard link) would be published as a new version
-        chunks = read_checked(tokens, tokens_meta.np_dtype, info.crc32)
-        doclens = tokens_dir / doclens_file(split)
-        if shard_tokens:
-            ends = shard_ends(info.tokens, shard_tokens, equal=bin_format == "llmc")
-            documents = documents_per_shard(doclens, tokens_meta.eot, ends)
-            written = write_shards(chunks, out_dir / split, dtype, tokens_meta.n_vocab, ends,
-                                   documents, bin_format)
-        else:
-            written = write_bin(tokens, chunks, out_dir / info.file, tokens_meta, info, dtype,
-                                bin_format)
-        write_docs(doclens, tokens_meta.eot, out_dir / docs_file(split), info.tokens)
-        splits[split] = dataclasses.replace(written, docs=docs_file(split))
+    # Every output is written beside its place and renamed into it once all are written: a
+    # split that fails leaves none of the others behind.
+    with ExitStack() as outputs:
+        for split, info in tokens_meta.splits.items():
+            tokens = tokens_dir / info.file
+            open_bin(tokens, tokens_meta, split)  # checks its size against meta
+            # every id passes through here once: the bytes must be the ones tokenize wrote,
+            # or a bin damaged in place (through a hard link) would be published as new
+            chunks = read_checked(tokens, tokens_meta.np_dtype, info.crc32)
+            doclens = tokens_dir / doclens_file(split)
+            if shard_tokens:
+                ends = shard_ends(info.tokens, shard_tokens, equal=bin_format == "llmc")
+                documents = documents_per_shard(doclens, tokens_meta.eot, ends)
+                check_shard_folder(out_dir / split)
+                written = dataclasses.replace(write_shards(
+                    chunks, outputs.enter_context(atomic_path(out_dir / split)), dtype,
+                    tokens_meta.n_vocab, ends, documents, bin_format), file=split)
+            else:
+                written = write_bin(tokens, chunks, outputs.enter_context(atomic_path(
+                    out_dir / info.file)), tokens_meta, info, dtype, bin_format)
+            write_docs(doclens, tokens_meta.eot, outputs.enter_context(atomic_path(
+                out_dir / docs_file(split))), info.tokens)
+            splits[split] = dataclasses.replace(written, docs=docs_file(split))
     meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits, bin_format=bin_format)
     write_meta(out_dir, meta)
     return meta
@@ -97,24 +104,23 @@ def check_llmc_shard_tokens(dtype: str, shard_tokens: int) -> None:
 
 def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_meta: Meta,
               info: SplitInfo, dtype: str, bin_format: str) -> SplitInfo:
-    """One split's single bin at `dest`: a hard link of `tokens` where the bytes are the
-    same, else a checked copy."""
+    """One split's single bin, written to the new file `dest`: a hard link of `tokens` where
+    the bytes are the same, else a checked copy."""
     header = bin_header(bin_format, dtype, info.tokens)
     crc32 = info.crc32
-    with atomic_path(dest) as tmp:
-        if (header or dtype != tokens_meta.dtype
-                or not link_checked(tokens, info, tmp, tokens_meta)):
-            with BinWriter(tmp, dtype, tokens_meta.n_vocab, header) as out:
-                for chunk in chunks:
-                    out.write(chunk)
-            crc32 = out.crc32
+    if header or dtype != tokens_meta.dtype or not link_checked(tokens, info, dest, tokens_meta):
+        with BinWriter(dest, dtype, tokens_meta.n_vocab, header) as out:
+            for chunk in chunks:
+                out.write(chunk)
+        crc32 = out.crc32
     return dataclasses.replace(info, bytes=info.tokens * DTYPES[dtype].itemsize + len(header),
                                crc32=crc32)
 
 
 def write_docs(doclens: Path, eot: str, dest: Path, tokens: int) -> None:
-    """The split's document index, from its documents' lengths."""
-    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+    """The split's document index, from its documents' lengths, written to the new file
+    `dest`."""
+    with open(dest, "wb") as out:
         end = 0
         for offsets in document_offsets(read_chunks(doclens, DOCLENS_DTYPE), eot != "none"):
             out.write(offsets.astype(DOCS_DTYPE, copy=False).tobytes())
@@ -180,32 +186,35 @@ def shard_ends(tokens: int, shard_tokens: int, equal: bool) -> list[int]:
     return [min(tokens, shard_tokens * (i + 1)) for i in range(count)]
 
 
-def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab: int,
-                 ends: list[int], documents: list[int], bin_format: str = "nanogpt") -> SplitInfo:
-    """Cuts a split's ids into `folder`/000000.bin, ... ending at `ends` (an empty split gets
-    one empty shard); `folder` appears whole or not at all."""
+def check_shard_folder(folder: Path) -> None:
+    """Refuses to replace a folder that is not a shard directory with one."""
     if folder.is_dir() and any(not is_shard_file(p.name) for p in folder.iterdir()):
         raise TokbinError(f"{folder} exists and is not a shard directory, so a split named "
                           f"{folder.name!r} would overwrite it; rename the split")
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
 
-        def write_shard(index: int, pieces: Iterable[np.ndarray]) -> SplitInfo:
-            count = ends[index] - (ends[index - 1] if index else 0)
-            header = bin_header(bin_format, dtype, count)
-            with BinWriter(tmp / shard_file(index), dtype, n_vocab, header) as out:
-                for ids in pieces:
-                    out.write(ids)
-            if out.tokens != count:
-                raise TokbinError(f"shard {index} of {folder} got {out.tokens} ids, not {count}: "
-                                  "the tokenized data changed while binarize read it; rerun")
-            return SplitInfo(shard_file(index), count, documents[index],
-                             count * DTYPES[dtype].itemsize + len(header), out.crc32)
 
-        shards = [write_shard(index, (ids for _, ids in run)) for index, run
-                  in itertools.groupby(_cut(chunks, ends), key=lambda piece: piece[0])]
-        if not shards:  # an empty split still gets its folder, with one empty shard
-            shards.append(write_shard(0, []))
+def write_shards(chunks: Iterator[np.ndarray], folder: Path, dtype: str, n_vocab: int,
+                 ends: list[int], documents: list[int], bin_format: str = "nanogpt") -> SplitInfo:
+    """Cuts a split's ids into the new folder `folder`/000000.bin, ... ending at `ends` (an
+    empty split gets one empty shard)."""
+    folder.mkdir()
+
+    def write_shard(index: int, pieces: Iterable[np.ndarray]) -> SplitInfo:
+        count = ends[index] - (ends[index - 1] if index else 0)
+        header = bin_header(bin_format, dtype, count)
+        with BinWriter(folder / shard_file(index), dtype, n_vocab, header) as out:
+            for ids in pieces:
+                out.write(ids)
+        if out.tokens != count:
+            raise TokbinError(f"shard {shard_file(index)} got {out.tokens} ids, not {count}: "
+                              "the tokenized data changed while binarize read it; rerun")
+        return SplitInfo(shard_file(index), count, documents[index],
+                         count * DTYPES[dtype].itemsize + len(header), out.crc32)
+
+    shards = [write_shard(index, (ids for _, ids in run)) for index, run
+              in itertools.groupby(_cut(chunks, ends), key=lambda piece: piece[0])]
+    if not shards:  # an empty split still gets its folder, with one empty shard
+        shards.append(write_shard(0, []))
     crc = 0  # the split's: of the shards concatenated, the single bin they were cut from
     for shard in shards:
         crc = crc32_combine(crc, int(shard.crc32, 16), shard.bytes)
