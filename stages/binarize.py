@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tokbin.binarize import binarize, check_outputs
+from tokbin.binarize import binarize, binarize_stage, check_outputs
 from tokbin.format import read_meta
 from tokbin.fsio import remove_stale_temps
 from tokbin.params import load_params
@@ -26,8 +26,10 @@ def main() -> None:
     parser.add_argument("--reports", type=Path, required=True, help="where metrics and plots go")
     args = parser.parse_args()
     params = load_params().binarize
+    dvc_yaml = Path("dvc.yaml")  # DVC runs the stage from the project's root
+    outs = binarize_stage(dvc_yaml)[1] if dvc_yaml.is_file() else None
     out_dir = check_outputs(args.bins, list(read_meta(args.tokens_dir).splits),
-                            params.shard_tokens)
+                            params.shard_tokens, outs)
     remove_stale_temps(out_dir)
     started = time.perf_counter()
     meta = binarize(args.tokens_dir, out_dir, params.dtype, params.shard_tokens, params.format)

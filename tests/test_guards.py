@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import git, make_project, run, write_parquet_dataset
+from conftest import git, make_project, run, stage_command, write_parquet_dataset
 from tokbin.cli import main as cli
+from tokbin.errors import TokbinError
 
 DOCS = {"train": [f"Once upon a time there was a cat number {i}." for i in range(300)],
         "validation": [f"The end of story {i}." for i in range(20)]}
@@ -95,6 +96,27 @@ def test_a_bad_params_yaml_stops_dvc_repro_before_any_output_is_deleted(built, e
     assert "No stage ran: every output is as it was" in result.stderr
     assert "Running stage 'download'" not in result.stdout
     assert outputs(built) == before and (built / "dvc.lock").read_text() == lock
+
+
+def test_a_binarize_output_missing_from_dvc_yaml_s_outs_is_refused(built, monkeypatch):
+    # DVC would not version it, nor would `dvc pull binarize` fetch it
+    from tokbin.preflight import check_pipeline
+    monkeypatch.chdir(built)  # as DVC runs the stages
+    original = (built / "dvc.yaml").read_text()
+    message = ("binarize writes data/train.docs, but dvc.yaml's binarize stage does not list "
+               "them in its outs")
+    try:
+        (built / "dvc.yaml").write_text(original.replace("      - data/train.docs\n", ""))
+        with pytest.raises(TokbinError, match=message):  # the check stage's
+            check_pipeline()
+        stage = run(stage_command(built, "binarize"), built, check=False)
+        forced = run(["dvc", "repro", "--force"], built, check=False)
+    finally:
+        (built / "dvc.yaml").write_text(original)
+    assert stage.returncode == 1 and f"binarize: error: {message}" in stage.stderr
+    assert forced.returncode != 0 and f"check: error: {message}" in forced.stderr
+    run(["dvc", "repro"], built)
+    assert (built / "data" / "train.docs").is_file()
 
 
 def test_the_check_reruns_without_making_any_other_stage_rerun(built):

@@ -19,18 +19,21 @@ import dataclasses
 import errno
 import itertools
 import os
+import shlex
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import yaml
 
 from tokbin.crc import crc32_combine, crc32_hex
 from tokbin.errors import TokbinError
-from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, BinWriter, Meta, SplitInfo,
-                           bin_header, check_ids, choose_dtype, docs_file, doclens_file,
-                           document_offsets, is_shard_file, llmc_max_tokens, open_bin,
-                           read_checked, read_chunks, read_meta, shard_file, write_meta)
+from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, META_FILENAME, BinWriter, Meta,
+                           SplitInfo, bin_header, check_ids, choose_dtype, docs_file,
+                           doclens_file, document_offsets, is_shard_file, llmc_max_tokens,
+                           open_bin, read_checked, read_chunks, read_meta, shard_file,
+                           write_meta)
 from tokbin.fsio import atomic_path
 
 
@@ -131,11 +134,40 @@ def write_docs(doclens: Path, eot: str, dest: Path, tokens: int) -> None:
                               "tokenize`")
 
 
-def check_outputs(bins: list[Path], splits: list[str], shard_tokens: int) -> Path:
+def binarize_stage(dvc_yaml: Path) -> tuple[list[Path], list[Path]]:
+    """The bins the binarize stage's command names (`python -m stages.binarize TOKENS_DIR
+    BIN... [--option ...]`), and its outs."""
+    try:
+        stage = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]["binarize"]
+        words = shlex.split(stage["cmd"])
+        outs = [Path(next(iter(out)) if isinstance(out, dict) else out)
+                for out in stage.get("outs", [])]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise TokbinError(f"{dvc_yaml} has no binarize stage command ({type(e).__name__}: {e}); "
+                          "restore it from git (`git checkout dvc.yaml`)") from None
+    positional = list(itertools.takewhile(lambda word: not word.startswith("-"), words[3:]))
+    return [Path(word) for word in positional[1:]], outs
+
+
+def check_outputs(bins: list[Path], splits: list[str], shard_tokens: int,
+                  outs: list[Path] | None = None) -> Path:
     """The folder of the outputs named on the command line, once they are exactly the layout
-    binarize writes for `splits` (data/<split>.bin, or data/<split> shard directories):
-    checked before any work, as DVC itself would only say after the run that an output does
-    not exist."""
+    binarize writes for `splits` (data/<split>.bin, or data/<split> shard directories) and,
+    given the stage's `outs`, every file it writes there is one of them: checked before any
+    work, as DVC itself would only say after the run that an output does not exist, and never
+    that one it does not version was written."""
+    folder = _checked_layout(bins, splits, shard_tokens)
+    unlisted = [str(path) for path in [*bins, *(folder / docs_file(s) for s in splits),
+                                       folder / META_FILENAME] if outs is not None
+                and path not in outs]
+    if unlisted:
+        raise TokbinError(f"binarize writes {', '.join(unlisted)}, but dvc.yaml's binarize stage "
+                          "does not list them in its outs, so DVC would not version them (nor "
+                          "`dvc pull binarize` fetch them); add them to its outs")
+    return folder
+
+
+def _checked_layout(bins: list[Path], splits: list[str], shard_tokens: int) -> Path:
     folders = {path.parent for path in bins}
     if len(folders) != 1:
         raise TokbinError(f"the bins {', '.join(map(str, bins))} must share one folder (their "

@@ -12,14 +12,10 @@ Hugging Face datasets, nulls in the text) is still the stages' to find.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import os
-import shlex
 from pathlib import Path
 
-import yaml
-
-from tokbin.binarize import check_llmc_shard_tokens, check_outputs
+from tokbin.binarize import binarize_stage, check_llmc_shard_tokens, check_outputs
 from tokbin.engines import check_engine
 from tokbin.errors import TokbinError
 from tokbin.format import choose_dtype
@@ -35,8 +31,8 @@ OK_TEXT = "params.yaml and dvc.yaml passed tokbin's checks\n"
 def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Path("dvc.yaml"),
                    tokenizers: Path | None = None) -> Params:
     """The checked params; a TokbinError naming the key and the fix otherwise. dvc.yaml is read
-    as params.yaml is, not as a dependency (DVC allows none on its own files): a change to it
-    alone reruns the binarize stage, which checks its command itself. `tokenizers`: the folder
+    as params.yaml is, not as a dependency (DVC allows none on its own files): a change to its
+    binarize command alone reruns the binarize stage, which checks its command and outs itself. `tokenizers`: the folder
     a local tokenizer file must be in (the check and tokenize stages depend on it)."""
     params = load_params(params_path)
     download = params.download  # a local dataset's folder exists, a bucket's client is here
@@ -54,21 +50,9 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
         check_llmc_shard_tokens("uint32" if dtype == "auto" else dtype, binarize.shard_tokens)
     if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise TokbinError(RAY_MISSING)
-    check_outputs(binarize_bins(dvc_yaml), params.download.written_bins, binarize.shard_tokens)
+    bins, outs = binarize_stage(dvc_yaml)
+    check_outputs(bins, params.download.written_bins, binarize.shard_tokens, outs)
     return params
-
-
-def binarize_bins(dvc_yaml: Path) -> list[Path]:
-    """The bins the binarize stage's command names (`python -m stages.binarize TOKENS_DIR
-    BIN... [--option ...]`)."""
-    try:
-        stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
-        words = shlex.split(stages["binarize"]["cmd"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
-        raise TokbinError(f"{dvc_yaml} has no binarize stage command ({type(e).__name__}: {e}); "
-                          "restore it from git (`git checkout dvc.yaml`)") from None
-    positional = list(itertools.takewhile(lambda word: not word.startswith("-"), words[3:]))
-    return [Path(word) for word in positional[1:]]
 
 
 def exp_run_hint() -> str:
