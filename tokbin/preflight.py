@@ -32,8 +32,9 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
                    tokenizers: Path | None = None) -> Params:
     """The checked params; a TokbinError naming the key and the fix otherwise. dvc.yaml is read
     as params.yaml is, not as a dependency (DVC allows none on its own files): a change to its
-    binarize command alone reruns the binarize stage, which checks its command and outs itself. `tokenizers`: the folder
-    a local tokenizer file must be in (the check and tokenize stages depend on it)."""
+    binarize command alone reruns the binarize stage, which checks its command and outs
+    itself. `tokenizers`: the folder a local tokenizer file must be in (the check and tokenize
+    stages depend on it)."""
     params = load_params(params_path)
     download = params.download  # a local dataset's folder exists, a bucket's client is here
     dataset_location(download.dataset, download.revision, download.materialize)
