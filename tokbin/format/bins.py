@@ -103,7 +103,8 @@ def read_llmc_header(path: Path, size: int) -> tuple[str, int]:
                     f"{LLMC_HEADER_BYTES + count * DTYPES[dtype].itemsize}"
                if size != LLMC_HEADER_BYTES + count * DTYPES[dtype].itemsize else None)
     if problem:
-        raise TokbinError(f"{path}: {problem}: the llm.c header is damaged; {REPAIR}")
+        raise TokbinError(f"{path}: {problem}: the llm.c header is damaged; in its DVC project "
+                          "`python -m tokbin repair` restores it")
     return dtype, count
 
 
