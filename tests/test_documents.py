@@ -257,6 +257,22 @@ def test_a_resumed_document_loader_continues_exactly(corpus, sampling, align, pr
             assert a[2].position_ids.equal(b[2].position_ids)
 
 
+@pytest.mark.parametrize("sampling, align", MODES)
+def test_a_batch_changed_in_place_changes_no_later_batch(corpus, sampling, align):
+    # a training step may write into its batch; a rewind must still give the batch as it was
+    path, _ = corpus
+    loader = BinLoader(path, 4, 16, sampling=sampling, align=align, return_documents=True,
+                       seed=6)
+    state = loader.state_dict()
+    x, y, docs = loader.next_batch()
+    kept = [t.clone() for t in (x, y, docs.cu_seqlens, docs.position_ids)]
+    for tensor in (x, y, docs.cu_seqlens, docs.position_ids):
+        tensor.zero_()
+    loader.load_state_dict(state)
+    x, y, docs = loader.next_batch()
+    assert all(a.equal(b) for a, b in zip(kept, (x, y, docs.cu_seqlens, docs.position_ids)))
+
+
 def test_a_state_from_another_alignment_is_refused(corpus):
     path, _ = corpus
     state = BinLoader(path, 4, 16).state_dict()

@@ -214,7 +214,9 @@ class _GatheredBlock:
     def batch_layout(self, first: int) -> tuple[torch.Tensor, int]:
         """(cu_seqlens, longest segment) of the batch of rows first .. first + B - 1."""
         j = self.batch_of_row[first]
-        return torch.from_numpy(self.cu_all[self.cu_at[j]:self.cu_end[j]]), self.longest[j]
+        # a copy: the batch's own, as x and y are (a training step may write into it)
+        return (torch.from_numpy(self.cu_all[self.cu_at[j]:self.cu_end[j]].copy()),
+                self.longest[j])
 
 
 class Prefetcher:
