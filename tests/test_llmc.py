@@ -130,6 +130,28 @@ def test_the_example_training_loop_trains_alike_on_both_formats(tokens, tmp_path
         line.split(",")[0] for line in logs[0].values()]  # shards: no validation bin beside
 
 
+def test_a_bare_llmc_file_is_read_by_its_header(tokens, tmp_path, capsys):
+    # llm.c's own files (its scripts', modded-nanogpt's shards) come without a meta.json
+    build(tokens["uint16"], tmp_path / "nanogpt", "nanogpt")
+    build(tokens["uint16"], tmp_path / "llmc", "llmc")
+    (tmp_path / "bare").mkdir()
+    bare = tmp_path / "bare" / "fineweb_train_000001.bin"
+    shutil.copy(tmp_path / "llmc" / "train.bin", bare)
+    options = dict(batch_size=4, block_size=16, seed=5)
+    plain = BinLoader(tmp_path / "nanogpt" / "train.bin", **options).next_batch()
+    for dtype in (None, "uint16"):
+        batch = BinLoader(bare, dtype=dtype, **options).next_batch()
+        assert all(a.equal(b) for a, b in zip(plain, batch))
+    with pytest.raises(TokbinError, match=r"an llm.c token file of [\d,]+ uint16 ids .* not "
+                                          r"uint32; pass dtype='uint16'"):
+        BinLoader(bare, dtype="uint32", **options)
+    assert main(["verify", str(bare)]) == 0 and "llm.c headers" in capsys.readouterr().out
+    assert main(["inspect", str(bare), "--windows", "1"]) == 0
+    assert "a bare llm.c file (no meta.json) read as uint16" in capsys.readouterr().out
+    assert main(["verify", str(bare), "--dtype", "uint32"]) == 1
+    assert "not uint32; drop --dtype" in capsys.readouterr().err
+
+
 def damage(path: Path, word: int, value: int) -> None:
     data = bytearray(path.read_bytes())
     data[4 * word:4 * word + 4] = value.to_bytes(4, "little", signed=True)

@@ -19,26 +19,33 @@ from pathlib import Path
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import (DTYPES, META_FILENAME, Meta, Source, SplitInfo, meta_path, open_bin,
-                           read_meta)
+from tokbin.format import (DTYPES, META_FILENAME, Meta, Source, SplitInfo, bare_llmc_header,
+                           meta_path, open_bin, read_meta)
 from tokbin.verify import scan_bin, verify
 
 
-def bare_meta(path: Path, dtype: str, encoding: str) -> Meta:
-    """A meta.json's worth for a bare bin (no meta.json): what --dtype and --encoding say."""
+def bare_meta(path: Path, dtype: str | None, encoding: str) -> Meta:
+    """A meta.json's worth for a bare bin (no meta.json): what --dtype and --encoding say, or
+    for llm.c's own file, its header and --encoding (--dtype, if given, must agree)."""
     from tokbin.vocab import get_encoding
     if (path.parent / META_FILENAME).is_file():
         raise TokbinError(f"{path.parent / META_FILENAME} gives {path}'s dtype; drop --dtype")
     if not path.is_file():
         raise TokbinError(f"--dtype is for a bare bin, and {path} is not a file")
-    size, itemsize = path.stat().st_size, DTYPES[dtype].itemsize
+    size, llmc = path.stat().st_size, bare_llmc_header(path)
+    if llmc is not None and dtype not in (None, llmc[0]):
+        raise TokbinError(f"{path} is an llm.c token file of {llmc[0]} ids (its header says "
+                          f"so), not {dtype}; drop --dtype")
+    dtype = llmc[0] if llmc else dtype
+    itemsize = DTYPES[dtype].itemsize
     if size % itemsize:
         raise TokbinError(f"{path} is {size} bytes, not a whole number of {dtype} tokens: it is "
                           f"truncated or not {dtype}")
     enc = get_encoding(encoding)
-    info = SplitInfo(path.name, size // itemsize, 0, size)
+    info = SplitInfo(path.name, llmc[1] if llmc else size // itemsize, 0, size)
     return Meta(encoding, enc.n_vocab, enc.eot_token, "none", dtype,
-                Source(str(path), None, None), {path.stem: info})
+                Source(str(path), None, None), {path.stem: info},
+                bin_format="llmc" if llmc else "nanogpt")
 
 
 def size_text(size: int) -> str:
@@ -69,7 +76,8 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
                               f"({', '.join(i.file for i in meta.splits.values())})")
     if bare:
         info = meta.splits[shown[0]]
-        print(f"== {path}: a bare bin (no meta.json) read as {meta.dtype} ids of "
+        kind = "llm.c file" if meta.bin_format == "llmc" else "bin"
+        print(f"== {path}: a bare {kind} (no meta.json) read as {meta.dtype} ids of "
               f"{meta.encoding}: {info.tokens:,} tokens, {size_text(info.bytes)}")
     else:
         print(f"== {meta_path(path)}")
@@ -139,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         if not given.exists():
             raise TokbinError(f"{given} does not exist; give a data folder holding meta.json "
                               "(default: data) or a bin or shard directory inside one")
-        meta = bare_meta(given, args.dtype, args.encoding) if args.dtype else None
+        bare = not meta_path(given).is_file() and given.is_file()
+        meta = (bare_meta(given, args.dtype, args.encoding)
+                if args.dtype or (bare and bare_llmc_header(given)) else None)
         if meta is None and not meta_path(given).is_file():
             if given.is_file():
                 raise TokbinError(f"{meta_path(given)} not found, so {given} is a bare bin: "

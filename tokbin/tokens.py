@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import (DTYPES, META_FILENAME, Meta, open_bin, open_split, read_docs,
-                           read_meta)
+from tokbin.format import (DTYPES, LLMC_HEADER_BYTES, META_FILENAME, Meta, bare_llmc_header,
+                           open_bin, open_split, read_docs, read_meta)
 
 # RSS budget for the bins' mapped pages (see MappedPages), checked every CHECK_EVERY_ROWS rows.
 RELEASE_MAPPED_BYTES = 1 << 30
@@ -30,7 +30,8 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
     size checked by `open_bin`.
 
     With an explicit dtype, a meta.json beside the bin that lists it must agree; without one
-    the file is a bare bin whose size must be a whole number of tokens.
+    the file is llm.c's own (read by its header, which an explicit dtype must agree with) or a
+    bare bin whose size must be a whole number of tokens.
     """
     if path.is_dir():
         return _open_shard_directory(path, dtype)
@@ -38,6 +39,9 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
         raise TokbinError(f"{path} not found (or not a file): build the data with `dvc repro` "
                           "or fetch it with `dvc pull`")
     has_meta = (path.parent / META_FILENAME).is_file()
+    llmc = None if has_meta else bare_llmc_header(path)
+    if llmc is not None:  # llm.c's own file: its header gives the dtype
+        return _open_bare_llmc(path, dtype, *llmc)
     if dtype is None:
         meta = read_meta(path)
         return open_bin(path, meta, _split_of(path, meta))
@@ -58,6 +62,16 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
     if size == 0:
         return np.zeros(0, dtype=wanted)
     return np.memmap(path, dtype=wanted, mode="r")
+
+
+def _open_bare_llmc(path: Path, dtype, header_dtype: str, count: int) -> np.ndarray:
+    if dtype is not None and parse_dtype(dtype) != np.dtype(header_dtype):
+        raise TokbinError(f"{path} is an llm.c token file of {count:,} {header_dtype} ids (its "
+                          f"header says so), not {parse_dtype(dtype).name}; pass "
+                          f"dtype={header_dtype!r} or dtype=None")
+    if count == 0:
+        return np.zeros(0, dtype=header_dtype)
+    return np.memmap(path, dtype=header_dtype, mode="r", offset=LLMC_HEADER_BYTES)
 
 
 def _open_shard_directory(path: Path, dtype) -> "ShardedTokens":

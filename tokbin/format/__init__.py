@@ -14,9 +14,10 @@ Parsing is strict: a missing, unknown or ill-typed field is an error, so a reade
 guesses. Every file is written under a temporary name and renamed into place (tokbin.fsio).
 Import names from here (``from tokbin.format import Meta``), not from the modules.
 """
-from tokbin.format.bins import (CHUNK_TOKENS, BinWriter, bin_header, check_ids, choose_dtype,
-                                is_shard_file, llmc_header, llmc_max_tokens, open_bin, open_split,
-                                read_checked, read_chunks, read_llmc_header, shard_file)
+from tokbin.format.bins import (CHUNK_TOKENS, BinWriter, bare_llmc_header, bin_header,
+                                check_ids, choose_dtype, is_shard_file, llmc_header,
+                                llmc_max_tokens, open_bin, open_split, read_checked, read_chunks,
+                                read_llmc_header, shard_file)
 from tokbin.format.documents import (doclens_file, docs_file, docs_problem, document_offsets,
                                      read_docs, token_ends)
 from tokbin.format.meta import (HOLDOUT_BIN, HOLDOUT_FROM, TIKTOKEN_NAMED, Holdout, HubFile, Meta,

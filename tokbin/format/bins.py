@@ -108,6 +108,22 @@ def read_llmc_header(path: Path, size: int) -> tuple[str, int]:
     return dtype, count
 
 
+def bare_llmc_header(path: Path) -> tuple[str, int] | None:
+    """(dtype, count) of a file without a meta.json whose first 1024 bytes are a whole llm.c
+    header that `read_llmc_header` passes, else None (a headerless bin: none starts so, as
+    its first ids would be 55240, 308, 1, 0 and then its count in uint16, all but one of the
+    next 506 words zero)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = int.from_bytes(f.read(4), "little", signed=True)
+    if size < LLMC_HEADER_BYTES or magic not in {m for m, _ in LLMC_VARIANTS.values()}:
+        return None
+    try:
+        return read_llmc_header(path, size)
+    except TokbinError:
+        return None
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 def open_bin(path: str | os.PathLike, meta: Meta, split: str,
