@@ -229,6 +229,20 @@ def test_a_dataset_under_fastokens_from_bytes_is_encoded_by_tiktoken_and_says_so
             == (tmp_path / "fast" / "train.bin").read_bytes())
 
 
+@pytest.mark.parametrize("engine", ["fastokens", "reference"])
+@pytest.mark.parametrize("bad, what", [(b"\xff", "invalid start byte"),
+                                       ("\ud800".encode("utf-8", "surrogatepass"),
+                                        "a lone surrogate")])
+def test_text_that_is_not_utf8_names_the_document_and_where_in_it(engine, bad, what):
+    from tokbin.encode import BatchEncoder, EncodeSettings
+    encoder = BatchEncoder(EncodeSettings(resolve_tokenizer("gpt2"), "append", engine))
+    data = b"A fine story." + "Ünïcödé ok ".encode() + bad + b" then more."
+    batch = TextBatch(np.array([0, 13, len(data)]), data)
+    with pytest.raises(TokbinError, match=f"not valid UTF-8: {what}.* at byte 15 of it, which "
+                                          r"begins b'\\xc3\\x9cn"):
+        encoder(batch)
+
+
 def test_tabs_vertical_tabs_and_form_feeds_are_exact_on_the_fast_path(fast, gpt2):
     texts = [*TOKIE_TAB_CASES, *class_documents("ascii_tabs", 300, seed=13)]
     assert GPT2.mask(TextBatch.from_texts(texts)).all()

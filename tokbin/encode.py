@@ -82,9 +82,8 @@ class BatchEncoder:
     def __call__(self, batch: TextBatch) -> tuple[np.ndarray, np.ndarray]:
         try:
             ids, lengths = self.engine.encode_batch(batch)
-        except UnicodeDecodeError as e:
-            raise TokbinError(f"a document is not valid UTF-8 ({e.reason} at byte {e.start} of "
-                              "its batch); re-encode the dataset as UTF-8") from None
+        except UnicodeDecodeError:
+            raise not_utf8(batch) from None
         separators = int(np.count_nonzero(ids == self.info.eot_token))
         if separators != len(lengths):  # the bins' documents must be found by this id alone
             raise TokbinError(f"the tokenizer encoded document text into the end-of-text id "
@@ -116,6 +115,21 @@ def batch_encoder(settings: EncodeSettings) -> BatchEncoder:
     """This process's encoder: built once per process (a Ray worker, which Ray reuses across
     runs, builds a new one for a run with other settings)."""
     return BatchEncoder(settings)
+
+
+def not_utf8(batch: TextBatch) -> TokbinError:
+    """What is not valid UTF-8 in a batch an engine could not decode: its first such document
+    and where in it (found again document by document: the engines' offsets are their own)."""
+    for i in range(len(batch)):
+        try:
+            batch.document(i).decode("utf-8")
+        except UnicodeDecodeError as e:
+            surrogate = e.object[e.start:e.start + 2]  # ED A0..BF: U+D800..U+DFFF's UTF-8
+            what = ("a lone surrogate (half a UTF-16 pair, e.g. a JSON \\ud800 escape)"
+                    if surrogate[:1] == b"\xed" and surrogate[1:] >= b"\xa0" else e.reason)
+            return TokbinError(f"a document is not valid UTF-8: {what} at byte {e.start} of it, "
+                               f"which begins {e.object[:40]!r}; fix or drop it in the dataset")
+    return TokbinError("a batch is not valid UTF-8; re-encode the dataset as UTF-8")
 
 
 def held_out(batch: TextBatch, holdout: Holdout) -> np.ndarray:
