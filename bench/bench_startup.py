@@ -6,7 +6,9 @@ Writes a TinyStories-shaped corpus of --stories stories (tests.support.corpus), 
 with the download stage's code, then runs the tokenize stage (tokenize_dataset in a fresh
 process, as `dvc repro` runs it) with each engine, from this checkout and from each --tree (an
 older checkout, to compare: each run imports tokbin from its own tree), alternated, --runs
-times. Prints medians of the process's wall and CPU seconds (interpreter start and imports
+times. The engines: fastokens as tokbin runs it (under FASTOKENS_FROM_BYTES of text, which
+tokbin.engines sets where the two stages meet, tiktoken), fastokens at any size (`fastokens
+forced`, what that size is chosen from) and tiktoken. Prints medians of the process's wall and CPU seconds (interpreter start and imports
 included) and of the stage call's own seconds. The user caches (tokenizer.json, gpt2's ranks)
 are warm, as on every build but a machine's first. Results: docs/performance.md.
 """
@@ -23,12 +25,16 @@ from pathlib import Path
 from bench.bench_engines import STAGE_RUN, machine
 from bench.bench_pipeline import measure
 
-ENGINES = ("fastokens", "tiktoken")
+ENGINES = ("fastokens", "fastokens forced", "tiktoken")
+FORCED = "import tokbin.engines\ntokbin.engines.FASTOKENS_FROM_BYTES = 0\n"
 
 
 def stage_run(tree: Path, raw: Path, out: Path, engine: str) -> dict:
-    run = measure([sys.executable, "-c", STAGE_RUN, str(raw), str(out), engine, "2"], tree,
-                  {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(tree)})
+    forced = engine == "fastokens forced" and (tree / "tokbin" / "engines.py").read_text(
+        ).count("FASTOKENS_FROM_BYTES")  # an older tree has no such size: it is forced anyway
+    code = (FORCED if forced else "") + STAGE_RUN
+    run = measure([sys.executable, "-c", code, str(raw), str(out), engine.split()[0], "2"],
+                  tree, {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(tree)})
     return {"call_s": json.loads(run.lines[-1][1])["seconds"], "process_s": run.wall,
             "cpu_s": run.cpu}
 
