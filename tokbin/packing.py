@@ -15,7 +15,8 @@ and its tail as a segment of its own (positions restarting at 0, without the hea
 in another; so do a long document's pieces. Dropped per epoch, and nothing else: windows with
 no document start in them (inside a run of continuation pieces), each rank's last partial
 window and windows beyond the count every rank has (R, the minimum over the ranks), and the
-split's last token as an input. `EpochPlan.dropped_tokens` counts them; docs/loader.md
+split's last token as an input. So an epoch has at most one row per document: documents many
+rows long lose most of their windows. `EpochPlan.dropped_tokens` counts them; docs/loader.md
 measures them.
 
 A rank's rows run its epochs back to back and batch i is rows i*B .. i*B + B - 1 of that
