@@ -6,6 +6,7 @@ and what to set, before any output is left.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -211,6 +212,11 @@ def test_zip_archives_are_refused_without_being_opened(tmp_path):
 def test_data_files_outside_the_dataset_are_refused(folders, tmp_path):
     refused(tmp_path, str(folders["train_only"]), ["train"], "is outside the dataset",
             data_files={"train": [str(folders["c4"] / "en" / "*.json.gz")]})
+    # a relative way out: nothing read from beside the dataset, nothing written beside raw/
+    escape = os.path.relpath(folders["c4"] / "en", folders["train_only"])
+    refused(tmp_path, str(folders["train_only"]), ["train"], "is outside the dataset",
+            data_files={"train": [f"{escape}/*.json.gz"]})
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"] and not any((tmp_path / "raw").iterdir())
 
 
 def test_a_missing_local_path_without_dot_slash_is_not_looked_up_on_the_hub(tmp_path,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import posixpath
 import re
 import shutil
 import tempfile
@@ -82,10 +83,12 @@ def _relative(url: str, prefix: str, dataset: str) -> str:
     if "::" in url:
         raise TokbinError(f"{dataset}: {url} is a file inside an archive; tokbin reads plain "
                           f"or compressed data files only ({SUPPORTED_FILES})")
-    if not url.startswith(prefix):
+    name = url[len(prefix):]
+    # `..` parts: a name that leaves the dataset while its text starts with the prefix
+    if not url.startswith(prefix) or posixpath.normpath(name).split("/")[0] == "..":
         raise TokbinError(f"{dataset}: data file {url} is outside the dataset; "
                           "download.data_files must name files inside it")
-    return url[len(prefix):]
+    return name
 
 
 def _reader_options(builder: str, config, dataset: str) -> dict[str, object]:
