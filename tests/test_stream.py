@@ -204,13 +204,15 @@ def test_without_credentials_the_error_says_where_they_come_from(bucket, s3_env,
     ("s3://stream/c4", "v2", False, r"download.revision \(v2\) names a Hub revision.*set "
                                     "download.revision: main"),
     ("s3://stream", "main", True, r"is a whole bucket; give the folder"),
+    ("s3://", "main", True, r"names no bucket; give the folder .* \(s3://<bucket>/<folder>\)"),
     ("hf://datasets/stream/c4", "main", False, r"give a Hub dataset as its id \(stream/c4\)"),
     ("az://container/c4", "main", False, r"tokbin reads s3://, gs:// folders"),
     ("s3://stream/no-such-folder", "main", False, r"s3://stream/no-such-folder: no objects "
                                                "under it"),
     ("gs://bucket/c4", "main", False, r"reading gs:// needs the gcsfs package on this machine: "
                                       "pip install -r requirements-gcs.txt"),
-], ids=["local-dir", "revision", "whole-bucket", "hf-url", "azure", "empty-folder", "no-gcsfs"])
+], ids=["local-dir", "revision", "whole-bucket", "no-bucket", "hf-url", "azure", "empty-folder",
+        "no-gcsfs"])
 def test_what_cannot_be_streamed_is_refused_with_the_fix(bucket, s3_env, tmp_path, monkeypatch,
                                                          dataset, revision, copy, fragment):
     monkeypatch.chdir(ROOT)

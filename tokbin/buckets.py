@@ -35,6 +35,10 @@ def folder_url(dataset: str) -> str | None:
         raise TokbinError(f"download.dataset {dataset!r}: give a Hub dataset as its id "
                           f"({dataset.removeprefix('hf://datasets/').split('@')[0]}) and its "
                           "revision in download.revision")
+    kind_, _, path = dataset.partition("://")
+    if not path.strip("/"):
+        raise TokbinError(f"download.dataset {dataset!r} names no bucket; give the folder that "
+                          f"holds the dataset ({kind_}://<bucket>/<folder>)")
     url = dataset.rstrip("/")
     if "/" not in url.split("://", 1)[1]:
         raise TokbinError(f"download.dataset {dataset!r} is a whole bucket; give the folder "
