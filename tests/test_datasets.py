@@ -219,6 +219,18 @@ def test_data_files_outside_the_dataset_are_refused(folders, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["raw"] and not any((tmp_path / "raw").iterdir())
 
 
+@pytest.mark.parametrize("readme, fragments", [
+    ("---\nconfigs: [\n---\n", ["the YAML header of its README.md does not parse (", "fix it"]),
+    ("---\nconfigs: [{config_name: x, data_files: [{split: train}]}]\n---\n", [": "]),
+], ids=["not YAML", "data_files without a path"])
+def test_a_readme_whose_metadata_does_not_parse_is_a_clear_error(tmp_path, readme, fragments):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "train.jsonl").write_text('{"text": "a story"}\n')
+    (tmp_path / "ds" / "README.md").write_text(readme)
+    message = refused(tmp_path, str(tmp_path / "ds"), ["train"], *fragments)
+    assert message.split(": ", 1)[1].strip(), message  # says what is wrong
+
+
 def test_a_missing_local_path_without_dot_slash_is_not_looked_up_on_the_hub(tmp_path,
                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)

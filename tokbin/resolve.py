@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 from tokbin.errors import TokbinError
 from tokbin.format import READERS
 
@@ -169,6 +171,14 @@ def _datasets_errors(dataset: str, sha: str | None, prefix: str) -> Iterator[Non
             raise _files_error(str(e), dataset, prefix) from None
         except (ValueError, RuntimeError) as e:
             raise _config_error(str(e), dataset) from None
+        except yaml.YAMLError as e:  # the README's metadata header
+            raise TokbinError(f"{dataset}: the YAML header of its README.md does not parse "
+                              f"({_first_line(str(e))}); fix it, or remove its configs and "
+                              "name the files in download.data_files") from None
+
+
+def _first_line(msg: str) -> str:
+    return next((line.strip() for line in msg.splitlines() if line.strip()), "no message")
 
 
 def _config_error(msg: str, dataset: str) -> TokbinError:
@@ -200,7 +210,7 @@ def _config_error(msg: str, dataset: str) -> TokbinError:
                            "directory")
     if msg.startswith("Data files don't belong to"):
         return TokbinError(f"download.data_files must name files inside {dataset} ({msg})")
-    return TokbinError(f"{dataset}: {msg.splitlines()[0]}")
+    return TokbinError(f"{dataset}: {_first_line(msg)}")
 
 
 def _files_error(msg: str, dataset: str, prefix: str) -> TokbinError:
