@@ -86,6 +86,14 @@ def test_a_number_yaml_does_not_read_as_an_integer_says_how_to_write_it(value, m
                      Path("params.yaml"))
 
 
+def test_a_fraction_yaml_reads_as_text_says_how_to_write_it():
+    text = PARAMS.replace("  holdout: null ", "  holdout: {fraction: 5e-4, seed: 2357} ")
+    with pytest.raises(TokbinError, match=r"^params.yaml: download.holdout.fraction is 5e-4, "
+                                          r"which YAML reads as text, not a number; write it "
+                                          r"with a point: fraction: 0.0005$"):
+        parse_params(text, Path("params.yaml"))
+
+
 def test_a_key_at_the_top_level_that_belongs_in_a_section_says_which():
     text = PARAMS.replace("  eot: append ", "  # eot moved ") + "eot: none\n"
     with pytest.raises(TokbinError, match=r"eot \(at the top level\) is misplaced: eot is a key "

@@ -10,11 +10,13 @@ others.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from tokbin import schema
@@ -224,12 +226,25 @@ def _check_type(name: str, value, hint, path: Path):
                           f"{'text' if isinstance(value, str) else 'a decimal number'}, not an "
                           f"integer; write it in digits: {name.rpartition('.')[2]}: "
                           f"{_whole_number(value)}")
+    if hint is float and isinstance(value, str) and _finite(value) is not None:
+        # PyYAML reads 5e-4 as text (YAML 1.1 wants 5.0e-4)
+        raise TokbinError(f"{path}: {name} is {value}, which YAML reads as text, not a number; "
+                          f"write it with a point: {name.rpartition('.')[2]}: "
+                          f"{np.format_float_positional(_finite(value), trim='-')}")
     if not schema.matches(value, hint) or _holds_an_empty(value):
         raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
     if isinstance(value, list) and len(set(map(str, value))) != len(value):
         raise TokbinError(f"{path}: {name} lists an entry twice: {value!r}")
     return value
+
+
+def _finite(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _whole_number(value: str | float) -> int | None:
