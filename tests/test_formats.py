@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
@@ -152,6 +153,22 @@ def test_arrow_stream_and_file_record_batch_by_record_batch(tmp_path, load):
         with pa.OSFile(str(folder / name), "wb") as sink, new(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=2)
     assert_same_as_load_dataset(tmp_path, load, folder, ["train", "validation"])
+
+
+def test_a_dictionary_encoded_text_column_in_parquet_and_arrow(tmp_path, load):
+    # what a pandas categorical column becomes: load_dataset reads it as strings
+    texts = pa.array(["same story", "other story", "same story"]).dictionary_encode()
+    table = pa.table({"text": texts})
+    for kind in ("parquet", "arrow"):
+        folder = tmp_path / kind / "ds"
+        folder.mkdir(parents=True)
+        if kind == "parquet":
+            pq.write_table(table, folder / "train.parquet", row_group_size=2)
+        else:
+            with pa.OSFile(str(folder / "train.arrow"), "wb") as sink, \
+                    pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=2)
+        assert_same_as_load_dataset(tmp_path / kind, load, folder, ["train"])
 
 
 # --- bounded memory ------------------------------------------------------------------------

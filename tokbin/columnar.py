@@ -23,6 +23,8 @@ def check_string_column(schema: pa.Schema, name: str, column: str) -> None:
         raise TokbinError(f"{name} has no column {column!r} (columns: "
                           f"{', '.join(schema.names)}); set download.text_column to one of them")
     kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):  # a categorical column: its values are the texts
+        kind = kind.value_type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
             or pa.types.is_string_view(kind)):
         raise TokbinError(f"{name}: column {column!r} holds {kind}, not strings; set "
@@ -117,5 +119,8 @@ def _read(batches, name: str):
 
 
 def _plain(array: pa.Array) -> pa.Array:
-    """string_view arrays as large_string: the layout TextBatch reads."""
+    """Dictionary-encoded and string_view arrays as plain strings: the layout TextBatch
+    reads."""
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
     return array.cast(pa.large_string()) if pa.types.is_string_view(array.type) else array
