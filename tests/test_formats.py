@@ -201,6 +201,23 @@ def test_a_large_compressed_file_is_streamed_in_bounded_memory(tmp_path, name, b
     assert grown < STREAMED_BYTES / 4, f"RSS grew {grown / 1e6:.0f} MB"
 
 
+def test_a_json_array_on_one_line_is_streamed_in_bounded_memory(tmp_path):
+    # what json.dump(rows, f) writes: no line end to cut the text at
+    path, row = tmp_path / "big.json.zst", json.dumps({"text": "A story that goes on. " * 30})
+    block = ((row + ", ") * ((1 << 20) // (len(row) + 2))).encode()
+    blocks = STREAMED_BYTES // len(block)
+    with pa.CompressedOutputStream(str(path), "zstd") as out:
+        out.write(b"[")
+        for _ in range(blocks):
+            out.write(block)
+        out.write(row.encode() + b"]")
+    result = subprocess.run([sys.executable, "-c", READ_PEAK, str(path), "json"], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    documents, grown = map(int, result.stdout.split())
+    assert documents == blocks * (len(block) // (len(row) + 2)) + 1
+    assert grown < STREAMED_BYTES / 4, f"RSS grew {grown / 1e6:.0f} MB"
+
+
 # --- damaged files and values that are not text ---------------------------------------------
 
 def tokenize(tmp_path, folder, splits=("train",), text_column="text"):

@@ -76,9 +76,11 @@ def _document(row: Any, column: str, where: str, strings: bool) -> str:
 
 
 class _Text:
-    """The file's text in a buffer that always ends at a line end (or the end of the file),
-    parsed one JSON value at a time. A JSON string holds no raw line break, so a value cut
-    by the buffer's end fails to parse only at the end: there, more text is read."""
+    """The file's text in a buffer that ends at a line end (or the end of the file) unless a
+    line is longer than CHUNK_CHARS, parsed one JSON value at a time. A JSON string holds no
+    raw line break, so a value cut by a buffer ending at a line end fails to parse only at
+    the end: there, more text is read; a buffer cut inside a line (a one-line JSON array)
+    reads more on any failure, so memory holds a few chunks, not the line."""
 
     def __init__(self, f: io.TextIOWrapper, name: str):
         self.f, self.name = f, name
@@ -92,7 +94,7 @@ class _Text:
         """Reads more text; False at the end of the file."""
         chunk = self.f.read(CHUNK_CHARS)
         if chunk:
-            chunk += self.f.readline()
+            chunk += self.f.readline(CHUNK_CHARS)
         self._counted = (0, self.line_at(self.pos))
         self.buffer, self.pos = self.buffer[self.pos:] + chunk, 0
         self.eof = not chunk
@@ -128,7 +130,8 @@ class _Text:
             try:
                 value, end = self.decoder.raw_decode(self.buffer, self.pos)
             except json.JSONDecodeError as e:
-                if e.pos >= len(self.buffer.rstrip()) and self._fill():
+                cut = e.pos >= len(self.buffer.rstrip()) or not self.buffer.endswith("\n")
+                if cut and self._fill():
                     continue  # cut by the buffer's end
                 raise self.error(f"not valid JSON ({e.msg})", e.pos) from None
             if end == len(self.buffer) and not self.eof and self._fill():
