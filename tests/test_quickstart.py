@@ -96,6 +96,22 @@ def test_set_writes_a_list_in_place_of_a_block_list_and_quotes_text_yaml_would_m
     assert "  - validation" not in params.read_text()
 
 
+GPT2_STYLE = r"""'s|'t|'re| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+@pytest.mark.parametrize("assignment, value", [
+    (r"tokenize.pattern=\p{L}+| #|\s+", r"\p{L}+| #|\s+"),  # not a comment
+    (f"tokenize.pattern={GPT2_STYLE}", GPT2_STYLE),
+    ("download.separator=#### END", "#### END"),
+    ("tokenize.eot_token=[INST]", "[INST]"),  # not a list
+    ("tokenize.eot_token=null", None),
+], ids=["comment-like", "quotes", "hash", "brackets", "null"])
+def test_set_keeps_a_text_or_null_key_s_value_as_written(params, assignment, value):
+    assert cli(["set", assignment]) == 0
+    section, key = assignment.split("=", 1)[0].split(".")
+    assert getattr(getattr(load_params(params), section), key) == value
+
+
 @pytest.mark.parametrize("assignment, message", [
     ("binarize.dtype=uint8", "binarize.dtype is 'uint8'; valid values: auto, uint16, uint32"),
     ("binarize.dtyp=auto", "params.yaml has no key binarize.dtyp (the keys of binarize: dtype, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 
 import yaml
@@ -44,9 +45,12 @@ def _yaml_value(name: str, value: str) -> str:
         raise TokbinError(f"{name}: a value set here is one line of YAML, got {value!r}")
     section, _, key = name.partition(".")
     sections = schema.fields_of(Params)
-    if section in sections and schema.fields_of(sections[section]).get(key) is str:
+    hint = schema.fields_of(sections[section]).get(key) if section in sections else None
+    optional = typing.get_args(hint) == (str, type(None))  # str | None: null stays null
+    if hint is str or optional:
         try:
-            plain = yaml.safe_load(value) == value
+            read = yaml.safe_load(value)
+            plain = read == value or (optional and value in ("null", "Null", "NULL", "~"))
         except yaml.YAMLError:
             plain = False
         if not plain:
