@@ -196,11 +196,24 @@ def test_a_damaged_rank_file_is_refused_before_tiktoken_sees_it(tmp_path):
              "rank twice": (good + [f"{base64.b64encode(b'xy').decode()} 3"],
                             "rank 3 is also the rank of line 4"),
              "token twice": (good + [good[0].split()[0] + " 999"], "is listed twice"),
+             "rank beyond 32 bits": (good + [f"{base64.b64encode(b'xy').decode()} 99999999999"],
+                                     "gives the rank 99999999999, outside 0 .. 4,294,967,295"),
+             "negative rank": (good + [f"{base64.b64encode(b'xy').decode()} -1"],
+                               "gives the rank -1, outside"),
              "bytes missing": (good[:200], "no token for byte 0xc8")}
     for name, (lines, fragment) in cases.items():
         (tmp_path / "r").write_text("\n".join(lines) + "\n")
         with pytest.raises(TokbinError, match=fragment):
             load_vocabulary(resolve_tokenizer(str(tmp_path / "r"), pattern="gpt2"))
+
+
+@pytest.mark.parametrize("token_id, what", [(-1, "negative"), (5_000_000_000,
+                                                                "beyond tiktoken's 32-bit ids")])
+def test_a_special_token_id_tiktoken_cannot_hold_is_refused(tmp_path, token_id, what):
+    path = small_rank_file(tmp_path / "r", [b"ab"])
+    with pytest.raises(TokbinError, match=f"gives <\\|endoftext\\|> the id {token_id}, {what}"):
+        load_vocabulary(resolve_tokenizer(str(path), pattern="gpt2",
+                                          special_tokens={"<|endoftext|>": token_id}))
 
 
 def test_a_rank_file_changed_in_place_is_read_anew_and_tiktokens_cache_is_untouched(

@@ -129,6 +129,9 @@ def parse_ranks(data: bytes, path: Path, where: str) -> dict[bytes, int]:
         except (ValueError, binascii.Error):
             raise TokbinError(f"{where}: {path}:{number} is not '<base64 token> <rank>' "
                               f"({line[:60]!r}); the rank file is damaged") from None
+        if not 0 <= rank < 1 << 32:  # tiktoken's ranks are 32-bit
+            raise TokbinError(f"{where}: {path}:{number} gives the rank {rank}, outside 0 .. "
+                              "4,294,967,295; the rank file is damaged")
         if not token_bytes:
             raise TokbinError(f"{where}: {path}:{number} gives rank {rank} to an empty token; "
                               "no text encodes to it, so this is not a usable rank file")

@@ -219,9 +219,10 @@ def _rank_file_encoding(spec: TokenizerSpec, data: bytes):
     specials = expand_special_tokens(spec.special_tokens, len(ranks))
     taken = set(ranks.values())
     for name, token_id in specials.items():
-        if token_id in taken or token_id < 0:
-            raise TokbinError(f"tokenize.special_tokens gives {name} the id {token_id}, "
-                              f"{'a rank of ' + spec.file if token_id >= 0 else 'negative'}; "
+        if token_id in taken or not 0 <= token_id < 1 << 32:  # tiktoken's ids are 32-bit
+            what = ("a rank of " + spec.file if token_id in taken else "negative" if token_id < 0
+                    else "beyond tiktoken's 32-bit ids")
+            raise TokbinError(f"tokenize.special_tokens gives {name} the id {token_id}, {what}; "
                               f"special ids come after the ranks (from {max(taken) + 1})")
     if len(set(specials.values())) != len(specials):
         raise TokbinError("tokenize.special_tokens gives two tokens the same id")
