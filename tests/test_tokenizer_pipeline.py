@@ -195,3 +195,27 @@ def test_verify_inspect_and_the_loader_read_a_llama3_build(tmp_path, tokenizer_f
     assert cli.main(["verify", str(tmp_path / "llmc")]) == 0
     with BinLoader(tmp_path / "llmc/train.bin", batch_size=2, block_size=4) as loader:
         assert torch.equal(loader.next_batch()[0], x)  # same seed, same ids
+
+
+def test_an_eot_token_whose_text_encodes_to_its_id_is_refused_by_the_check(
+        tmp_path, tokenizer_files, monkeypatch):
+    # a special token given a word's id: every document holding the word would end there
+    import tokenizers
+    from tokbin.errors import TokbinError
+    from tokbin.preflight import check_pipeline
+    text = tokenizer_files.trained_json.read_text(encoding="utf-8")
+    doc, plain = json.loads(text), tokenizers.Tokenizer.from_str(text)
+    vocab = doc["model"]["vocab"]
+    word = next(w for w in ("Once", "The", "One") if w in vocab
+                and plain.encode(w, add_special_tokens=False).ids == [vocab[w]])
+    doc["added_tokens"].append({"id": vocab[word], "content": word, "single_word": False,
+                                "lstrip": False, "rstrip": False, "normalized": False,
+                                "special": True})
+    repo = make_project(tmp_path / "p", download__dataset="./dataset",
+                        tokenize__encoding="tokenizers/shared.json", tokenize__eot_token=word)
+    write_parquet_dataset(repo / "dataset", DOCS)
+    (repo / "tokenizers" / "shared.json").write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.chdir(repo)
+    with pytest.raises(TokbinError, match=f"tokenize.eot_token '{word}' has the id "
+                                          f"{vocab[word]}, which the text '{word}' encodes to"):
+        check_pipeline(tokenizers=repo / "tokenizers")

@@ -18,7 +18,7 @@ from pathlib import Path
 from tokbin.binarize import binarize_stage, check_llmc_shard_tokens, check_outputs
 from tokbin.engines import check_engine
 from tokbin.errors import TokbinError
-from tokbin.format import choose_dtype
+from tokbin.format import SENTENCEPIECE, TOKENIZER_JSON, choose_dtype
 from tokbin.params import Params, load_params
 from tokbin.ray_executor import RAY_MISSING
 from tokbin.source import dataset_location
@@ -46,6 +46,8 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
     if spec is not None:
         vocabulary = load_vocabulary(spec)  # its kind loads, with what it needs beyond its file
         check_engine(tokenize.engine, spec)
+        if spec.kind in (TOKENIZER_JSON, SENTENCEPIECE):  # a special token may share an id
+            check_eot_is_not_text(vocabulary)
         dtype = choose_dtype(dtype, vocabulary.n_vocab)  # an explicit dtype holds every id
     if binarize.format == "llmc":  # "auto" without the vocabulary: the larger, uint32 limit
         check_llmc_shard_tokens("uint32" if dtype == "auto" else dtype, binarize.shard_tokens)
@@ -54,6 +56,17 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
     bins, outs = binarize_stage(dvc_yaml)
     check_outputs(bins, params.download.written_bins, binarize.shard_tokens, outs)
     return params
+
+
+def check_eot_is_not_text(vocabulary) -> None:
+    """Refuses an end-of-text token whose own text encodes to its id: documents holding that
+    text would hold document ends (the tokenize stage stops on them, after DVC deleted its
+    output)."""
+    name, eot = vocabulary.eot_name, vocabulary.eot_id
+    if list(vocabulary.reference_engine().encode_ordinary(name)) == [eot]:
+        raise TokbinError(f"tokenize.eot_token {name!r} has the id {eot}, which the text {name!r} "
+                          "encodes to as well, so documents holding it would read as ending "
+                          "there; set tokenize.eot_token to a special token text cannot produce")
 
 
 def exp_run_hint() -> str:
