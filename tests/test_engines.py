@@ -6,6 +6,7 @@ CI-sized subset.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -101,9 +102,17 @@ def test_the_tokenizer_json_is_derived_once_and_then_read_from_the_user_cache(gp
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     derived = tokenizer_json(gpt2)
     [cached] = (tmp_path / "tokbin" / "tokenizers").iterdir()
-    assert cached.name.startswith("gpt2-v1-") and cached.read_text(encoding="utf-8") == derived
+    head, text = cached.read_text(encoding="utf-8").split("\n", 1)
+    assert cached.name.startswith("gpt2-v1-") and text == derived
+    assert head == "sha256 " + hashlib.sha256(derived.encode()).hexdigest()
+    real = fast_path.derive_tokenizer_json
     monkeypatch.setattr(fast_path, "derive_tokenizer_json", lambda encoding: pytest.fail("derived"))
     assert tokenizer_json(gpt2) == derived
+    # a damaged copy (here truncated) is derived and written again, not handed to fastokens
+    cached.write_bytes(cached.read_bytes()[:100_000])
+    monkeypatch.setattr(fast_path, "derive_tokenizer_json", real)
+    assert tokenizer_json(gpt2) == derived
+    assert cached.read_text(encoding="utf-8") == f"{head}\n{text}"
 
 
 def test_an_unwritable_cache_only_costs_the_derivation(gpt2, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ docs/fast_engine.md.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -242,17 +243,21 @@ def cached_text(path: Path, derive) -> str:
 
     Deriving costs far more than reading the file back. The file is named by a hash of what it
     was derived from (and a version), so other input or a newer derivation never reads it; it
-    is written atomically, so no reader sees half of it.
+    is written atomically, so no reader sees half of it; and it is `sha256 <hex>` then the
+    text, so a file damaged since (truncated, changed) is derived and written again.
     """
     try:
-        return path.read_text(encoding="utf-8")
+        head, _, body = path.read_bytes().partition(b"\n")
+        if head == b"sha256 " + hashlib.sha256(body).hexdigest().encode():
+            return body.decode("utf-8")
     except OSError:
         pass
     text = derive()
+    body = text.encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_bytes(b"sha256 " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
     except (OSError, TokbinError):  # a cache that cannot be written costs the derivation again
         pass
     return text
