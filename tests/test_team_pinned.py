@@ -156,3 +156,14 @@ def test_a_repo_dvc_clones_leaves_no_clone_or_cache_behind(team, consumer, tmp_p
     local = pinned_path("data-v1", repo=f"file://{consumer}", cache_dir=tmp_path / "pinned")
     assert local.read_bytes() == team.versions["data-v1"]["data/train.bin"]
     assert list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("form", ["path", "file URL"])
+def test_a_repo_that_does_not_exist_is_named_and_leaves_no_clone_behind(tmp_path, temp_dir,
+                                                                        form):
+    missing = tmp_path / "no-such-project"
+    repo = str(missing) if form == "path" else f"file://{missing}"
+    with pytest.raises(TokbinError, match=f"repo '{missing}' does not exist: pass repo= the "
+                                          "path of a git \\+ DVC project"):
+        pinned_path("data-v1", repo=repo, cache_dir=tmp_path / "pinned")
+    assert list(temp_dir.iterdir()) == []

@@ -61,6 +61,10 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
     checked); a copy that does not match is fetched again. False trusts a copy of the right size.
     """
     repo = _local_path(repo)
+    if repo is not None and "://" not in repo and ":" not in repo.split("/")[0] \
+            and not os.path.exists(repo):  # a path, not a URL (DVC would clone it, and fail)
+        raise TokbinError(f"repo {repo!r} does not exist: pass repo= the path of a git + DVC "
+                          "project (the tokbin checkout holding dvc.lock) or a git URL")
     fs, outputs = _open_revision(repo, rev, remote)
     try:
         wanted = {path: _output(outputs, path, rev)}
