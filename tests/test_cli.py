@@ -243,3 +243,13 @@ def test_dtype_for_a_bin_with_meta_json_is_refused(tokbin, repo):
 def assert_verify_fails_at(tokbin, repo: Path, args: list[str], fragment: str) -> None:
     result = tokbin(repo, "verify", *args)
     assert result.returncode == 1 and fragment in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("option, value, low", [("--windows", "-1", 0), ("--tokens", "0", 1),
+                                                ("--tokens", "many", 1)])
+def test_inspect_refuses_a_window_count_or_size_below_its_least(capsys, option, value, low):
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect", "data/train.bin", option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}: {value!r} is not a whole number of at least {low}" in \
+        capsys.readouterr().err

@@ -106,6 +106,14 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
 
 # --- entry point -----------------------------------------------------------------------------
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {low}")
+        return int(text)
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tokbin",
                                      description="Check, repair and look at tokbin data.")
@@ -120,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     look = commands.add_parser("inspect", help="print meta, stats and decoded sample windows")
     look.add_argument("path", type=Path, help="a bin (data/train.bin), a shard directory "
                                               "(data/train) or a data folder")
-    look.add_argument("--windows", type=int, default=3, help="sample windows per bin")
-    look.add_argument("--tokens", type=int, default=64, help="tokens per window")
+    look.add_argument("--windows", type=_at_least(0), default=3, help="sample windows per bin")
+    look.add_argument("--tokens", type=_at_least(1), default=64, help="tokens per window")
     look.add_argument("--seed", type=int, default=0, help="where the windows fall")
     look.add_argument("--tokenizer", type=Path, default=None,
                       help="the tokenizer file meta.json records, if it is not where it says")
