@@ -196,6 +196,33 @@ def test_a_bin_damaged_in_place_is_never_published_and_repair_brings_the_origina
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
 
 
+def test_a_doclens_damaged_in_place_is_never_published(built):
+    # a token moved from one document's length to the next: the same total, another index
+    repo, path = built, built / "data" / "tokens" / "train.doclens"
+    lock, original = (repo / "dvc.lock").read_text(), path.read_bytes()
+    mode = os.stat(path).st_mode
+    os.chmod(path, mode | stat.S_IWUSR)
+    lengths = np.memmap(path, dtype="<u4", mode="r+")
+    lengths[0] -= 1
+    lengths[1] += 1
+    lengths.flush()
+    del lengths
+    os.chmod(path, mode)
+    try:
+        result = run(["dvc", "repro", "--force"], repo, check=False)
+        assert result.returncode != 0
+        assert ("binarize: error: data/tokens/train.doclens is not the file its stage wrote"
+                in result.stderr), result.stderr
+        assert (repo / "dvc.lock").read_text() == lock
+    finally:  # the original bytes back, in place (the cache object too): built as it was
+        os.chmod(path, mode | stat.S_IWUSR)
+        with open(path, "r+b") as f:
+            f.write(original)
+        os.chmod(path, mode)
+    run(["dvc", "repro"], repo)
+    assert (repo / "dvc.lock").read_text() == lock
+
+
 def contents(repo_or_outputs) -> dict[str, bytes]:
     found = repo_or_outputs if isinstance(repo_or_outputs, dict) else outputs(repo_or_outputs)
     return {path: data for path, (_, data) in found.items()}

@@ -32,7 +32,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, META_FILENAME, BinWriter, Meta,
                            SplitInfo, bin_header, check_ids, choose_dtype, docs_file,
                            doclens_file, document_offsets, is_shard_file, llmc_max_tokens,
-                           open_bin, read_checked, read_chunks, read_meta, shard_file,
+                           open_bin, read_checked, read_meta, shard_file,
                            write_meta)
 from tokbin.fsio import atomic_path
 
@@ -61,7 +61,8 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
             doclens = tokens_dir / doclens_file(split)
             if shard_tokens:
                 ends = shard_ends(info.tokens, shard_tokens, equal=bin_format == "llmc")
-                documents = documents_per_shard(doclens, tokens_meta.eot, ends)
+                documents = documents_per_shard(doclens, tokens_meta.eot, ends,
+                                                info.doclens_crc32)
                 check_shard_folder(out_dir / split)
                 written = dataclasses.replace(write_shards(
                     chunks, outputs.enter_context(atomic_path(out_dir / split)), dtype,
@@ -70,8 +71,9 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
                 written = write_bin(tokens, chunks, outputs.enter_context(atomic_path(
                     out_dir / info.file)), tokens_meta, info, dtype, bin_format)
             write_docs(doclens, tokens_meta.eot, outputs.enter_context(atomic_path(
-                out_dir / docs_file(split))), info.tokens)
-            splits[split] = dataclasses.replace(written, docs=docs_file(split))
+                out_dir / docs_file(split))), info.tokens, info.doclens_crc32)
+            splits[split] = dataclasses.replace(written, docs=docs_file(split),
+                                                doclens_crc32=None)
     meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits, bin_format=bin_format)
     write_meta(out_dir, meta)
     return meta
@@ -120,12 +122,13 @@ def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_met
                                crc32=crc32)
 
 
-def write_docs(doclens: Path, eot: str, dest: Path, tokens: int) -> None:
-    """The split's document index, from its documents' lengths, written to the new file
-    `dest`."""
+def write_docs(doclens: Path, eot: str, dest: Path, tokens: int, crc32: str | None) -> None:
+    """The split's document index, from its documents' lengths (the doclens file, of CRC-32
+    `crc32`), written to the new file `dest`."""
     with open(dest, "wb") as out:
         end = 0
-        for offsets in document_offsets(read_chunks(doclens, DOCLENS_DTYPE), eot != "none"):
+        for offsets in document_offsets(read_checked(doclens, DOCLENS_DTYPE, crc32),
+                                        eot != "none"):
             out.write(offsets.astype(DOCS_DTYPE, copy=False).tobytes())
             end = int(offsets[-1]) if len(offsets) else end
         if end != tokens:
@@ -268,14 +271,16 @@ def _cut(chunks: Iterator[np.ndarray], ends: list[int]) -> Iterator[tuple[int, n
             chunk = chunk[piece.size:]
 
 
-def documents_per_shard(doclens: Path, eot: str, ends: list[int]) -> list[int]:
+def documents_per_shard(doclens: Path, eot: str, ends: list[int],
+                        crc32: str | None) -> list[int]:
     """How many documents start in each shard: the document index's entries but its last (the
     split's end) are their starts; one at the very end of the split (an empty document with
-    eot none) counts in the last shard."""
+    eot none) counts in the last shard. `crc32`: the doclens file's."""
     counts = np.zeros(len(ends), np.int64)
     bounds = np.array(ends[:-1], np.int64)
     last = 0
-    for offsets in document_offsets(read_chunks(doclens, DOCLENS_DTYPE), eot != "none"):
+    for offsets in document_offsets(read_checked(doclens, DOCLENS_DTYPE, crc32),
+                                    eot != "none"):
         counts += np.bincount(np.searchsorted(bounds, offsets, "right"), minlength=len(ends))
         last = int(offsets[-1]) if len(offsets) else last
     counts[np.searchsorted(bounds, last, "right")] -= 1  # the split's end starts no document

@@ -3,6 +3,7 @@ is given, and how its results reach the bins: strictly in submission order, with
 number in flight, so the output never depends on which worker finishes first."""
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
+from tokbin.crc import crc32_hex
 from tokbin.encode import EncodingInfo
 from tokbin.format import BinWriter, Holdout
 from tokbin.readers import DataFile, Reading
@@ -43,6 +45,7 @@ class SplitCounts:
     tokens: int = 0
     documents: int = 0
     crc32: str = ""  # of the bin written (format.BinWriter.crc32)
+    doclens_crc32: str = ""  # of the doclens file written
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,15 @@ def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T],
     order never depends on which worker finishes first, and memory stays bounded whatever the
     corpus size."""
     counts = [SplitCounts() for _ in outputs]
+    doclens_crcs = [0] * len(outputs)
     pending: deque = deque()
     with ExitStack() as stack:
         files = [(stack.enter_context(BinWriter(out.bin, info.dtype, info.n_vocab)),
                   stack.enter_context(open(out.doclens, "wb"))) for out in outputs]
 
         def write_oldest() -> None:
-            for (ids, lengths), (bins, lens), count in zip(result(pending.popleft()), files,
-                                                           counts):
+            for k, ((ids, lengths), (bins, lens), count) in enumerate(zip(
+                    result(pending.popleft()), files, counts)):
                 if isinstance(ids, SpilledIds):
                     bins.append_file(ids.path, ids.count, ids.crc32)
                     ids.path.unlink()
@@ -81,6 +85,7 @@ def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T],
                     bins.write(ids)
                     count.tokens += ids.size
                 lens.write(memoryview(lengths))
+                doclens_crcs[k] = zlib.crc32(memoryview(lengths), doclens_crcs[k])
                 count.documents += lengths.size
                 progress(lengths.size)
 
@@ -94,6 +99,6 @@ def write_in_order(submitted: Iterable[T], in_flight: int, result: Callable[[T],
         finally:
             for work in pending:
                 cancel(work)
-        for count, (bins, _) in zip(counts, files):
-            count.crc32 = bins.crc32
+        for count, (bins, _), doclens_crc in zip(counts, files, doclens_crcs):
+            count.crc32, count.doclens_crc32 = bins.crc32, crc32_hex(doclens_crc)
     return counts

@@ -75,7 +75,8 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
                 split_infos[bin_name] = SplitInfo(f"{bin_name}.bin", count.tokens,
                                                   count.documents,
                                                   count.tokens * np.dtype(info.dtype).itemsize,
-                                                  count.crc32)
+                                                  count.crc32,
+                                                  doclens_crc32=count.doclens_crc32)
         meta = Meta(encoding=tokenizer.encoding, n_vocab=info.n_vocab,
                     eot_token=info.eot_token, eot=eot, dtype=info.dtype, source=source.source,
                     splits=split_infos, holdout=holdout, tokenizer=info.tokenizer)

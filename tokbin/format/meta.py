@@ -47,7 +47,9 @@ existed); readers take them as null. ``tokenizer`` is absent from version 1 and 
 ``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
 disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
 have none), and every stage writes it. ``bin_format`` is required from version 4 on, absent
-before (nanogpt); ``docs`` is in binarize's meta.json only.
+before (nanogpt); ``docs`` is in binarize's meta.json only, and ``doclens_crc32`` (the CRC-32
+of the split's doclens file, so that binarize publishes no document index from a doclens
+changed since) in tokenize's only.
 
 **holdout** (``download.holdout``): the ``validation`` split holds the documents of the dataset's
 train split that are *held out*, the ``train`` split the others, each in dataset order. A
@@ -119,6 +121,7 @@ class SplitInfo:
     crc32: str | None = None  # of the bytes, as written (None: not recorded)
     shards: tuple["SplitInfo", ...] | None = None  # a shard directory's bins, in order
     docs: str | None = None  # the document index file (binarize's meta.json only)
+    doclens_crc32: str | None = None  # of the doclens file (tokenize's meta.json only)
 
     def bins(self) -> list[tuple[str, "SplitInfo"]]:
         """(path relative to meta.json's folder, info) of each bin of the split, in order."""
@@ -184,7 +187,7 @@ class Meta:
         body.update(fields)
         for split in body["splits"].values():  # optional fields only where they are set
             for entry in [split, *(split["shards"] or [])]:
-                for optional in ("shards", "crc32", "docs"):
+                for optional in ("shards", "crc32", "docs", "doclens_crc32"):
                     if entry[optional] is None:
                         del entry[optional]
         return json.dumps(body, indent=2) + "\n"
@@ -241,10 +244,11 @@ def _parse_tokenizer(raw, where: str) -> TokenizerRecord:
 
 def _parse_split(raw, dtype: str, header: int, where: str, shard: bool = False) -> SplitInfo:
     fields = dict(exact_fields(raw, SplitInfo, where))
-    if "crc32" in fields and not re.fullmatch("[0-9a-f]{8}", str(fields["crc32"])):
-        raise TokbinError(f"{where}.crc32 must be 8 lowercase hex digits, got "
-                          f"{fields['crc32']!r}; the file is damaged")
-    for key in ("shards", "docs"):  # present in some entries, never as null
+    for key in ("crc32", "doclens_crc32"):
+        if key in fields and not re.fullmatch("[0-9a-f]{8}", str(fields[key])):
+            raise TokbinError(f"{where}.{key} must be 8 lowercase hex digits, got "
+                              f"{fields[key]!r}; the file is damaged")
+    for key in ("shards", "docs", "doclens_crc32"):  # in some entries, never as null
         if key in fields and (fields[key] is None or shard):
             raise TokbinError(f"{where}: field {key!r} is {fields[key]!r} where it cannot be; "
                               f"it was not written by this version of tokbin: {REBUILD}")
