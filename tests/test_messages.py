@@ -94,6 +94,21 @@ def test_a_fraction_yaml_reads_as_text_says_how_to_write_it():
         parse_params(text, Path("params.yaml"))
 
 
+def test_a_key_given_twice_is_refused_with_both_lines():
+    # PyYAML keeps the last silently: `tokbin set` would have edited the first, to no effect
+    text = PARAMS.replace("  eot: append ", "  eot: append\n  eot: none  #")
+    line = PARAMS[:PARAMS.index("  eot: append ")].count("\n") + 1
+    with pytest.raises(TokbinError, match=rf"^params.yaml: key 'eot' is given twice \(lines "
+                                          rf"{line} and {line + 1}\); remove one$"):
+        parse_params(text, Path("params.yaml"))
+
+
+def test_an_empty_text_value_says_it_is_empty():
+    with pytest.raises(TokbinError, match=r"^params.yaml: tokenize.pattern is an empty string; "
+                                          r"it must be a str or null$"):
+        parse_params(PARAMS.replace("  pattern: null ", "  pattern: '' "), Path("params.yaml"))
+
+
 def test_a_key_at_the_top_level_that_belongs_in_a_section_says_which():
     text = PARAMS.replace("  eot: append ", "  # eot moved ") + "eot: none\n"
     with pytest.raises(TokbinError, match=r"eot \(at the top level\) is misplaced: eot is a key "

@@ -110,12 +110,33 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(text, path)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently: an edit of the first would change nothing)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in lines:
+                raise _DuplicateKey(f"key {key!r} is given twice (lines {lines[key]} and "
+                                    f"{key_node.start_mark.line + 1}); remove one")
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def parse_params(text: str, path: Path) -> Params:
     """params.yaml's text (from `path`, which the messages name), checked."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as e:
         raise TokbinError(f"{path}: not valid YAML: {e}") from None
+    except _DuplicateKey as e:
+        raise TokbinError(f"{path}: {e}") from None
     if isinstance(raw, dict):
         _check_placement(raw, path)
     params = _parse(Params, raw, "", path)
@@ -231,6 +252,8 @@ def _check_type(name: str, value, hint, path: Path):
         raise TokbinError(f"{path}: {name} is {value}, which YAML reads as text, not a number; "
                           f"write it with a point: {name.rpartition('.')[2]}: "
                           f"{np.format_float_positional(_finite(value), trim='-')}")
+    if value == "":
+        raise TokbinError(f"{path}: {name} is an empty string; it must be {_describe(hint)}")
     if not schema.matches(value, hint) or _holds_an_empty(value):
         raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
