@@ -104,8 +104,8 @@ def test_a_key_given_twice_is_refused_with_both_lines():
 
 
 def test_an_empty_text_value_says_it_is_empty():
-    with pytest.raises(TokbinError, match=r"^params.yaml: tokenize.pattern is an empty string; "
-                                          r"it must be a str or null$"):
+    with pytest.raises(TokbinError, match=r"^params.yaml: tokenize.pattern must be a str or "
+                                          r"null, not an empty string$"):
         parse_params(PARAMS.replace("  pattern: null ", "  pattern: '' "), Path("params.yaml"))
 
 

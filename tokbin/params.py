@@ -253,7 +253,7 @@ def _check_type(name: str, value, hint, path: Path):
                           f"write it with a point: {name.rpartition('.')[2]}: "
                           f"{np.format_float_positional(_finite(value), trim='-')}")
     if value == "":
-        raise TokbinError(f"{path}: {name} is an empty string; it must be {_describe(hint)}")
+        raise TokbinError(f"{path}: {name} must be {_describe(hint)}, not an empty string")
     if not schema.matches(value, hint) or _holds_an_empty(value):
         raise TokbinError(f"{path}: {name} must be {_describe(hint)}, got {value!r} "
                           f"({type(value).__name__})")
