@@ -32,8 +32,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import (DOCLENS_DTYPE, DOCS_DTYPE, DTYPES, META_FILENAME, BinWriter, Meta,
                            SplitInfo, bin_header, check_ids, choose_dtype, docs_file,
                            doclens_file, document_offsets, is_shard_file, llmc_max_tokens,
-                           open_bin, read_checked, read_meta, shard_file,
-                           write_meta)
+                           open_bin, read_checked, read_meta, shard_file, write_meta)
 from tokbin.fsio import atomic_path
 
 

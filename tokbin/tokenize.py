@@ -49,7 +49,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
     source = read_source(raw_dir)
     reading = reading_for(source, text_column, sample_by, separator)
     plan = _plan(source, raw_dir, splits, reading, holdout)
-    files = [f for files, _, _ in plan.values() for f in files]  # what the run reads
+    files = [f for split_files, _, _ in plan.values() for f in split_files]  # the run reads
     size = None if executor == "ray" else text_bytes(files, reading)
     settings = settings_for(tokenizer, eot, engine, size)
     split_infos = {}
