@@ -253,3 +253,12 @@ def test_inspect_refuses_a_window_count_or_size_below_its_least(capsys, option, 
     assert exit_.value.code == 2
     assert f"argument {option}: {value!r} is not a whole number of at least {low}" in \
         capsys.readouterr().err
+
+
+def test_a_bare_bin_s_unknown_encoding_names_the_flag_to_fix(tmp_path, capsys):
+    np.arange(10, dtype=np.uint16).tofile(tmp_path / "bare.bin")
+    assert main(["verify", str(tmp_path / "bare.bin"), "--dtype", "uint16",
+                 "--encoding", "gpt5"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown tiktoken encoding 'gpt5'; set --encoding to one of" in err
+    assert "tokenize.encoding" not in err

@@ -41,7 +41,7 @@ def bare_meta(path: Path, dtype: str | None, encoding: str) -> Meta:
     if size % itemsize:
         raise TokbinError(f"{path} is {size} bytes, not a whole number of {dtype} tokens: it is "
                           f"truncated or not {dtype}")
-    enc = get_encoding(encoding)
+    enc = get_encoding(encoding, setting="--encoding")
     info = SplitInfo(path.name, llmc[1] if llmc else size // itemsize, 0, size)
     return Meta(encoding, enc.n_vocab, enc.eot_token, "none", dtype,
                 Source(str(path), None, None), {path.stem: info},

@@ -151,16 +151,17 @@ def recorded_vocabulary(meta: Meta, folder: Path, given: Path | None = None) -> 
                       "another file; pass --tokenizer PATH to a copy of that file")
 
 
-def get_encoding(name: str):
-    """tiktoken's encoding `name`; gpt2's ranks from tokbin's cache of them when it has a good
-    copy (tokbin.rank_cache: several times faster than tiktoken's own load)."""
+def get_encoding(name: str, setting: str = "tokenize.encoding"):
+    """tiktoken's encoding `name` (given by `setting`, which an unknown name's message
+    names); gpt2's ranks from tokbin's cache of them when it has a good copy
+    (tokbin.rank_cache: several times faster than tiktoken's own load)."""
     import tiktoken
     if name in CACHED_ENCODINGS:
         cached = cached_encoding(name)
         if cached is not None:
             return cached
     if name not in tiktoken.list_encoding_names():  # without loading any vocabulary
-        raise TokbinError(f"unknown tiktoken encoding {name!r}; set tokenize.encoding to one of "
+        raise TokbinError(f"unknown tiktoken encoding {name!r}; set {setting} to one of "
                           f"{', '.join(tiktoken.list_encoding_names())}")
     try:
         encoding = tiktoken.get_encoding(name)
