@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokbin.doc_sampling import ranges
-from tokbin.tokens import ShardedTokens, rows_view, strided_rows
+from tokbin.tokens import ShardedTokens, row_items, rows_view
 
 
 def take(tokens: "np.ndarray | ShardedTokens", positions: np.ndarray) -> np.ndarray:
@@ -21,12 +21,12 @@ ROWS_AT_ONCE = 512  # rows (or cells) gathered per step: MappedPages checks betw
 
 
 def _rows_are_written_in_order() -> bool:
-    """Whether `view[index] = rows` on overlapping rows of a view writes the rows in index
-    order, so that a later row overwrites an earlier one (NumPy does; checked, not assumed,
+    """Whether `view[index] = rows` on overlapping items of a view writes the items in index
+    order, so that a later one overwrites an earlier one (NumPy does; checked, not assumed,
     on the very views gather_segments writes through)."""
     ids = np.zeros(6, np.int16)
     rows = np.repeat(np.arange(1, 4, dtype=np.int16), 4).reshape(3, 4)
-    strided_rows(ids, 3, writeable=True)[np.arange(3)] = rows
+    row_items(ids, 4)[np.arange(3)] = row_items(rows.reshape(-1), 4)[::4]
     return ids.tolist() == [1, 2, 3, 3, 3, 3]
 
 
@@ -48,10 +48,10 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
     increasing `out`: x[out + i] = tokens[src + i] and y[out + i] = tokens[src + i + 1] for
     i < length (src + length < len(tokens)).
 
-    x is copied in cells of CELL_TOKENS consecutive tokens: a cell is a row of a strided view,
-    gathered like a token batch's rows, and written to an overlapping view of x in increasing
-    `out`, so that what the last cell of a segment copies past its end is overwritten by the
-    segments after it. Whole-row copies beat a per-token index (np.take) here by a wide
+    x is copied in cells of CELL_TOKENS consecutive tokens: a cell is an item of a row view
+    (tokbin.tokens.row_items), gathered like a token batch's rows, and written to an
+    overlapping view of x in increasing `out`, so that what the last cell of a segment copies
+    past its end is overwritten by the segments after it. Whole-row copies beat a per-token index (np.take) here by a wide
     margin. y is x shifted by one, but for each segment's last target, read apart (it is
     next to the cell just read). `touched(cells)` follows every step
     (tokbin.tokens.MappedPages)."""
@@ -70,14 +70,15 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
         of, within = ranges(np.zeros_like(cells), cells)
         within *= width
         cell_src, cell_out = src[of] + within, out[of] + within
-    view, rows = strided_rows(x, width - 1, writeable=True), rows_view(tokens, width - 1)
+    view, rows = row_items(x, width), rows_view(tokens, width - 1)
     for a in range(0, len(cell_src), ROWS_AT_ONCE):
         starts, at = cell_src[a:a + ROWS_AT_ONCE], cell_out[a:a + ROWS_AT_ONCE]
-        windows = rows[np.minimum(starts, last)]
+        windows = rows.items(np.minimum(starts, last))
         near_end = np.flatnonzero(starts > last)  # a cell that would read past the split
         if len(near_end):
             reach = starts[near_end, None] + np.arange(width)
-            windows[near_end] = take(tokens, np.minimum(reach, len(tokens) - 1))
+            windows.view(tokens.dtype).reshape(-1, width)[near_end] = take(
+                tokens, np.minimum(reach, len(tokens) - 1))
         view[at] = windows
         touched(len(starts))
     y[:-1] = x[1:total]

@@ -2,8 +2,8 @@
 
 `open_tokens` maps a bin (size checked against meta.json, or a bare nanoGPT-style bin of a
 given dtype; nanoGPT's headerless format or llm.c's) or every bin of a shard directory, read
-as one stream. `rows_view` makes it a [n - T, T + 1] view whose row o is tokens[o : o + T +
-1], so a batch is one fancy-index (tokbin.gathers copies rows and packed segments from it);
+as one stream. `rows_view` makes it rows whose row o is tokens[o : o + T + 1], so a batch
+is one fancy-index (tokbin.gathers copies rows and packed segments from it);
 `open_document_index` reads the split's document index. `MappedPages` keeps the mapped pages
 that gathers touch from piling up in the process's RSS (the creep nanoGPT avoids by reopening
 the memmap every batch).
@@ -125,23 +125,42 @@ def open_document_index(path: Path) -> np.ndarray:
     return read_docs(path.parent, meta, _split_of(path, meta))
 
 
-def strided_rows(tokens: np.ndarray, block_size: int, writeable: bool = False) -> np.ndarray:
-    """rows[o] is tokens[o : o + T + 1]: a view, no copy (writeable for a buffer being
-    filled through overlapping rows, as tokbin.gathers does)."""
+def row_items(tokens: np.ndarray, width: int) -> np.ndarray:
+    """A view whose item o is tokens[o : o + width], one void item a token apart (no copy;
+    writeable where `tokens` is, for a buffer filled through overlapping items as
+    tokbin.gathers does). A fancy index copies each item with one memcpy: much faster than
+    indexing a 2-D strided view, which copies row by row, token by token."""
     item = tokens.dtype.itemsize
-    return np.lib.stride_tricks.as_strided(
-        tokens, shape=(max(0, len(tokens) - block_size), block_size + 1), strides=(item, item),
-        writeable=writeable)
+    return np.ndarray(shape=(max(0, len(tokens) - width + 1),),
+                      dtype=np.dtype((np.void, width * item)), buffer=tokens, strides=(item,))
+
+
+class Rows:
+    """rows[starts] is the [len(starts), T + 1] array of tokens[o : o + T + 1] for o in
+    starts; `rows.items(starts)` the same rows as void items (see `row_items`)."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int):
+        self.dtype, self.width = tokens.dtype, block_size + 1
+        self._items = row_items(tokens, block_size + 1)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self, starts: np.ndarray) -> np.ndarray:
+        return self._items[starts]
+
+    def __getitem__(self, starts: np.ndarray) -> np.ndarray:
+        return self._items[starts].view(self.dtype).reshape(len(starts), self.width)
 
 
 class ShardRows:
-    """rows[o] is tokens[o : o + T + 1] of the shards' concatenation, as `strided_rows` is for
-    one bin: a row inside a shard is a row of that shard's strided view; the few rows that run
-    into the next shard are pieced together."""
+    """rows[o] is tokens[o : o + T + 1] of the shards' concatenation, as `Rows` is for
+    one bin: a row inside a shard is a row of that shard's `Rows`; the few rows that run into
+    the next shard are pieced together."""
 
     def __init__(self, tokens: ShardedTokens, block_size: int):
         self.tokens, self.width, self.dtype = tokens, block_size + 1, tokens.dtype
-        self.views = [strided_rows(shard, block_size) for shard in tokens.shards]
+        self.views = [Rows(shard, block_size) for shard in tokens.shards]
         self.inside_rows = np.array([len(view) for view in self.views])
 
     def __getitem__(self, starts: np.ndarray) -> np.ndarray:
@@ -155,6 +174,9 @@ class ShardRows:
         for row in np.flatnonzero(~inside):
             out[row] = self._across(int(shard[row]), int(local[row]))
         return out
+
+    def items(self, starts: np.ndarray) -> np.ndarray:
+        return self[starts].view(np.dtype((np.void, self.width * self.dtype.itemsize)))[:, 0]
 
     def _across(self, shard: int, local: int) -> np.ndarray:
         pieces, needed = [], self.width
@@ -188,11 +210,11 @@ def parse_dtype(dtype) -> np.dtype:
 
 
 
-def rows_view(tokens: "np.ndarray | ShardedTokens", block_size: int):
+def rows_view(tokens: "np.ndarray | ShardedTokens", block_size: int) -> "Rows | ShardRows":
     """rows[o] is tokens[o : o + T + 1], for a bin or a shard directory's stream."""
     if isinstance(tokens, ShardedTokens):
         return ShardRows(tokens, block_size)
-    return strided_rows(tokens, block_size)
+    return Rows(tokens, block_size)
 
 
 def mapped_pages(tokens: "np.ndarray | ShardedTokens") -> "MappedPages":
