@@ -33,6 +33,10 @@ atexit.register(shutil.rmtree, _HF_HOME, True)
 os.environ.update(HF_ENDPOINT=FAKE_HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=_HF_HOME)
 for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN"):
     os.environ.pop(_name, None)
+# gcsfs reads these when imported: the fake GCS server's needs (tests/support/gcs.py)
+from support.gcs import ENV as _GCS_ENV  # noqa: E402
+
+os.environ.update(_GCS_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +58,28 @@ def s3_env(moto_s3, monkeypatch):
     s3fs.S3FileSystem.clear_instance_cache()
     yield moto_s3
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs():
+    """One GCS server (gcp-storage-emulator's, on 127.0.0.1) for the session:
+    tests/support/gcs.py."""
+    from support.gcs import FakeGCS
+    server = FakeGCS().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gcs_env(fake_gcs, monkeypatch):
+    """gcsfs clients of this process reach the session's server, as they would reach any
+    emulator; each test's clients are new (fsspec caches them)."""
+    import gcsfs
+    for key, value in fake_gcs.env.items():
+        monkeypatch.setenv(key, value)
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    yield fake_gcs
+    gcsfs.GCSFileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="session")

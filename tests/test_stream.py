@@ -1,8 +1,8 @@
 """download.materialize: false: data/raw holds only source.json, which records every data file
 (size, the source's checksum, the object's version), and tokenize reads each file straight from
-its source at that commit or version: a Hub dataset (the session's fake Hub) or an s3://
-folder laid out like one (moto's S3 server). The bins are byte for byte those of the
-materialized path; a file that changed at its source is refused, never silently read; what
+its source at that commit or version: a Hub dataset (the session's fake Hub) or an s3:// or
+gs:// folder laid out like one (moto's S3 server, gcp-storage-emulator's GCS server). The bins
+are byte for byte those of the materialized path; a file that changed at its source is refused, never silently read; what
 cannot be streamed is refused with the fix. (Ray's tasks streaming from two nodes:
 tests/test_ray.py.)
 """
@@ -21,6 +21,7 @@ import yaml
 from conftest import FAKE_HUB, ROOT, make_project, run
 from support import shapes
 from support.fakehub import tree_of
+from support.gcs import BUCKET
 from support.s3 import CREDENTIALS
 from tokbin import remote
 from tokbin.errors import TokbinError
@@ -37,7 +38,9 @@ CASES = [("hub-parquet-subset", "fineweb_edu", "hub",
           dict(config="sample-10BT", splits=["train"])),
          ("hub-csv-in-git", "csv_valid", "hub", dict(splits=["train", "validation"])),
          ("s3-json-gz-configs", "c4", "s3", dict(splits=["train", "validation"])),
-         ("s3-txt-separator", "gpt4_txt", "s3", GPT4)]
+         ("s3-txt-separator", "gpt4_txt", "s3", GPT4),
+         ("gs-json-gz-configs", "c4", "gs", dict(splits=["train", "validation"])),
+         ("gs-parquet-subset", "fineweb_edu", "gs", dict(config="sample-10BT", splits=["train"]))]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +61,16 @@ def bucket(moto_s3, folders) -> str:
     return "s3://stream"
 
 
-def dataset_of(shape: str, where: str, bucket: str) -> str:
-    return f"stream/{shape}" if where == "hub" else f"{bucket}/{shape}"
+@pytest.fixture(scope="module")
+def gs_bucket(fake_gcs, folders) -> str:
+    """gs://stream: every shape under <shape>/ (the emulator keeps no old generations)."""
+    for name, folder in folders.items():
+        fake_gcs.put_folder(folder, f"gs://{BUCKET}/{name}")
+    return f"gs://{BUCKET}"
+
+
+def dataset_of(shape: str, where: str, buckets: dict[str, str]) -> str:
+    return f"stream/{shape}" if where == "hub" else f"{buckets[where]}/{shape}"
 
 
 def download(tmp_path: Path, name: str, dataset: str, copy: bool, splits, config=None,
@@ -84,8 +95,8 @@ def files_under(folder: Path) -> list[str]:
 @pytest.mark.parametrize("shape, where, arguments", [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_streamed_bins_are_byte_identical_to_materialized_ones_and_raw_holds_only_source_json(
-        folders, bucket, s3_env, tmp_path, shape, where, arguments):
-    dataset = dataset_of(shape, where, bucket)
+        folders, bucket, s3_env, gs_bucket, gcs_env, tmp_path, shape, where, arguments):
+    dataset = dataset_of(shape, where, {"s3": bucket, "gs": gs_bucket})
     copied, copy_record = download(tmp_path, "copied", dataset, True, **arguments)
     streamed, record = download(tmp_path, "streamed", dataset, False, **arguments)
     assert files_under(streamed) == ["source.json"]
@@ -107,6 +118,10 @@ def test_streamed_bins_are_byte_identical_to_materialized_ones_and_raw_holds_onl
         if where == "s3":  # a single-part upload's ETag is its md5
             assert (entry.checksum, entry.version) == (f"etag:{hashlib.md5(data).hexdigest()}",
                                                        None)
+        elif where == "gs":  # the object's ETag and generation, as GCS reports them
+            details = gcs_env.filesystem().info(f"{dataset}/{name}")
+            assert (entry.checksum, entry.version) == (f"etag:{details['etag']}",
+                                                       str(details["generation"]))
         elif name.endswith(".parquet"):  # stored in LFS: the Hub's sha256 of the content
             assert entry.checksum == f"sha256:{hashlib.sha256(data).hexdigest()}"
         else:  # kept in git: its blob id
@@ -115,33 +130,40 @@ def test_streamed_bins_are_byte_identical_to_materialized_ones_and_raw_holds_onl
         tokenize(copied, tmp_path / "from-raw", **arguments)
 
 
-@pytest.fixture
-def streamed_c4(folders, bucket, s3_env, tmp_path):
-    """c4 in a folder of the test's own (it may change it), downloaded with materialize:
-    false."""
-    url = s3_env.put_folder(folders["c4"], f"{bucket}/{tmp_path.name}/c4")
-    return download(tmp_path, "raw", url, False, ["train", "validation"])
+@pytest.fixture(params=["s3", "gs"])
+def streamed_c4(request, folders, bucket, gs_bucket, tmp_path):
+    """(the store, raw, its record): c4 in a folder of the test's own (it may change it) in
+    each object store, downloaded with materialize: false."""
+    store = request.getfixturevalue({"s3": "s3_env", "gs": "gcs_env"}[request.param])
+    root = {"s3": bucket, "gs": gs_bucket}[request.param]
+    url = store.put_folder(folders["c4"], f"{root}/{tmp_path.name}/c4")
+    return store, *download(tmp_path, "raw", url, False, ["train", "validation"])
 
 
-def test_an_object_changed_after_download_is_refused_before_any_output(
-        streamed_c4, moto_s3, tmp_path):
-    raw, record = streamed_c4
+def test_an_object_changed_after_download_is_refused_before_any_output(streamed_c4, tmp_path):
+    store, raw, record = streamed_c4
     changed = record.files["validation"][0]
     url = f"{record.stream.url}/{changed}"
-    moto_s3.put(url, moto_s3.get(url))  # the same bytes again: the same ETag, still accepted
-    tokenize(raw, tmp_path / "same", ["train", "validation"])
-    again, _ = download(tmp_path, "again", record.dataset, False, ["train", "validation"])
-    assert (again / "source.json").read_bytes() == (raw / "source.json").read_bytes()
-    moto_s3.put(url, b'{"text": "another document"}\n')
+    store.put(url, store.get(url))  # the same bytes again
+    if url.startswith("s3://"):  # the same ETag: still accepted
+        tokenize(raw, tmp_path / "same", ["train", "validation"])
+        again, _ = download(tmp_path, "again", record.dataset, False, ["train", "validation"])
+        assert (again / "source.json").read_bytes() == (raw / "source.json").read_bytes()
+    else:  # a new generation: the recorded one is no longer what GCS serves
+        with pytest.raises(TokbinError, match=rf"{changed} changed at its source.*version \d+; "
+                                              r"now: \d+ bytes, etag:\S+, version \d+"):
+            tokenize(raw, tmp_path / "tokens", ["train", "validation"])
+    store.put(url, b'{"text": "another document"}\n')
     with pytest.raises(TokbinError, match=rf"{changed} changed at its source since the download "
-                                          r"stage recorded it \(recorded: \d+ bytes, etag:\w+; "
-                                          r"now: \d+ bytes, etag:\w+\).*dvc repro --force "
+                                          r"stage recorded it \(recorded: \d+ bytes, etag:[^;]+; "
+                                          r"now: \d+ bytes, etag:[^)]+\).*dvc repro --force "
                                           "download"):
         tokenize(raw, tmp_path / "tokens", ["train", "validation"])
     assert not (tmp_path / "tokens").exists()
-    moto_s3.client().delete_object(Bucket="stream", Key=url.removeprefix("s3://stream/"))
+    store.delete(url)
     with pytest.raises(TokbinError, match=rf"{changed} is no longer at its source"):
         tokenize(raw, tmp_path / "tokens", ["train", "validation"])
+    assert not (tmp_path / "tokens").exists()
 
 
 def test_an_object_replaced_while_it_is_read_fails_the_read(bucket, s3_env, tmp_path,
@@ -224,7 +246,7 @@ def test_what_cannot_be_streamed_is_refused_with_the_fix(bucket, s3_env, tmp_pat
 
 def test_source_json_without_a_stream_is_the_materialized_one_byte_for_byte(streamed_c4,
                                                                             tmp_path):
-    raw, record = streamed_c4
+    _, raw, record = streamed_c4
     body = json.loads((raw / "source.json").read_text())
     del body["stream"]  # what a materialize: true download writes: the fields it always had
     copied, _ = download(tmp_path, "copied", record.dataset, True, ["train", "validation"])
@@ -250,8 +272,8 @@ tokenize_dataset(Path(sys.argv[1]), Path(sys.argv[2]), ["train", "validation"], 
 
 
 def test_worker_processes_stream_too_with_the_same_bins(folders, streamed_c4, tmp_path):
-    raw, _ = streamed_c4
-    # A new interpreter: its worker processes start from this environment (the S3 endpoint).
+    _, raw, _ = streamed_c4
+    # A new interpreter: its worker processes start from this environment (the store's endpoint).
     ran = subprocess.run([sys.executable, "-c", WORKER_PROCESSES, str(raw),
                           str(tmp_path / "procs")], cwd=ROOT, check=True, capture_output=True,
                          text=True, env={**os.environ, "TOKBIN_WORKERS": "2"})

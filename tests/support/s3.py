@@ -64,3 +64,7 @@ class MotoS3:
     def get(self, url: str) -> bytes:
         bucket, _, key = url.removeprefix("s3://").partition("/")
         return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def delete(self, url: str) -> None:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        self.client().delete_object(Bucket=bucket, Key=key)
