@@ -18,7 +18,7 @@ ENV = {"NO_GCE_CHECK": "true", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 class FakeGCS:
     def __init__(self):
         from gcp_storage_emulator.server import create_server
-        with socket.socket() as s:  # a free port: the emulator takes no port 0
+        with socket.socket() as s:  # a free port, picked here: the emulator does not report its own
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{port}"
