@@ -51,9 +51,9 @@ def gather_segments(tokens: "np.ndarray | ShardedTokens", src: np.ndarray, out: 
     x is copied in cells of CELL_TOKENS consecutive tokens: a cell is an item of a row view
     (tokbin.tokens.row_items), gathered like a token batch's rows, and written to an
     overlapping view of x in increasing `out`, so that what the last cell of a segment copies
-    past its end is overwritten by the segments after it. Whole-row copies beat a per-token index (np.take) here by a wide
-    margin. y is x shifted by one, but for each segment's last target, read apart (it is
-    next to the cell just read). `touched(cells)` follows every step
+    past its end is overwritten by the segments after it. Whole-row copies beat a per-token
+    index (np.take) here by a wide margin. y is x shifted by one, but for each segment's last
+    target, read apart (it is next to the cell just read). `touched(cells)` follows every step
     (tokbin.tokens.MappedPages)."""
     width = CELL_TOKENS
     ids = np.empty((2, total + width), tokens.dtype)
