@@ -2,9 +2,9 @@
 (size, the source's checksum, the object's version), and tokenize reads each file straight from
 its source at that commit or version: a Hub dataset (the session's fake Hub) or an s3:// or
 gs:// folder laid out like one (moto's S3 server, gcp-storage-emulator's GCS server). The bins
-are byte for byte those of the materialized path; a file that changed at its source is refused, never silently read; what
-cannot be streamed is refused with the fix. (Ray's tasks streaming from two nodes:
-tests/test_ray.py.)
+are byte for byte those of the materialized path; a file that changed at its source is
+refused, never silently read; what cannot be streamed is refused with the fix. (Ray's tasks
+streaming from two nodes: tests/test_ray.py.)
 """
 from __future__ import annotations
 
