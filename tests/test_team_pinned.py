@@ -59,6 +59,26 @@ def test_the_workspace_head_and_dvc_cache_are_left_untouched(team, consumer, tmp
     assert workspace_bin == team.versions["data-v2"]["data/train.bin"]
 
 
+def test_a_pinned_copy_is_its_own_file_not_a_link_to_the_projects_dvc_cache(team, consumer,
+                                                                            tmp_path):
+    # With cache.type hardlink,symlink DVC links a cached object instead of copying it: a write
+    # into such a "copy" (root ignores its read-only bits) would damage the cache and the
+    # workspace, and fetching it again would read the same damaged object.
+    run(["dvc", "pull", "binarize"], consumer)  # the repo's cache holds data-v2's objects
+    workspace = consumer / "data" / "train.bin"
+    mode = workspace.stat().st_mode
+    local = pinned_path("data-v2", repo=consumer, cache_dir=tmp_path / "pinned")
+    assert not local.is_symlink() and local.stat().st_nlink == 1
+    assert local.stat().st_ino != workspace.stat().st_ino
+    assert workspace.stat().st_mode == mode  # the read-only bit went on the copy alone
+    local.chmod(0o644)
+    with open(local, "r+b") as f:
+        f.write(b"\xff\xff")
+    assert workspace.read_bytes() == team.versions["data-v2"]["data/train.bin"]
+    again = pinned_path("data-v2", repo=consumer, cache_dir=tmp_path / "pinned")
+    assert again.read_bytes() == team.versions["data-v2"]["data/train.bin"]
+
+
 def test_a_second_call_reuses_the_local_copy_without_fetching(team, consumer, tmp_path):
     first = pinned_path("data-v1", repo=consumer, cache_dir=tmp_path / "pinned")
     shutil.rmtree(remote_of(consumer))  # nothing left to fetch from

@@ -184,6 +184,7 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
         # DVC lists no size for a file inside a directory output: the md5 check decides
         size_ok = out["size"] in (None, local.stat().st_size)
         if size_ok and (not verify or file_md5(local) == out["md5"]):
+            _own_copy(local)
             return
         log.warning("%s does not match %s at %s (md5 %s): fetching it again", local, repo_path,
                     rev, out["md5"])
@@ -192,6 +193,7 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
     with atomic_path(local) as tmp:
         try:
             fs.get_file(repo_path, os.fspath(tmp))
+            _own_copy(tmp)
         except RemoteNotFoundError as e:
             raise TokbinError(f"{e}; `dvc remote list` shows the remotes (remote=None uses "
                               "the default)") from None
@@ -208,3 +210,14 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
                               "copy; re-push it from a clone that has the right data "
                               "(`dvc push`), or rebuild it (`dvc repro`)")
         tmp.chmod(0o444)  # a pinned version is read-only: a stray write would corrupt it
+
+
+def _own_copy(path: Path) -> None:
+    """Makes `path` a file of its own where DVC linked it to its cache (cache.type hardlink or
+    symlink): a write into the pinned copy, or its chmod, would otherwise change the cached
+    object and every workspace file linked to it."""
+    if not path.is_symlink() and path.stat().st_nlink == 1:
+        return
+    with atomic_path(path) as copy:
+        shutil.copyfile(path, copy)
+        copy.chmod(0o444)
