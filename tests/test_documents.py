@@ -273,6 +273,45 @@ def test_a_batch_changed_in_place_changes_no_later_batch(corpus, sampling, align
     assert all(a.equal(b) for a, b in zip(kept, (x, y, docs.cu_seqlens, docs.position_ids)))
 
 
+@pytest.mark.parametrize("change", [+7, -7])
+def test_a_state_whose_epoch_rows_are_not_this_datas_is_refused_by_a_fresh_loader(corpus,
+                                                                                  change):
+    # a fresh loader is the usual resume; it must check the counts it is handed, not only a
+    # loader that has already counted its epochs
+    path, _ = corpus
+
+    def make():
+        return BinLoader(path, 4, 16, sampling="epoch", align="document")
+    loader = make()
+    take(loader, -(-loader.windows_per_epoch // 4) + 3)  # into epoch 1
+    state = loader.state_dict()
+    assert len(state["epoch_rows"]) == 1
+    edited = {**state, "epoch_rows": [state["epoch_rows"][0] + change]}
+    with pytest.raises(TokbinError, match="epoch_rows disagree with this data's epochs"):
+        make().load_state_dict(edited)
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.next_batch()[0].equal(loader.next_batch()[0])
+
+
+@pytest.mark.parametrize("sampling, align", MODES)
+def test_numpy_integer_arguments_give_a_state_of_plain_ints(corpus, sampling, align):
+    # torch.load(weights_only=True), torch's default, and json refuse numpy scalars
+    import io
+    import json
+    path, _ = corpus
+    loader = BinLoader(path, np.int64(4), np.int64(16), sampling=sampling, align=align,
+                       seed=np.int64(7))
+    loader.load_state_dict({**loader.state_dict(), "batches": np.int64(3)})
+    take(loader, 2)
+    state = loader.state_dict()
+    json.dumps(state)
+    buffer = io.BytesIO()
+    torch.save({"loader": state}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["loader"] == state
+
+
 def test_a_state_from_another_alignment_is_refused(corpus):
     path, _ = corpus
     state = BinLoader(path, 4, 16).state_dict()

@@ -97,9 +97,12 @@ class BinLoader:
             raise TokbinError(f"return_documents must be True or False, got {return_documents!r}")
         self.rank, self.world_size = _rank_and_world_size(rank, world_size)
         self.path = Path(path)
-        self.batch_size, self.block_size, self.sampling, self.seed = (batch_size, block_size,
-                                                                      sampling, seed)
-        self.prefetch, self.align, self.return_documents = prefetch, align, return_documents
+        # plain ints: a state_dict of numpy scalars is refused by json and torch.load's default
+        self.batch_size, self.block_size, self.sampling, self.seed = (int(batch_size),
+                                                                      int(block_size), sampling,
+                                                                      int(seed))
+        self.prefetch, self.align, self.return_documents = int(prefetch), align, return_documents
+        batch_size, block_size, seed = self.batch_size, self.block_size, self.seed
         tokens = open_tokens(self.path, dtype)
         self.dtype = tokens.dtype
         self.tokens = len(tokens)
@@ -224,7 +227,7 @@ class BinLoader:
         self._stop_prefetch()
         if "epoch_rows" in state and self.align == "document" and self.sampling == "epoch":
             self._offsets.resume(state["epoch_rows"])
-        self._batches = batches
+        self._batches = int(batches)
 
     def _identity(self) -> dict:
         identity = {"tokens": self.tokens, "batch_size": self.batch_size,

@@ -88,7 +88,8 @@ class EpochDocuments:
         self._epoch_ends = [0]           # the stream's first row of each epoch, then the next
         self._lock = threading.Lock()  # the prefetch thread and BinLoader.epoch both count
         self._last = (0, 0, 0)  # (epoch, its first row in the stream, the next epoch's)
-        if self.plan(0).rows == 0:
+        self._count_rows(0)  # known from the start: a resumed state's counts are checked on it
+        if self.epoch_rows[0] == 0:
             raise TokbinError(f"{path}: no window of block_size {block_size} tokens that starts "
                               f"at a document is left for every one of {world_size} rank(s); "
                               "use a smaller block_size, fewer ranks or more data")
