@@ -151,6 +151,28 @@ def test_verify_fails_on_a_document_index_that_does_not_mark_the_documents(tokbi
     assert_verify_fails(tokbin, repo, "train.docs is missing")
 
 
+def test_verify_without_dvc_lock_still_finds_an_edited_index_and_an_edited_eot_policy(
+        tokbin, repo, tmp_path):
+    # no dvc.lock to compare md5s with: meta.json's CRC-32 of the index, and the rule that
+    # eot none places no end-of-text id, are what is left
+    data = Path(shutil.copytree(repo / "data", tmp_path / "elsewhere" / "data",
+                                ignore=shutil.ignore_patterns("raw", "tokens")))
+    offsets = np.fromfile(data / "train.docs", dtype="<i8")
+    moved = offsets.copy()
+    moved[50] += 1  # the same size, first and last entries, still increasing
+    docs = data / "train.docs"
+    docs.chmod(0o644)
+    moved.tofile(docs)
+    assert_verify_fails(tokbin, data.parent, "train.docs: its CRC-32",
+                        "the document index changed after it was written", "copy the data again")
+    offsets.astype("<i8").tofile(docs)
+    assert tokbin(data.parent, "verify").returncode == 0
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "eot": "none"}))
+    assert_verify_fails(tokbin, data.parent, "train.bin: 200 end-of-text ids (50256) but "
+                        "meta.json says eot: none")
+
+
 def test_verify_without_dvc_lock_checks_meta_json_only_and_says_so(tokbin, repo, tmp_path):
     bare = Path(shutil.copytree(repo / "data", tmp_path / "elsewhere" / "data",
                                 ignore=shutil.ignore_patterns("raw", "tokens")))

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from conftest import write_parquet_dataset
 from test_loader import position_tokens
 from tokbin import BinLoader, TokbinError
 from tokbin.binarize import binarize
+from tokbin.crc import crc32_hex
 from tokbin.format import DOCS_DTYPE, Meta, Source, SplitInfo, write_meta
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
@@ -52,6 +54,7 @@ def test_the_document_index_has_every_document_s_start_for_every_eot_policy(tmp_
     lengths = [len(tiktoken.get_encoding("gpt2").encode_ordinary(t)) + (eot != "none")
                for t in TEXTS]  # independently of tokbin
     assert info.docs == "train.docs" and offsets.tolist() == [0, *itertools.accumulate(lengths)]
+    assert info.docs_crc32 == crc32_hex(zlib.crc32(offsets.tobytes()))  # what readers check
     ids = np.fromfile(tmp_path / "tokens" / "train.bin", dtype="<u2")
     if eot == "prepend":
         assert (ids[offsets[:-1]] == EOT).all()
@@ -73,7 +76,7 @@ def write_documents(folder: Path, lengths: list[int], eot: str = "prepend",
     tokens.tofile(folder / f"{name}.bin")
     offsets.astype(DOCS_DTYPE).tofile(folder / f"{name}.docs")
     info = SplitInfo(f"{name}.bin", len(tokens), len(lengths), 2 * len(tokens),
-                     docs=f"{name}.docs")
+                     docs=f"{name}.docs", docs_crc32=crc32_hex(zlib.crc32(offsets.tobytes())))
     write_meta(folder, Meta("gpt2", 1 << 16, 0, eot, "uint16", Source("test", None, None),
                             {name: info}))
     return folder / f"{name}.bin", offsets
@@ -373,10 +376,27 @@ def test_document_batches_need_the_document_index(tmp_path):
     assert BinLoader(bare, 2, 8, dtype="uint16").next_batch()[0].shape == (2, 8)
 
 
+@pytest.mark.parametrize("eot", ["prepend", "none"])
+def test_a_document_index_that_is_not_the_one_meta_json_records_is_refused(tmp_path, eot):
+    # the same documents in another order: the right size, first and last entries and order,
+    # and with eot none nothing in the bin to tell; only the CRC-32 meta.json records does
+    lengths = lengths_of(4, 60, 30)
+    path, offsets = write_documents(tmp_path, lengths, eot=eot)
+    swapped = [lengths[1], lengths[0], *lengths[2:]]
+    assert swapped != lengths
+    np.concatenate([[0], np.cumsum(swapped)]).astype(DOCS_DTYPE).tofile(tmp_path / "train.docs")
+    for options in (dict(align="document"), dict(return_documents=True)):
+        with pytest.raises(TokbinError, match=r"train\.docs: its CRC-32 .* differs from the .* "
+                                              r"meta\.json records.*tokbin repair"):
+            BinLoader(path, 2, 8, **options)
+    BinLoader(path, 2, 8)  # token batches read no index
+
+
 def test_a_document_index_from_before_tokbin_wrote_one_says_to_rebuild(tmp_path):
     path, _ = write_documents(tmp_path, [10] * 20)
     meta = (tmp_path / "meta.json").read_text()
-    (tmp_path / "meta.json").write_text(re.sub(r',\s*"docs": "train.docs"', "", meta))
+    (tmp_path / "meta.json").write_text(re.sub(r',\s*"docs": "train.docs",\s*"docs_crc32": "\w+"',
+                                               "", meta))
     with pytest.raises(TokbinError, match="lists no document index for split 'train'.*dvc repro"):
         BinLoader(path, 2, 8, align="document")
 

@@ -143,7 +143,7 @@ def test_empty_documents_count_and_get_their_eot(tmp_path):
 def test_meta_json_describes_the_bins(tmp_path):
     meta, out = build(tmp_path)
     raw = json.loads((out / "meta.json").read_text())
-    assert raw["format"] == "tokbin" and raw["version"] == 4 and raw["bin_format"] == "nanogpt"
+    assert raw["format"] == "tokbin" and raw["version"] == 5 and raw["bin_format"] == "nanogpt"
     assert (raw["encoding"], raw["n_vocab"], raw["eot_token"], raw["eot"], raw["dtype"]) == (
         "gpt2", 50257, 50256, "append", "uint16")
     assert raw["tokenizer"] == {"kind": "tiktoken", "file": None, "sha256": None, "hub": None,

@@ -257,25 +257,30 @@ def test_a_valid_meta_json_parses_in_every_format_version():
     assert Meta.from_json(json.dumps(VALID_META)).n_vocab == 50257  # version 1: headerless
     meta = dataclasses.replace(Meta.from_json(json.dumps(VALID_META)), bin_format="llmc",
                                splits={"train": SplitInfo("train.bin", 3, 1, 6 + 1024,
-                                                          docs="train.docs")})
+                                                          docs="train.docs",
+                                                          docs_crc32="0123abcd")})
     written = json.loads(meta.to_json())  # the current version: bin_format and docs
-    assert (written["version"], written["bin_format"]) == (4, "llmc")
+    assert (written["version"], written["bin_format"]) == (5, "llmc")
     assert written["splits"]["train"]["docs"] == "train.docs"
+    assert written["splits"]["train"]["docs_crc32"] == "0123abcd"
     assert Meta.from_json(meta.to_json()) == meta and meta.header_bytes == 1024
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.pop("bin_format"), "version 4 needs a field 'bin_format'"),
+    (lambda m: m.pop("bin_format"), "version 5 needs a field 'bin_format'"),
     (lambda m: m.update(bin_format="pickle"), "bin_format 'pickle' is not one of"),
     (lambda m: m["splits"]["train"].update(docs="../x.docs"), "plain file name"),
     (lambda m: m["splits"]["train"].update(docs=None), "field 'docs' is None"),
     (lambda m: m["splits"]["train"].update(bytes=6), r"size \+ 1024 header bytes"),
+    (lambda m: m["splits"]["train"].update(docs_crc32="XYZ"), "docs_crc32 must be 8 lowercase"),
+    (lambda m: m["splits"]["train"].pop("docs"), "docs_crc32 without docs"),
 ], ids=["no bin_format", "unknown bin_format", "index outside the folder", "null index",
-        "llmc bytes without the header"])
+        "llmc bytes without the header", "bad index CRC-32", "index CRC-32 without an index"])
 def test_a_current_meta_json_refuses_a_missing_or_bad_format_and_index(change, message):
     meta = dataclasses.replace(Meta.from_json(json.dumps(VALID_META)), bin_format="llmc",
                                splits={"train": SplitInfo("train.bin", 3, 1, 6 + 1024,
-                                                          docs="train.docs")})
+                                                          docs="train.docs",
+                                                          docs_crc32="0123abcd")})
     raw = json.loads(meta.to_json())
     change(raw)
     with pytest.raises(TokbinError, match=message):
@@ -294,7 +299,7 @@ def test_a_current_meta_json_refuses_a_missing_or_bad_format_and_index(change, m
     (lambda m: m["splits"]["train"].update(tokens=[3]), "field 'tokens' has the wrong type"),
     (lambda m: m.update(dtype="float32"), "dtype 'float32' is not one of"),
     (lambda m: m.update(format="pickle"), "format is 'pickle'"),
-    (lambda m: m.update(version=5), "format version 5 is not supported"),
+    (lambda m: m.update(version=6), "format version 6 is not supported"),
     (lambda m: m.update(bin_format="nanogpt"), "version 1 has no field 'bin_format'"),
     (lambda m: m["splits"]["train"].update(file="../../etc/passwd"), "plain file name"),
     (lambda m: m["splits"]["train"].update(crc32="1C291CA3"), "crc32 must be 8 lowercase hex"),

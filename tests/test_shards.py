@@ -80,11 +80,11 @@ def test_unsharded_meta_json_lists_no_shards_and_sharded_lists_shards(tokens, tm
     binarized(tokens, tmp_path / "single", 0)
     single = json.loads((tmp_path / "single" / "meta.json").read_text())
     assert set(single["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "crc32",
-                                              "docs"}
+                                              "docs", "docs_crc32"}
     binarized(tokens, tmp_path / "sharded", 50)
     sharded = json.loads((tmp_path / "sharded" / "meta.json").read_text())
     assert set(sharded["splits"]["train"]) == {"file", "tokens", "documents", "bytes", "crc32",
-                                               "docs", "shards"}
+                                               "docs", "docs_crc32", "shards"}
     assert set(sharded["splits"]["train"]["shards"][0]) == {"file", "tokens", "documents",
                                                             "bytes", "crc32"}
     # the split's CRC-32 is the single bin's: the shards concatenated are its bytes

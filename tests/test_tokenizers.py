@@ -21,7 +21,7 @@ from conftest import write_parquet_dataset
 from support.text_classes import LITERAL_SPECIALS, hostile_documents
 from support.tokenizer_fixtures import LLAMA3_GOLDEN, reference_ids, stories
 from tokbin.errors import TokbinError
-from tokbin.format import read_meta
+from tokbin.format import FORMAT_VERSION, read_meta
 from tokbin.tokenize import tokenize_dataset
 from tokbin.tokenizer_spec import LLAMA3_PATTERN, resolve_tokenizer
 from tokbin.vocab import load_vocabulary
@@ -355,7 +355,8 @@ def test_meta_json_records_the_tokenizer_strictly(change, fragment):
     meta = Meta.from_json(json.dumps(V3_META))
     assert meta.tokenizer.hub == HubFile("acme/tok", "v1", "1" * 40)
     # written back as the current version, which adds the bins' format
-    assert json.loads(meta.to_json()) == {**V3_META, "version": 4, "bin_format": "nanogpt"}
+    assert json.loads(meta.to_json()) == {**V3_META, "version": FORMAT_VERSION,
+                                          "bin_format": "nanogpt"}
     damaged = json.loads(json.dumps(V3_META))
     change(damaged)
     with pytest.raises(TokbinError, match=fragment):

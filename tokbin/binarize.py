@@ -20,6 +20,7 @@ import errno
 import itertools
 import os
 import shlex
+import zlib
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -69,10 +70,10 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
             else:
                 written = write_bin(tokens, chunks, outputs.enter_context(atomic_path(
                     out_dir / info.file)), tokens_meta, info, dtype, bin_format)
-            write_docs(doclens, tokens_meta.eot, outputs.enter_context(atomic_path(
+            docs_crc32 = write_docs(doclens, tokens_meta.eot, outputs.enter_context(atomic_path(
                 out_dir / docs_file(split))), info.tokens, info.doclens_crc32)
             splits[split] = dataclasses.replace(written, docs=docs_file(split),
-                                                doclens_crc32=None)
+                                                docs_crc32=docs_crc32, doclens_crc32=None)
     meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits, bin_format=bin_format)
     write_meta(out_dir, meta)
     return meta
@@ -121,19 +122,22 @@ def write_bin(tokens: Path, chunks: Iterator[np.ndarray], dest: Path, tokens_met
                                crc32=crc32)
 
 
-def write_docs(doclens: Path, eot: str, dest: Path, tokens: int, crc32: str | None) -> None:
+def write_docs(doclens: Path, eot: str, dest: Path, tokens: int, crc32: str | None) -> str:
     """The split's document index, from its documents' lengths (the doclens file, of CRC-32
-    `crc32`), written to the new file `dest`."""
+    `crc32`), written to the new file `dest`; returns the index's CRC-32."""
     with open(dest, "wb") as out:
-        end = 0
+        end, crc = 0, 0
         for offsets in document_offsets(read_checked(doclens, DOCLENS_DTYPE, crc32),
                                         eot != "none"):
-            out.write(offsets.astype(DOCS_DTYPE, copy=False).tobytes())
+            data = offsets.astype(DOCS_DTYPE, copy=False).tobytes()
+            out.write(data)
+            crc = zlib.crc32(data, crc)
             end = int(offsets[-1]) if len(offsets) else end
         if end != tokens:
             raise TokbinError(f"{doclens} adds up to {end} tokens, not the split's {tokens}: the "
                               "tokenized data is damaged; rebuild with `dvc repro --force "
                               "tokenize`")
+    return crc32_hex(crc)
 
 
 def binarize_stage(dvc_yaml: Path) -> tuple[list[Path], list[Path]]:

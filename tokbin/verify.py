@@ -1,9 +1,9 @@
 """python -m tokbin verify: each bin listed in meta.json present, the size meta.json gives
 (and llm.c's header: magic, version, count), every id below n_vocab, one end-of-text id per
-document (eot append/prepend), the CRC-32 meta.json records; the split's document index (its
-size and order, and with eot append/prepend that every document starts where its end-of-text
-id says); and the md5 that `dvc.lock` records for each file when the folder is inside a DVC
-project.
+document (eot append/prepend; none with eot none), the CRC-32 meta.json records; the split's
+document index (its size and order, its CRC-32, and with eot append/prepend that every
+document starts where its end-of-text id says); and the md5 that `dvc.lock` records for each
+file when the folder is inside a DVC project.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import numpy as np
 from tokbin.crc import crc32_hex
 from tokbin.dvclock import file_md5, find_dvc_lock, lock_outputs
 from tokbin.errors import TokbinError
-from tokbin.format import (DOCS_DTYPE, META_FILENAME, REPAIR, Meta, docs_problem, meta_path,
-                           open_bin, read_chunks, read_meta)
+from tokbin.format import (DOCS_DTYPE, META_FILENAME, REPAIR, Meta, docs_crc_problem,
+                           docs_problem, meta_path, open_bin, read_chunks, read_meta)
 
 COPY_AGAIN = "copy the data again from where it came (no dvc.lock above it to repair it from)"
 
@@ -75,17 +75,21 @@ def recorded_md5s(lock: Path) -> dict[Path, str]:
             if not out["md5"].endswith(".dir")}
 
 
-def split_problems(folder: Path, meta: Meta, split: str, fix: str) -> list[str]:
+def split_problems(folder: Path, meta: Meta, split: str, fix: str, bare: bool = False
+                   ) -> list[str]:
     """What is wrong with one split's bin (or shard bins) against meta.json, each ending with
-    `fix`; empty when nothing."""
+    `fix`; empty when nothing. `bare`: a bin without meta.json, whose eot policy is unknown."""
     info = meta.splits[split]
     problems, eot_count, unread, docs, offset, misplaced = [], 0, 0, None, 0, (-1, "")
     if info.docs is not None:
         problem = docs_problem(folder / info.docs, info)
         if problem:
             problems.append(f"{problem}; {fix}")
-        elif meta.eot != "none" and info.documents:
-            docs = np.memmap(folder / info.docs, dtype=DOCS_DTYPE, mode="r")
+        else:
+            problem = docs_crc_problem(folder / info.docs, info)
+            problems += [f"{problem}; {fix}"] if problem else []
+            if meta.eot != "none" and info.documents:  # where the bins disagree, said too
+                docs = np.memmap(folder / info.docs, dtype=DOCS_DTYPE, mode="r")
     for relative, bin_info in info.bins():
         path, offset = folder / relative, offset + bin_info.tokens
         if not path.is_file():
@@ -113,6 +117,11 @@ def split_problems(folder: Path, meta: Meta, split: str, fix: str) -> list[str]:
     if not unread and meta.eot != "none" and eot_count != info.documents:
         problems.append(f"{info.file}: {eot_count} end-of-text ids but meta.json says "
                         f"{info.documents} documents (eot: {meta.eot}): the bin does not match "
+                        f"its meta.json; {fix}")
+    elif not unread and meta.eot == "none" and eot_count and not bare:
+        # a document's special-token text is encoded as text: only eot places the id
+        problems.append(f"{info.file}: {eot_count} end-of-text ids ({meta.eot_token}) but "
+                        "meta.json says eot: none, which places none: the bin does not match "
                         f"its meta.json; {fix}")
     elif misplaced[0] >= 0:
         problems.append(f"{info.docs} and {misplaced[1]} disagree at token {misplaced[0]:,} of "
@@ -148,7 +157,7 @@ def verify(data: Path, meta: Meta | None = None) -> int:
     lock = find_dvc_lock(folder.resolve())
     problems = []
     for split, info in meta.splits.items():
-        found = split_problems(folder, meta, split, REPAIR if lock else COPY_AGAIN)
+        found = split_problems(folder, meta, split, REPAIR if lock else COPY_AGAIN, bare)
         problems += found
         if not found:
             documents = "" if bare else f", {info.documents:,} documents"

@@ -12,11 +12,13 @@ without the end-of-text id, as little-endian uint32, in document order.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from tokbin.crc import crc32_hex
 from tokbin.errors import TokbinError
 from tokbin.format.bins import read_chunks
 from tokbin.format.meta import Meta, SplitInfo, meta_path
@@ -70,6 +72,21 @@ def docs_problem(path: Path, info: SplitInfo, offsets: np.ndarray | None = None)
     return None
 
 
+def docs_crc_problem(path: Path, info: SplitInfo, offsets: np.ndarray | None = None) -> str | None:
+    """Where meta.json records the index's CRC-32 (docs_crc32): a mismatch (an index of the
+    right shape can still be another build's or edited, and with eot none nothing in the bins
+    marks a boundary to check it against), or None."""
+    if info.docs_crc32 is None:
+        return None
+    crc = 0
+    for chunk in read_chunks(path, DOCS_DTYPE) if offsets is None else [offsets]:
+        crc = zlib.crc32(chunk, crc)
+    if crc32_hex(crc) == info.docs_crc32:
+        return None
+    return (f"{path}: its CRC-32 {crc32_hex(crc)} differs from the {info.docs_crc32} meta.json "
+            "records: the document index changed after it was written")
+
+
 def read_docs(folder: Path, meta: Meta, split: str) -> np.ndarray:
     """A split's document index (int64 [documents + 1]), checked against meta.json."""
     info = meta.splits[split]
@@ -79,7 +96,7 @@ def read_docs(folder: Path, meta: Meta, split: str) -> np.ndarray:
                           f"`dvc repro` (binarize then writes {docs_file(split)})")
     path = folder / info.docs
     offsets = np.fromfile(path, DOCS_DTYPE) if path.is_file() else None  # read once, checked
-    problem = docs_problem(path, info, offsets)
+    problem = docs_problem(path, info, offsets) or docs_crc_problem(path, info, offsets)
     if problem:
         raise TokbinError(f"{problem}; in its DVC project `python -m tokbin repair` restores "
                           "it, `dvc pull binarize` fetches it")

@@ -4,7 +4,7 @@
 
     {
       "format": "tokbin",            # always this string
-      "version": 4,                  # FORMAT_VERSION; readers refuse versions they don't know
+      "version": 5,                  # FORMAT_VERSION; readers refuse versions they don't know
       "encoding": "gpt2",            # tokenize.encoding as given: a tiktoken encoding name,
                                      # hf:<model id>[@<revision>], or a tokenizer file's path
       "n_vocab": 50257,              # every id in the bins is < n_vocab
@@ -26,7 +26,8 @@
                            "documents": 4,               # documents in the file
                            "bytes": 246,                 # tokens * itemsize (+ 1024: llmc)
                            "crc32": "1c291ca3",          # zlib CRC-32 of the file's bytes
-                           "docs": "train.docs"}},       # its document index (binarize's)
+                           "docs": "train.docs",         # its document index (binarize's)
+                           "docs_crc32": "5e0d3b2a"}},   # zlib CRC-32 of the index's bytes
       "holdout": null,               # or {"fraction": 0.0005, "seed": 2357}: see below
       "tokenizer": {"kind": "tiktoken",  # tiktoken (an encoding name) | tiktoken_rank_file |
                                          # tokenizer_json | sentencepiece
@@ -47,9 +48,10 @@ existed); readers take them as null. ``tokenizer`` is absent from version 1 and 
 ``crc32`` is computed while the file is written (tokbin.crc), so a reader can tell the bytes on
 disk are the ones the writer wrote; it is optional (version 1 files, a meta.json made by hand
 have none), and every stage writes it. ``bin_format`` is required from version 4 on, absent
-before (nanogpt); ``docs`` is in binarize's meta.json only, and ``doclens_crc32`` (the CRC-32
-of the split's doclens file, so that binarize publishes no document index from a doclens
-changed since) in tokenize's only.
+before (nanogpt); ``docs`` is in binarize's meta.json only, with ``docs_crc32`` from version 5
+on (optional like ``crc32``: readers check the index against it where it is set), and
+``doclens_crc32`` (the CRC-32 of the split's doclens file, so that binarize publishes no
+document index from a doclens changed since) in tokenize's only.
 
 **holdout** (``download.holdout``): the ``validation`` split holds the documents of the dataset's
 train split that are *held out*, the ``train`` split the others, each in dataset order. A
@@ -121,6 +123,7 @@ class SplitInfo:
     crc32: str | None = None  # of the bytes, as written (None: not recorded)
     shards: tuple["SplitInfo", ...] | None = None  # a shard directory's bins, in order
     docs: str | None = None  # the document index file (binarize's meta.json only)
+    docs_crc32: str | None = None  # of the document index file, where `docs` is set
     doclens_crc32: str | None = None  # of the doclens file (tokenize's meta.json only)
 
     def bins(self) -> list[tuple[str, "SplitInfo"]]:
@@ -187,7 +190,7 @@ class Meta:
         body.update(fields)
         for split in body["splits"].values():  # optional fields only where they are set
             for entry in [split, *(split["shards"] or [])]:
-                for optional in ("shards", "crc32", "docs", "doclens_crc32"):
+                for optional in ("shards", "crc32", "docs", "docs_crc32", "doclens_crc32"):
                     if entry[optional] is None:
                         del entry[optional]
         return json.dumps(body, indent=2) + "\n"
@@ -244,14 +247,16 @@ def _parse_tokenizer(raw, where: str) -> TokenizerRecord:
 
 def _parse_split(raw, dtype: str, header: int, where: str, shard: bool = False) -> SplitInfo:
     fields = dict(exact_fields(raw, SplitInfo, where))
-    for key in ("crc32", "doclens_crc32"):
+    for key in ("crc32", "docs_crc32", "doclens_crc32"):
         if key in fields and not re.fullmatch("[0-9a-f]{8}", str(fields[key])):
             raise TokbinError(f"{where}.{key} must be 8 lowercase hex digits, got "
                               f"{fields[key]!r}; the file is damaged")
-    for key in ("shards", "docs", "doclens_crc32"):  # in some entries, never as null
+    for key in ("shards", "docs", "docs_crc32", "doclens_crc32"):  # some entries, never null
         if key in fields and (fields[key] is None or shard):
             raise TokbinError(f"{where}: field {key!r} is {fields[key]!r} where it cannot be; "
                               f"it was not written by this version of tokbin: {REBUILD}")
+    if "docs_crc32" in fields and "docs" not in fields:
+        raise TokbinError(f"{where}: docs_crc32 without docs; the file is damaged: {REBUILD}")
     if "shards" in fields:
         shards = tuple(_parse_split(s, dtype, header, f"{where}.shards[{i}]", shard=True)
                        for i, s in enumerate(fields["shards"]))

@@ -10,8 +10,9 @@ from tokbin import schema
 from tokbin.errors import TokbinError
 
 FORMAT_NAME = "tokbin"
-FORMAT_VERSION = 4
-READS_VERSIONS = (1, 2, 3, 4)  # 2 added crc32, 3 "tokenizer", 4 bin_format and the index
+FORMAT_VERSION = 5
+# 2 added crc32, 3 "tokenizer", 4 bin_format and the index, 5 the index's docs_crc32
+READS_VERSIONS = (1, 2, 3, 4, 5)
 META_FILENAME = "meta.json"
 SOURCE_FILENAME = "source.json"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
