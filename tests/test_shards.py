@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +184,20 @@ def test_dvc_tracks_pushes_and_pulls_shards_one_by_one(tmp_path, monkeypatch):
                for s in shards)
     assert BinLoader(pinned, batch_size=2, block_size=8).tokens == meta.splits["train"].tokens
 
+    # A file the shard directory should not hold (llm.c's data/train/*.bin would read it):
+    # verify names it, repair removes it, as `dvc checkout` would.
+    train = project / "data" / "train"
+    shutil.copyfile(train / shards[-1], train / f"{len(shards):06d}.bin")
+    found = run([sys.executable, "-m", "tokbin", "verify"], project, check=False)
+    assert found.returncode == 1
+    assert (f"train/{len(shards):06d}.bin: in the shard directory but not in meta.json"
+            in found.stdout and "tokbin repair" in found.stdout)
+    repaired = run([sys.executable, "-m", "tokbin", "repair"], project)
+    assert f"removing {train / f'{len(shards):06d}.bin'}: its directory's listing" in (
+        repaired.stdout)
+    assert sorted(p.name for p in train.iterdir()) == shards
+    assert run([sys.executable, "-m", "tokbin", "verify"], project).returncode == 0
+
 
 
 @pytest.mark.parametrize("shard_tokens", [5, 64, 10 ** 9])
@@ -207,6 +223,20 @@ def test_binloader_on_a_shard_directory_with_a_missing_shard_says_how_to_fetch_i
     (tmp_path / "sharded" / "train" / "000002.bin").unlink()
     with pytest.raises(TokbinError, match=r"000002.bin is missing.*python -m tokbin repair"):
         BinLoader(tmp_path / "sharded" / "train", batch_size=2, block_size=8)
+
+
+def test_verify_names_a_file_in_a_shard_directory_that_meta_json_does_not_list(tokens, tmp_path,
+                                                                             capsys):
+    from tokbin.cli import main
+    binarized(tokens, tmp_path / "sharded", 64)
+    train = tmp_path / "sharded" / "train"
+    shutil.copyfile(train / "000002.bin", train / "000099.bin")  # a glob's *.bin reads it too
+    (train / "notes.txt").write_text("mine")
+    assert main(["verify", str(tmp_path / "sharded")]) == 1
+    out = capsys.readouterr().out
+    for name in ("000099.bin", "notes.txt"):
+        assert (f"train/{name}: in the shard directory but not in meta.json" in out
+                and "copy the data again" in out), out
 
 
 def test_verify_and_inspect_take_a_shard_directory_as_they_take_a_bin(tokens, tmp_path,

@@ -11,8 +11,9 @@ it has. So this re-hashes everything itself:
 1. the md5 dvc.lock records for every cached file output and every file of a cached
    directory output (from the directory's listing object, itself checked and re-fetched);
 2. each cache object and workspace file re-hashed (once per inode);
-3. damaged cache objects removed, with every workspace file that is damaged or a hard link
-   of a damaged object;
+3. files inside a directory output that its listing does not have removed (llm.c's globs
+   would read a stray shard); damaged cache objects removed, with every workspace file that is
+   damaged or a hard link of a damaged object;
 4. `dvc fetch`, what arrived re-hashed (a remote copy may be damaged too), `dvc checkout`;
 5. for what no remote had: the stages a plain `dvc repro` reruns to rebuild it (their
    outputs are now missing, so DVC reruns them instead of relinking anything).
@@ -85,6 +86,7 @@ def repair(folder: Path) -> int:
                           "of a DVC project that `dvc repro` has built")
     project = Project(lock.parent)
     files, unknown, uncached = expected_files(project, lock)
+    removed = remove_unlisted(project, files)
     remove_damaged(project, files)
     for e in files:  # a good workspace copy (not a link: another inode) refills the cache
         workspace, cached = project.root / e.path, project.object_path(e.md5)
@@ -101,7 +103,8 @@ def repair(folder: Path) -> int:
               f"`git checkout -- {' '.join(gone)}` restores the committed copies, or `dvc "
               "repro` writes them again")
     if not missing and not absent and not unknown:
-        print(f"repair: every cached output matches {lock}; nothing to do")
+        print(f"repair: every output matches {lock} again" if removed else
+              f"repair: every cached output matches {lock}; nothing to do")
         return 0
     if absent:
         project.dvc("fetch", *absent)  # a failure for some objects is reported below
@@ -125,6 +128,21 @@ def repair(folder: Path) -> int:
         raise TokbinError(f"{', '.join(still)} still differ from {LOCK_FILE} after the restore")
     print(f"repair: every output matches {lock} again")
     return 0
+
+
+def remove_unlisted(project: Project, files: list[Expected]) -> int:
+    """Removes every file inside a directory output that its listing does not have (what
+    `dvc checkout` of the directory would remove: llm.c's `data/train/*.bin` would read a
+    stray shard); returns how many."""
+    in_folders = [e for e in files if e.path != Path(e.output)]  # from directory listings
+    listed = {e.path for e in in_folders}
+    unlisted = [path for output in sorted({e.output for e in in_folders})
+                for path in sorted((project.root / output).rglob("*"))
+                if (path.is_file() or path.is_symlink())
+                and path.relative_to(project.root) not in listed]
+    for path in unlisted:
+        project.remove(path, f"its directory's listing in {LOCK_FILE} has no such file")
+    return len(unlisted)
 
 
 def remove_damaged(project: Project, files: list[Expected]) -> None:

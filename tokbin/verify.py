@@ -90,6 +90,13 @@ def split_problems(folder: Path, meta: Meta, split: str, fix: str, bare: bool = 
             problems += [f"{problem}; {fix}"] if problem else []
             if meta.eot != "none" and info.documents:  # where the bins disagree, said too
                 docs = np.memmap(folder / info.docs, dtype=DOCS_DTYPE, mode="r")
+    if info.shards is not None and (folder / info.file).is_dir():
+        listed = {shard.file for shard in info.shards}
+        for extra in sorted(p.name for p in (folder / info.file).iterdir()
+                            if p.name not in listed):
+            problems.append(f"{info.file}/{extra}: in the shard directory but not in meta.json "
+                            f"(llm.c's and modded-nanogpt's {info.file}/*.bin globs read every "
+                            f"bin there); delete it, or {fix}")
     for relative, bin_info in info.bins():
         path, offset = folder / relative, offset + bin_info.tokens
         if not path.is_file():
