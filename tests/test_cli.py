@@ -181,6 +181,15 @@ def test_verify_without_dvc_lock_checks_meta_json_only_and_says_so(tokbin, repo,
     assert "no dvc.lock" in result.stdout and "md5s not checked" in result.stdout
 
 
+def test_verify_of_a_bin_its_meta_json_does_not_list_is_a_clear_error(tokbin, repo):
+    # e.g. data/train.bin left from before binarize.shard_tokens changed: not this build's
+    shutil.copyfile(repo / "data" / "train.bin", repo / "data" / "old.bin")
+    result = tokbin(repo, "verify", "data/old.bin")
+    assert result.returncode == 1
+    assert ("data/old.bin is not one of the bins" in result.stderr
+            and "train.bin, validation.bin" in result.stderr), result.stderr
+
+
 def test_verify_of_a_folder_without_meta_json_is_a_clear_error(tokbin, repo):
     result = tokbin(repo, "verify", "data/raw")
     assert result.returncode == 1

@@ -123,6 +123,23 @@ def test_negative_shard_tokens_is_an_error(tokens, tmp_path):
         parse_params(params, Path("params.yaml"))
 
 
+def test_changing_the_layout_leaves_no_bins_of_the_other_behind(tokens, tmp_path, capsys):
+    # DVC deletes no output that dvc.yaml stopped listing: left there, data/train/*.bin (llm.c's
+    # glob) or data/train.bin would be an earlier build's tokens beside this build's meta.json
+    out = tmp_path / "out"
+    binarized(tokens, out, 0)
+    assert (out / "train.bin").is_file()
+    binarize(tokens, out, "auto", 50)
+    assert not (out / "train.bin").exists() and (out / "train").is_dir()
+    assert f"binarize: removed {out / 'train.bin'}" in capsys.readouterr().err
+    binarize(tokens, out, "auto", 0)
+    assert not (out / "train").exists() and (out / "train.bin").is_file()
+    (out / "validation").mkdir()
+    (out / "validation" / "notes.txt").write_text("mine")  # not a shard directory: not ours
+    binarize(tokens, out, "auto", 0)
+    assert (out / "validation" / "notes.txt").read_text() == "mine"
+
+
 def test_a_split_whose_name_is_another_folder_is_not_overwritten(tokens, tmp_path):
     (tmp_path / "out" / "train").mkdir(parents=True)
     (tmp_path / "out" / "train" / "notes.txt").write_text("mine")

@@ -20,6 +20,8 @@ import errno
 import itertools
 import os
 import shlex
+import shutil
+import sys
 import zlib
 from contextlib import ExitStack
 from pathlib import Path
@@ -76,7 +78,27 @@ def binarize(tokens_dir: Path, out_dir: Path, dtype: str, shard_tokens: int = 0,
                                                 docs_crc32=docs_crc32, doclens_crc32=None)
     meta = dataclasses.replace(tokens_meta, dtype=dtype, splits=splits, bin_format=bin_format)
     write_meta(out_dir, meta)
+    remove_other_layout(out_dir, list(splits), shard_tokens)
     return meta
+
+
+def remove_other_layout(out_dir: Path, splits: list[str], shard_tokens: int) -> None:
+    """Removes what the other layout (a single bin, or a shard directory, per split) left in
+    `out_dir`: DVC deletes no output dvc.yaml stopped listing, and llm.c's `data/train/*.bin`
+    glob, or a reader of data/train.bin, would take that earlier build's tokens for this one's.
+    A folder holding anything but shard files is not binarize's, and stays."""
+    for split in splits:
+        other = out_dir / (f"{split}.bin" if shard_tokens else split)
+        if shard_tokens and other.is_file():
+            other.unlink()
+        elif not shard_tokens and other.is_dir() and all(
+                is_shard_file(p.name) and p.is_file() for p in other.iterdir()):
+            shutil.rmtree(other)
+        else:
+            continue
+        print(f"binarize: removed {other}: the {'single bin' if shard_tokens else 'shards'} of "
+              f"an earlier binarize.shard_tokens, no output of this layout (its data version "
+              "keeps it: git checkout + dvc pull)", file=sys.stderr)
 
 
 def check_llmc_sizes(tokens_meta: Meta, dtype: str, shard_tokens: int, out_dir: Path) -> None:

@@ -161,6 +161,13 @@ def verify(data: Path, meta: Meta | None = None) -> int:
     bare = meta is not None
     meta = meta or read_meta(data)
     folder = meta_path(data).parent
+    listed = [folder / info.file for info in meta.splits.values()]
+    if not bare and Path(data).resolve() not in [folder.resolve(), meta_path(data).resolve(),
+                                                 *(path.resolve() for path in listed)]:
+        raise TokbinError(f"{data} is not one of the bins {meta_path(data)} lists "
+                          f"({', '.join(path.name for path in listed)}): not part of the build "
+                          f"it describes (a leftover of an earlier one?); verify {folder}, and "
+                          f"delete {data} if nothing reads it")
     lock = find_dvc_lock(folder.resolve())
     problems = []
     for split, info in meta.splits.items():
