@@ -178,6 +178,35 @@ def test_a_damaged_llmc_header_is_refused_by_every_reader(tokens, tmp_path, caps
     assert "tokbin repair" not in out
 
 
+@pytest.mark.parametrize("word, value, message", [
+    (7, 1, "reserved header words 3..255 are not zero"),
+    (2, 5, r"its header's 5 uint16 ids need 1034"),
+], ids=["reserved word", "count against the size"])
+def test_an_llmc_file_without_meta_json_or_unlisted_is_never_read_header_and_all(
+        tokens, tmp_path, capsys, word, value, message):
+    # llm.c's magic and version open it: its 1024-byte header must never become 512 ids
+    build(tokens["uint16"], tmp_path / "llmc", "llmc")
+    build(tokens["uint16"], tmp_path / "nanogpt", "nanogpt")
+    options = dict(batch_size=4, block_size=16, seed=5)
+    plain = BinLoader(tmp_path / "nanogpt" / "train.bin", **options).next_batch()
+    unlisted = tmp_path / "llmc" / "train_v1.bin"  # beside a meta.json that does not list it
+    shutil.copy(tmp_path / "llmc" / "train.bin", unlisted)
+    assert all(a.equal(b) for a, b in zip(plain, BinLoader(unlisted, dtype="uint16",
+                                                           **options).next_batch()))
+    (tmp_path / "bare").mkdir()
+    for path in (unlisted, tmp_path / "bare" / "damaged.bin"):
+        shutil.copy(tmp_path / "llmc" / "train.bin", path)
+        damage(path, word, value)
+        for dtype in (None, "uint16"):
+            with pytest.raises(TokbinError, match=message):
+                BinLoader(path, dtype=dtype, **options)
+    bare = tmp_path / "bare" / "damaged.bin"
+    for args in (["verify", str(bare)], ["verify", str(bare), "--dtype", "uint16"],
+                 ["inspect", str(bare), "--dtype", "uint16"]):
+        assert main(args) == 1
+        assert "the llm.c header is damaged" in capsys.readouterr().err, args
+
+
 def test_a_header_that_agrees_with_its_size_but_not_with_meta_json_is_refused(tokens,
                                                                               tmp_path):
     meta = build(tokens["uint32"], tmp_path / "llmc", "llmc")

@@ -29,9 +29,9 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
     """Memory-maps a bin (or each bin of a shard directory). dtype=None: its meta.json's dtype,
     size checked by `open_bin`.
 
-    With an explicit dtype, a meta.json beside the bin that lists it must agree; without one
-    the file is llm.c's own (read by its header, which an explicit dtype must agree with) or a
-    bare bin whose size must be a whole number of tokens.
+    With an explicit dtype, a meta.json beside the bin that lists it must agree; a file no
+    meta.json lists is llm.c's own (read by its header, which an explicit dtype must agree with)
+    or a bare bin whose size must be a whole number of tokens.
     """
     if path.is_dir():
         return _open_shard_directory(path, dtype)
@@ -39,21 +39,21 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
         raise TokbinError(f"{path} not found (or not a file): build the data with `dvc repro` "
                           "or fetch it with `dvc pull`")
     has_meta = (path.parent / META_FILENAME).is_file()
-    llmc = None if has_meta else bare_llmc_header(path)
-    if llmc is not None:  # llm.c's own file: its header gives the dtype
+    listed = has_meta and path.name in {info.file for info in read_meta(path).splits.values()}
+    llmc = None if listed else bare_llmc_header(path)
+    if llmc is not None:  # llm.c's own file (or a copy meta.json does not list): its header
         return _open_bare_llmc(path, dtype, *llmc)
     if dtype is None:
         meta = read_meta(path)
         return open_bin(path, meta, _split_of(path, meta))
     wanted = parse_dtype(dtype)
-    if has_meta:
+    if listed:
         meta = read_meta(path)
-        if any(info.file == path.name for info in meta.splits.values()):
-            if meta.np_dtype != wanted:
-                raise TokbinError(f"dtype {wanted.name} disagrees with "
-                                  f"{path.parent / META_FILENAME}, which says {path.name} is "
-                                  f"{meta.dtype}; pass dtype=None to use meta.json's")
-            return open_bin(path, meta, _split_of(path, meta))
+        if meta.np_dtype != wanted:
+            raise TokbinError(f"dtype {wanted.name} disagrees with {path.parent / META_FILENAME}, "
+                              f"which says {path.name} is {meta.dtype}; pass dtype=None to use "
+                              "meta.json's")
+        return open_bin(path, meta, _split_of(path, meta))
     size = path.stat().st_size
     if size % wanted.itemsize:
         raise TokbinError(f"{path} is {size} bytes, not a whole number of {wanted.name} tokens "

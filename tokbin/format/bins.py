@@ -109,19 +109,16 @@ def read_llmc_header(path: Path, size: int) -> tuple[str, int]:
 
 
 def bare_llmc_header(path: Path) -> tuple[str, int] | None:
-    """(dtype, count) of a file without a meta.json whose first 1024 bytes are a whole llm.c
-    header that `read_llmc_header` passes, else None (a headerless bin: none starts so, as
-    its first ids would be 55240, 308, 1, 0 and then its count in uint16, all but one of the
-    next 506 words zero)."""
-    size = path.stat().st_size
+    """(dtype, count) of a file meta.json does not describe that opens with llm.c's magic and
+    version, after `read_llmc_header`'s checks (a damaged header is an error, never 512 ids);
+    None for a headerless bin (which would open so only if its first four ids were 55432, 308,
+    1, 0, or 55713, 308, 7, 0)."""
     with open(path, "rb") as f:
-        magic = int.from_bytes(f.read(4), "little", signed=True)
-    if size < LLMC_HEADER_BYTES or magic not in {m for m, _ in LLMC_VARIANTS.values()}:
+        opening = f.read(8)
+    words = tuple(int.from_bytes(opening[i:i + 4], "little", signed=True) for i in (0, 4))
+    if len(opening) < 8 or words not in LLMC_VARIANTS.values():
         return None
-    try:
-        return read_llmc_header(path, size)
-    except TokbinError:
-        return None
+    return read_llmc_header(path, path.stat().st_size)
 
 
 # --- reading -----------------------------------------------------------------------------------
