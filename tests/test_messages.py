@@ -86,6 +86,30 @@ def test_a_number_yaml_does_not_read_as_an_integer_says_how_to_write_it(value, m
                      Path("params.yaml"))
 
 
+@pytest.mark.parametrize("old, new, fixed, message", [
+    ("shard_tokens: 0 ", "shard_tokens: 017 ", "shard_tokens: 17 ", "binarize.shard_tokens is "
+     "017, which reads as 15 in YAML 1.1, as tokbin reads params.yaml, but as 17 in YAML 1.2, as "
+     "DVC records it in dvc.lock; write plain decimal digits, without a leading zero, _ or :$"),
+    ("shard_tokens: 0 ", "shard_tokens: 1_000 ", "shard_tokens: 1000 ", "binarize.shard_tokens "
+     "is 1_000, which reads as 1000 in YAML 1.1, .* but as '1_000' in YAML 1.2"),
+    ("shard_tokens: 0 ", "shard_tokens: 1:00 ", "shard_tokens: 60 ", "binarize.shard_tokens is "
+     "1:00, which reads as 60 in YAML 1.1"),
+    ("  materialize: true ", "  materialize: yes ", "  materialize: true ", "download.materialize "
+     "is yes, which reads as True in YAML 1.1, .* but as 'yes' in YAML 1.2, .*; write true or "
+     "false$"),
+    ("  holdout: null ", "  holdout: {fraction: 0.000_5, seed: 2357} ",
+     "  holdout: {fraction: 0.0005, seed: 2357} ", "download.holdout.fraction is 0.000_5, which "
+     r"reads as 0.0005 .* write digits with a point, without _ or : \(e.g. 0.0005\)$"),
+], ids=["leading zero", "underscore", "sexagesimal", "yes", "float underscore"])
+def test_a_value_yaml_1_1_and_dvc_s_yaml_1_2_read_differently_is_refused(old, new, fixed,
+                                                                          message):
+    # the stages would build with one value while dvc.lock and `dvc params diff` show another
+    params = PARAMS.replace("  - validation\n", "") if "holdout" in new else PARAMS
+    with pytest.raises(TokbinError, match="^params.yaml: " + message):
+        parse_params(params.replace(old, new), Path("params.yaml"))
+    parse_params(params.replace(old, fixed), Path("params.yaml"))
+
+
 def test_a_fraction_yaml_reads_as_text_says_how_to_write_it():
     text = PARAMS.replace("  holdout: null ", "  holdout: {fraction: 5e-4, seed: 2357} ")
     with pytest.raises(TokbinError, match=r"^params.yaml: download.holdout.fraction is 5e-4, "

@@ -23,6 +23,7 @@ from tokbin import schema
 from tokbin.errors import TokbinError
 from tokbin.format import (BIN_FORMATS, DTYPES, EOT_POLICIES, HOLDOUT_BIN, HOLDOUT_FROM, Holdout,
                            bin_splits)
+from tokbin.yaml_versions import check_yaml_versions_agree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +138,7 @@ def parse_params(text: str, path: Path) -> Params:
         raise TokbinError(f"{path}: not valid YAML: {e}") from None
     except _DuplicateKey as e:
         raise TokbinError(f"{path}: {e}") from None
+    check_yaml_versions_agree(text, path)
     if isinstance(raw, dict):
         _check_placement(raw, path)
     params = _parse(Params, raw, "", path)
