@@ -173,6 +173,20 @@ def test_verify_without_dvc_lock_still_finds_an_edited_index_and_an_edited_eot_p
                         "meta.json says eot: none")
 
 
+def test_verify_says_which_files_meta_json_records_no_crc_for(tokbin, repo, tmp_path):
+    # an older tokbin's meta.json, or one made by hand: nothing to check those bytes against
+    data = Path(shutil.copytree(repo / "data", tmp_path / "elsewhere" / "data",
+                                ignore=shutil.ignore_patterns("raw", "tokens")))
+    meta = json.loads((data / "meta.json").read_text())
+    del meta["splits"]["train"]["crc32"], meta["splits"]["train"]["docs_crc32"]
+    (data / "meta.json").write_text(json.dumps(meta))
+    result = tokbin(data.parent, "verify")
+    assert result.returncode == 0, result.stdout
+    assert "note  meta.json records no CRC-32 of train.bin, train.docs" in result.stdout
+    assert "validation.bin" not in [line for line in result.stdout.splitlines()
+                                    if line.startswith("note  meta.json")][0]
+
+
 def test_verify_without_dvc_lock_checks_meta_json_only_and_says_so(tokbin, repo, tmp_path):
     bare = Path(shutil.copytree(repo / "data", tmp_path / "elsewhere" / "data",
                                 ignore=shutil.ignore_patterns("raw", "tokens")))

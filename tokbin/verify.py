@@ -179,6 +179,11 @@ def verify(data: Path, meta: Meta | None = None) -> int:
                 f", document index {info.docs}" if info.docs else "")
             print(f"ok    {info.file}: {info.tokens:,} {meta.dtype} tokens{documents}, every id "
                   f"< {meta.n_vocab} ({meta.encoding}){extra}")
+        unchecked = [relative for relative, b in info.bins() if b.crc32 is None] + (
+            [info.docs] if info.docs is not None and info.docs_crc32 is None else [])
+        if unchecked and not bare:  # an older tokbin's meta.json, or one made by hand
+            print(f"note  meta.json records no CRC-32 of {', '.join(unchecked)}: their bytes are "
+                  "not checked against one (`dvc repro` with this tokbin records them)")
     if lock is None:
         print("note  no dvc.lock above this folder: md5s not checked")
     else:
