@@ -207,7 +207,8 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
             # DVCFileSystem streams remote objects without checking them: this is the check.
             raise TokbinError(f"{repo_path} at {rev!r} was fetched with md5 {got}, but {LOCK_FILE} "
                               f"records {out['md5']}: the DVC remote (or cache) holds a corrupted "
-                              "copy; re-push it from a clone that has the right data "
+                              "copy; `python -m tokbin repair` in the repo restores its cache, "
+                              "then re-push it from a clone that has the right data "
                               "(`dvc push`), or rebuild it (`dvc repro`)")
         tmp.chmod(0o444)  # a pinned version is read-only: a stray write would corrupt it
 
