@@ -87,27 +87,38 @@ def test_a_number_yaml_does_not_read_as_an_integer_says_how_to_write_it(value, m
 
 
 @pytest.mark.parametrize("old, new, fixed, message", [
-    ("shard_tokens: 0 ", "shard_tokens: 017 ", "shard_tokens: 17 ", "binarize.shard_tokens is "
-     "017, which reads as 15 in YAML 1.1, as tokbin reads params.yaml, but as 17 in YAML 1.2, as "
-     "DVC records it in dvc.lock; write plain decimal digits, without a leading zero, _ or :$"),
-    ("shard_tokens: 0 ", "shard_tokens: 1_000 ", "shard_tokens: 1000 ", "binarize.shard_tokens "
-     "is 1_000, which reads as 1000 in YAML 1.1, .* but as '1_000' in YAML 1.2"),
-    ("shard_tokens: 0 ", "shard_tokens: 1:00 ", "shard_tokens: 60 ", "binarize.shard_tokens is "
-     "1:00, which reads as 60 in YAML 1.1"),
+    ("shard_tokens: 0 ", "shard_tokens: 017 ", "shard_tokens: 17 ", r"binarize.shard_tokens "
+     r"reads as 15 for the stages \(PyYAML, YAML 1.1\) but as 17 for DVC \(YAML 1.2\), which "
+     "records it in dvc.lock; write plain decimal digits, without a leading zero or :, so that "
+     "both read it alike$"),
+    ("shard_tokens: 0 ", "shard_tokens: 1:00 ", "shard_tokens: 60 ", "binarize.shard_tokens "
+     "reads as 60 for the stages .* but as '1:00' for DVC"),
     ("  materialize: true ", "  materialize: yes ", "  materialize: true ", "download.materialize "
-     "is yes, which reads as True in YAML 1.1, .* but as 'yes' in YAML 1.2, .*; write true or "
-     "false$"),
-    ("  holdout: null ", "  holdout: {fraction: 0.000_5, seed: 2357} ",
-     "  holdout: {fraction: 0.0005, seed: 2357} ", "download.holdout.fraction is 0.000_5, which "
-     r"reads as 0.0005 .* write digits with a point, without _ or : \(e.g. 0.0005\)$"),
-], ids=["leading zero", "underscore", "sexagesimal", "yes", "float underscore"])
-def test_a_value_yaml_1_1_and_dvc_s_yaml_1_2_read_differently_is_refused(old, new, fixed,
-                                                                          message):
+     "reads as True for the stages .* but as 'yes' for DVC .*; write true or false"),
+    ("  revision: main ", "  revision: 4567e89 ", "  revision: '4567e89' ", "download.revision "
+     "reads as '4567e89' for the stages .* but as 4.567e[+]92 for DVC .*; quote it"),
+    ("  - validation\n", "  - 08\n", "  - '08'\n", r"download.splits\[1\] reads as '08' for the "
+     "stages .* but as 8 for DVC .*; quote it"),
+], ids=["leading zero", "sexagesimal", "yes", "a short commit sha", "a list item"])
+def test_a_value_the_stages_and_dvc_read_differently_is_refused(old, new, fixed, message):
     # the stages would build with one value while dvc.lock and `dvc params diff` show another
-    params = PARAMS.replace("  - validation\n", "") if "holdout" in new else PARAMS
     with pytest.raises(TokbinError, match="^params.yaml: " + message):
-        parse_params(params.replace(old, new), Path("params.yaml"))
-    parse_params(params.replace(old, fixed), Path("params.yaml"))
+        parse_params(PARAMS.replace(old, new), Path("params.yaml"))
+    parse_params(PARAMS.replace(old, fixed), Path("params.yaml"))
+
+
+@pytest.mark.parametrize("value", ["100_000_000", "0x10", "0b101"])
+def test_numbers_both_loaders_read_alike_are_accepted(value):
+    params = parse_params(PARAMS.replace("shard_tokens: 0 ", f"shard_tokens: {value} "),
+                          Path("params.yaml"))
+    assert params.binarize.shard_tokens == int(value, 0)
+
+
+def test_an_alias_that_refers_to_itself_is_refused_not_followed_forever():
+    text = PARAMS.replace("  - validation\n", "").replace(
+        "  holdout: null ", "  holdout: &h {fraction: 0.1, seed: 1, x: *h} ")
+    with pytest.raises(TokbinError, match="unknown key download.holdout.x"):
+        parse_params(text, Path("params.yaml"))
 
 
 def test_a_fraction_yaml_reads_as_text_says_how_to_write_it():

@@ -138,10 +138,10 @@ def parse_params(text: str, path: Path) -> Params:
         raise TokbinError(f"{path}: not valid YAML: {e}") from None
     except _DuplicateKey as e:
         raise TokbinError(f"{path}: {e}") from None
-    check_yaml_versions_agree(text, path)
     if isinstance(raw, dict):
         _check_placement(raw, path)
     params = _parse(Params, raw, "", path)
+    check_yaml_versions_agree(text, raw, path)  # after the keys and types are known good
     check_download(params.download, path)
     _check_special_tokens(params.tokenize.special_tokens, path)
     return params

@@ -1,60 +1,71 @@
-"""params.yaml read alike by YAML 1.1 and YAML 1.2: the stages read it with PyYAML (YAML 1.1),
-DVC with ruamel (YAML 1.2), which records the values in dvc.lock and shows them in `dvc params
-diff`. Where the two disagree (017: 15 or 17; 1_000, 1:00, 0b101: a number or text; yes, no,
-on, off: a boolean or text) a build would not be the one its record says.
+"""params.yaml read alike by the stages and by DVC: the stages read it with PyYAML (YAML 1.1),
+DVC with ruamel.yaml's safe loader (YAML 1.2), and what DVC reads is what dvc.lock records and
+`dvc params diff` shows. Where the two disagree (017: 15 or 17; 1:00: 60 or text; yes, no,
+on, off: a boolean or text; 4567e89, 0123489, 1e3: text or a number) a build would not be the
+one its record says.
 """
 from __future__ import annotations
 
-import re
+import math
 from pathlib import Path
-
-import yaml
 
 from tokbin.errors import TokbinError
 
-_YAML12 = [  # the YAML 1.2 core schema's plain scalars that are not text
-    (re.compile(r"~|null|Null|NULL|"), lambda s: None),
-    (re.compile(r"true|True|TRUE"), lambda s: True),
-    (re.compile(r"false|False|FALSE"), lambda s: False),
-    (re.compile(r"[-+]?[0-9]+"), int),
-    (re.compile(r"0o[0-7]+"), lambda s: int(s[2:], 8)),
-    (re.compile(r"0x[0-9a-fA-F]+"), lambda s: int(s[2:], 16)),
-    (re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"), float),
-    (re.compile(r"[-+]?\.(inf|Inf|INF)"), lambda s: float(s.replace(".", ""))),
-    (re.compile(r"\.(nan|NaN|NAN)"), lambda s: float("nan")),
-]
+
+def check_yaml_versions_agree(text: str, read, path: Path) -> None:
+    """Refuses `text` (from `path`) where DVC's loader reads anything other than `read`
+    (PyYAML's result), naming the first key whose value (or which key) differs."""
+    from ruamel.yaml import YAML  # DVC's own loader, as DVC calls it (typ="safe")
+    from ruamel.yaml.error import YAMLError
+    try:
+        dvc_read = YAML(typ="safe").load(text)
+    except (YAMLError, ValueError):  # not valid YAML 1.2: DVC reports it itself
+        return
+    found = _first_difference(read, dvc_read, "", set())
+    if found is None:
+        return
+    name, ours, theirs = found
+    fix = ("write true or false, or quote it for text"
+           if isinstance(ours, bool) or isinstance(theirs, bool) else
+           "quote it" if isinstance(ours, str) else
+           "write it with a point, without : (e.g. 0.0005)" if isinstance(ours, float) else
+           "write plain decimal digits, without a leading zero or :")
+    raise TokbinError(f"{path}: {name or 'the top level'} reads as {ours!r} for the stages "
+                      f"(PyYAML, YAML 1.1) but as {theirs!r} for DVC (YAML 1.2), which records "
+                      f"it in dvc.lock; {fix}, so that both read it alike")
 
 
-def yaml12_value(text: str):
-    """What a YAML 1.2 (core schema) reader makes of a plain scalar."""
-    for pattern, value in _YAML12:
-        if pattern.fullmatch(text):
-            return value(text)
-    return text
+def _first_difference(ours, theirs, name: str, seen: set):
+    """(key path, our value, DVC's) of the first place the two loads differ, or None."""
+    if id(ours) in seen:  # an alias that refers to itself: compared once
+        return None
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        seen.add(id(ours))
+        if len(ours) != len(theirs):
+            return name, ours, theirs
+        for (key, value), (dvc_key, dvc_value) in zip(ours.items(), theirs.items()):
+            where = f"{name}.{key}" if name else str(key)
+            if not _same(key, dvc_key):
+                return f"{where} (the key)", key, dvc_key
+            found = _first_difference(value, dvc_value, where, seen)
+            if found:
+                return found
+        return None
+    if isinstance(ours, list) and isinstance(theirs, list):
+        seen.add(id(ours))
+        if len(ours) != len(theirs):
+            return name, ours, theirs
+        for i, (value, dvc_value) in enumerate(zip(ours, theirs)):
+            found = _first_difference(value, dvc_value, f"{name}[{i}]", seen)
+            if found:
+                return found
+        return None
+    return None if _same(ours, theirs) else (name, ours, theirs)
 
 
-def check_yaml_versions_agree(text: str, path: Path) -> None:
-    """Refuses a value of `text` (from `path`) that YAML 1.1 and 1.2 read differently, naming
-    its key. A number that PyYAML reads as text is left to the key's type check, which says how
-    to write it."""
-    loader = yaml.SafeLoader("")
-    pending = [("", yaml.compose(text, Loader=yaml.SafeLoader))]
-    while pending:
-        prefix, node = pending.pop()
-        if not isinstance(node, yaml.MappingNode):
-            continue
-        for key_node, value_node in node.value:
-            name = f"{prefix}{key_node.value}"
-            pending.append((f"{name}.", value_node))
-            if not isinstance(value_node, yaml.ScalarNode) or value_node.style is not None:
-                continue
-            read, later = loader.construct_object(value_node), yaml12_value(value_node.value)
-            if isinstance(read, str) or (type(later) is type(read) and
-                                         (later == read or read != read)):  # nan != nan
-                continue
-            fix = ("true or false" if isinstance(read, bool) else
-                   "digits with a point, without _ or : (e.g. 0.0005)" if isinstance(read, float)
-                   else "plain decimal digits, without a leading zero, _ or :")
-            raise TokbinError(f"{path}: {name} is {value_node.value}, which reads as {read!r} in "
-                              f"YAML 1.1, as tokbin reads params.yaml, but as {later!r} in YAML "
-                              f"1.2, as DVC records it in dvc.lock; write {fix}")
+def _same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
