@@ -202,6 +202,8 @@ def test_verify_of_a_bin_its_meta_json_does_not_list_is_a_clear_error(tokbin, re
     assert result.returncode == 1
     assert ("data/old.bin is not one of the bins" in result.stderr
             and "train.bin, validation.bin" in result.stderr), result.stderr
+    for part in ("data/train.bin", "data/train.docs", "data/meta.json", "data/", "./data"):
+        assert tokbin(repo, "verify", part).returncode == 0, part
 
 
 def test_verify_of_a_folder_without_meta_json_is_a_clear_error(tokbin, repo):

@@ -138,6 +138,10 @@ def test_changing_the_layout_leaves_no_bins_of_the_other_behind(tokens, tmp_path
     (out / "validation" / "notes.txt").write_text("mine")  # not a shard directory: not ours
     binarize(tokens, out, "auto", 0)
     assert (out / "validation" / "notes.txt").read_text() == "mine"
+    binarized(tokens, tmp_path / "moved", 50)  # shards moved to another disk, linked back
+    (out / "train").symlink_to(tmp_path / "moved" / "train")
+    binarize(tokens, out, "auto", 0)
+    assert not (out / "train").exists() and len(list((tmp_path / "moved" / "train").iterdir()))
 
 
 def test_a_split_whose_name_is_another_folder_is_not_overwritten(tokens, tmp_path):
@@ -205,6 +209,9 @@ def test_dvc_tracks_pushes_and_pulls_shards_one_by_one(tmp_path, monkeypatch):
     # verify names it, repair removes it, as `dvc checkout` would.
     train = project / "data" / "train"
     shutil.copyfile(train / shards[-1], train / f"{len(shards):06d}.bin")
+    with open(project / ".dvcignore", "a") as f:
+        f.write("kept.bin\n")
+    (train / "kept.bin").write_bytes(b"")  # hidden from DVC: no listing has it, rightly
     found = run([sys.executable, "-m", "tokbin", "verify"], project, check=False)
     assert found.returncode == 1
     assert (f"train/{len(shards):06d}.bin: in the shard directory but not in meta.json"
@@ -212,7 +219,8 @@ def test_dvc_tracks_pushes_and_pulls_shards_one_by_one(tmp_path, monkeypatch):
     repaired = run([sys.executable, "-m", "tokbin", "repair"], project)
     assert f"removing {train / f'{len(shards):06d}.bin'}: its directory's listing" in (
         repaired.stdout)
-    assert sorted(p.name for p in train.iterdir()) == shards
+    assert sorted(p.name for p in train.iterdir()) == sorted([*shards, "kept.bin"])
+    (train / "kept.bin").unlink()
     assert run([sys.executable, "-m", "tokbin", "verify"], project).returncode == 0
 
 
@@ -248,12 +256,14 @@ def test_verify_names_a_file_in_a_shard_directory_that_meta_json_does_not_list(t
     binarized(tokens, tmp_path / "sharded", 64)
     train = tmp_path / "sharded" / "train"
     shutil.copyfile(train / "000002.bin", train / "000099.bin")  # a glob's *.bin reads it too
-    (train / "notes.txt").write_text("mine")
+    (train / "extra.bin").write_bytes(b"\0\0")
+    (train / "notes.txt").write_text("mine")  # no reader of *.bin takes it
     assert main(["verify", str(tmp_path / "sharded")]) == 1
     out = capsys.readouterr().out
-    for name in ("000099.bin", "notes.txt"):
+    for name in ("000099.bin", "extra.bin"):
         assert (f"train/{name}: in the shard directory but not in meta.json" in out
                 and "copy the data again" in out), out
+    assert "notes.txt" not in out
 
 
 def test_verify_and_inspect_take_a_shard_directory_as_they_take_a_bin(tokens, tmp_path,

@@ -89,13 +89,18 @@ def remove_other_layout(out_dir: Path, splits: list[str], shard_tokens: int) -> 
     A folder holding anything but shard files is not binarize's, and stays."""
     for split in splits:
         other = out_dir / (f"{split}.bin" if shard_tokens else split)
-        if shard_tokens and other.is_file():
-            other.unlink()
-        elif not shard_tokens and other.is_dir() and all(
-                is_shard_file(p.name) and p.is_file() for p in other.iterdir()):
-            shutil.rmtree(other)
-        else:
+        shards = not shard_tokens and other.is_dir() and all(
+            is_shard_file(p.name) and p.is_file() for p in other.iterdir())
+        if not (shards or shard_tokens and other.is_file()):
             continue
+        try:
+            if other.is_symlink() or not shards:  # a link: only the link goes, not its target
+                other.unlink()
+            else:
+                shutil.rmtree(other)
+        except OSError as e:
+            raise TokbinError(f"{other} is left from an earlier binarize.shard_tokens and could "
+                              f"not be removed ({e}); remove it yourself, then rerun") from None
         print(f"binarize: removed {other}: the {'single bin' if shard_tokens else 'shards'} of "
               f"an earlier binarize.shard_tokens, no output of this layout (its data version "
               "keeps it: git checkout + dvc pull)", file=sys.stderr)

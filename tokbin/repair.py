@@ -11,8 +11,8 @@ it has. So this re-hashes everything itself:
 1. the md5 dvc.lock records for every cached file output and every file of a cached
    directory output (from the directory's listing object, itself checked and re-fetched);
 2. each cache object and workspace file re-hashed (once per inode);
-3. files inside a directory output that its listing does not have removed (llm.c's globs
-   would read a stray shard); damaged cache objects removed, with every workspace file that is
+3. bins inside a directory output that its listing does not have (and .dvcignore does not
+   hide) removed: llm.c's globs would read a stray shard; damaged cache objects removed, with every workspace file that is
    damaged or a hard link of a damaged object;
 4. `dvc fetch`, what arrived re-hashed (a remote copy may be damaged too), `dvc checkout`;
 5. for what no remote had: the stages a plain `dvc repro` reruns to rebuild it (their
@@ -51,6 +51,12 @@ class Project:
         with Repo(str(root)) as repo:
             self._odb = repo.cache.local
         self._md5_of_inode: dict[tuple[int, int], str] = {}
+
+    def ignored(self, path: Path) -> bool:
+        """Whether .dvcignore hides `path` from DVC (then no listing has it, rightly)."""
+        from dvc.repo import Repo
+        with Repo(str(self.root)) as repo:
+            return repo.dvcignore.is_ignored_file(os.fspath(path))
 
     def object_path(self, oid: str) -> Path:
         return Path(self._odb.oid_to_path(oid))
@@ -131,15 +137,15 @@ def repair(folder: Path) -> int:
 
 
 def remove_unlisted(project: Project, files: list[Expected]) -> int:
-    """Removes every file inside a directory output that its listing does not have (what
-    `dvc checkout` of the directory would remove: llm.c's `data/train/*.bin` would read a
-    stray shard); returns how many."""
+    """Removes every bin inside a directory output that its listing does not have and
+    .dvcignore does not hide (what `dvc checkout --force` of the directory removes): llm.c's
+    `data/train/*.bin` would read it. Returns how many."""
     in_folders = [e for e in files if e.path != Path(e.output)]  # from directory listings
     listed = {e.path for e in in_folders}
     unlisted = [path for output in sorted({e.output for e in in_folders})
                 for path in sorted((project.root / output).rglob("*"))
-                if (path.is_file() or path.is_symlink())
-                and path.relative_to(project.root) not in listed]
+                if path.suffix == ".bin" and (path.is_file() or path.is_symlink())
+                and path.relative_to(project.root) not in listed and not project.ignored(path)]
     for path in unlisted:
         project.remove(path, f"its directory's listing in {LOCK_FILE} has no such file")
     return len(unlisted)

@@ -93,7 +93,7 @@ def split_problems(folder: Path, meta: Meta, split: str, fix: str, bare: bool = 
     if info.shards is not None and (folder / info.file).is_dir():
         listed = {shard.file for shard in info.shards}
         for extra in sorted(p.name for p in (folder / info.file).iterdir()
-                            if p.name not in listed):
+                            if p.suffix == ".bin" and p.name not in listed):
             problems.append(f"{info.file}/{extra}: in the shard directory but not in meta.json "
                             f"(llm.c's and modded-nanogpt's {info.file}/*.bin globs read every "
                             f"bin there); delete it, or {fix}")
@@ -162,8 +162,9 @@ def verify(data: Path, meta: Meta | None = None) -> int:
     meta = meta or read_meta(data)
     folder = meta_path(data).parent
     listed = [folder / info.file for info in meta.splits.values()]
+    indexes = [folder / info.docs for info in meta.splits.values() if info.docs]
     if not bare and Path(data).resolve() not in [folder.resolve(), meta_path(data).resolve(),
-                                                 *(path.resolve() for path in listed)]:
+                                                 *(p.resolve() for p in listed + indexes)]:
         raise TokbinError(f"{data} is not one of the bins {meta_path(data)} lists "
                           f"({', '.join(path.name for path in listed)}): not part of the build "
                           f"it describes (a leftover of an earlier one?); verify {folder}, and "
