@@ -38,17 +38,16 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
     if not path.is_file():
         raise TokbinError(f"{path} not found (or not a file): build the data with `dvc repro` "
                           "or fetch it with `dvc pull`")
-    has_meta = (path.parent / META_FILENAME).is_file()
-    listed = has_meta and path.name in {info.file for info in read_meta(path).splits.values()}
+    meta = read_meta(path) if (path.parent / META_FILENAME).is_file() else None
+    listed = meta is not None and path.name in {info.file for info in meta.splits.values()}
     llmc = None if listed else bare_llmc_header(path)
     if llmc is not None:  # llm.c's own file (or a copy meta.json does not list): its header
         return _open_bare_llmc(path, dtype, *llmc)
     if dtype is None:
-        meta = read_meta(path)
+        meta = meta or read_meta(path)  # without one: the error that says what to do
         return open_bin(path, meta, _split_of(path, meta))
     wanted = parse_dtype(dtype)
     if listed:
-        meta = read_meta(path)
         if meta.np_dtype != wanted:
             raise TokbinError(f"dtype {wanted.name} disagrees with {path.parent / META_FILENAME}, "
                               f"which says {path.name} is {meta.dtype}; pass dtype=None to use "
