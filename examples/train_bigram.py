@@ -3,6 +3,7 @@
     python -m examples.train_bigram                          # data/train.bin, data/validation.bin
     python -m examples.train_bigram path/to/train.bin --steps 500 --device cuda
     python -m examples.train_bigram bare.bin --dtype uint16 --vocab 50257   # no meta.json
+    python -m examples.train_bigram data/train --val data/validation        # shard directories
     torchrun --standalone --nproc_per_node 2 -m examples.train_bigram      # DDP, one GPU a rank
 
 Run from the repository root. On the bundled sample (the README's first command builds
@@ -24,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from tokbin import BinLoader, TokbinError, read_meta
-from tokbin.format import META_FILENAME, read_chunks
+from tokbin.format import read_chunks
 from tokbin.tokens import open_tokens
 
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bin", nargs="?", default="data/train.bin", type=Path)
     parser.add_argument("--val", type=Path, default=None,
-                        help="validation bin (default: validation.bin beside the train bin)")
+                        help="validation bin or shard directory (default: validation.bin, or "
+                             "a validation shard directory, beside the train one)")
     parser.add_argument("--dtype", default=None, help="for a bare bin without meta.json")
     parser.add_argument("--vocab", type=int, default=None, help="default: meta.json's n_vocab")
     parser.add_argument("--device", default=default_device())
@@ -109,9 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     vocab = args.vocab or read_meta(args.bin).n_vocab
     train = BinLoader(args.bin, args.batch_size, args.block_size, device=device,
                       sampling=args.sampling, seed=args.seed, dtype=args.dtype)
-    val_path = args.val or args.bin.with_name("validation.bin")
+    val_path = args.val or args.bin.with_name("validation" + args.bin.suffix)  # or shards
+    if args.val and not args.val.exists():
+        parser.error(f"--val {args.val}: no such bin or shard directory")
     val_batches = []  # a fixed set, so successive evaluations compare like with like
-    if val_path.is_file() and (args.dtype or (val_path.parent / META_FILENAME).is_file()):
+    if not val_path.exists():  # only the default can be missing
+        if rank0:
+            print(f"no {val_path} beside {args.bin}: no validation loss (pass --val)")
+    else:
         val = BinLoader(val_path, args.batch_size, args.block_size, device=device,
                         seed=args.seed, dtype=args.dtype)
         val_batches = [val.next_batch() for _ in range(args.eval_batches)]

@@ -503,6 +503,20 @@ def test_the_bigram_example_reads_a_bare_bin_given_dtype_and_vocab(tmp_path):
     assert sorted(train_bigram(path, "--dtype", "uint16", "--vocab", 50, "--steps", 3)) == [1, 2, 3]
 
 
+def test_the_bigram_example_refuses_a_validation_path_that_does_not_exist(pattern_bin, capsys):
+    with pytest.raises(SystemExit):
+        train_bigram(pattern_bin, "--steps", 1, "--val", pattern_bin.with_name("valid.bin"))
+    assert "--val " + str(pattern_bin.with_name("valid.bin")) + ": no such bin or shard " \
+        "directory" in capsys.readouterr().err
+
+
+def test_the_bigram_example_says_it_has_no_validation_split_to_evaluate(pattern_bin, capsys):
+    from examples.train_bigram import main
+    main([str(pattern_bin), "--steps", "1", "--device", "cpu"])
+    assert (f"no {pattern_bin.with_name('validation.bin')} beside {pattern_bin}: no validation "
+            "loss (pass --val)") in capsys.readouterr().out
+
+
 def test_importing_tokbin_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", "import sys, tokbin, tokbin.format; "
                              "print('torch' in sys.modules)"], cwd=ROOT, capture_output=True,
