@@ -105,7 +105,11 @@ GPT2_STYLE = r"""'s|'t|'re| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
     ("download.separator=#### END", "#### END"),
     ("tokenize.eot_token=[INST]", "[INST]"),  # not a list
     ("tokenize.eot_token=null", None),
-], ids=["comment-like", "quotes", "hash", "brackets", "null"])
+    ('download.separator="<|endoftext|>"', "<|endoftext|>"),  # YAML's quotes, not the text's
+    ("download.text_column='story'", "story"),
+    ('download.separator="it\'s"', "it's"),
+], ids=["comment-like", "quotes", "hash", "brackets", "null", "double-quoted", "single-quoted",
+        "a quote inside"])
 def test_set_keeps_a_text_or_null_key_s_value_as_written(params, assignment, value):
     assert cli(["set", assignment]) == 0
     section, key = assignment.split("=", 1)[0].split(".")

@@ -22,7 +22,8 @@ from tokbin.params import Params, parse_params
 
 
 def set_params(path: Path, assignments: list[str]) -> list[tuple[str, str, str]]:
-    """Applies "section.key=value" assignments (value: YAML text, e.g. ./sample or [train]);
+    """Applies "section.key=value" assignments (value: YAML text, e.g. ./sample, [train] or
+    "<|endoftext|>", a quoted string: the text inside the quotes);
     returns (key, old value text, new value text) per assignment."""
     text = path.read_text(encoding="utf-8")
     changes = []
@@ -51,9 +52,11 @@ def _yaml_value(name: str, value: str) -> str:
         try:
             read = yaml.safe_load(value)
             plain = read == value or (optional and value in ("null", "Null", "NULL", "~"))
+            # a quoted YAML string is the text it quotes, as `dvc exp run -S` reads it too
+            quoted = len(value) > 1 and value[0] == value[-1] in "'\"" and isinstance(read, str)
         except yaml.YAMLError:
-            plain = False
-        if not plain:
+            plain = quoted = False
+        if not (plain or quoted):
             return json.dumps(value)  # a JSON string is a double-quoted YAML string
     return value
 
