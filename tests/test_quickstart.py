@@ -70,6 +70,7 @@ def test_the_readme_says_how_to_go_back_to_tinystories_in_one_command(clone):
 @pytest.fixture
 def params(tmp_path, monkeypatch) -> Path:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "sample").symlink_to(ROOT / "sample")  # a project root: its dataset is there
     monkeypatch.chdir(tmp_path)
     return tmp_path / "params.yaml"
 
@@ -100,10 +101,10 @@ GPT2_STYLE = r"""'s|'t|'re| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @pytest.mark.parametrize("assignment, value", [
-    (r"tokenize.pattern=\p{L}+| #|\s+", r"\p{L}+| #|\s+"),  # not a comment
-    (f"tokenize.pattern={GPT2_STYLE}", GPT2_STYLE),
+    (r"download.separator=\p{L}+| #|\s+", r"\p{L}+| #|\s+"),  # not a comment
+    (f"download.separator={GPT2_STYLE}", GPT2_STYLE),
     ("download.separator=#### END", "#### END"),
-    ("tokenize.eot_token=[INST]", "[INST]"),  # not a list
+    ("download.separator=[INST]", "[INST]"),  # not a list
     ("tokenize.eot_token=null", None),
     ('download.separator="<|endoftext|>"', "<|endoftext|>"),  # YAML's quotes, not the text's
     ("download.text_column='story'", "story"),
@@ -121,6 +122,9 @@ def test_set_keeps_a_text_or_null_key_s_value_as_written(params, assignment, val
     ("binarize.dtyp=auto", "params.yaml has no key binarize.dtyp (the keys of binarize: dtype, "
                            "format, shard_tokens)"),
     ("dtype=auto", "'dtype=auto' is not section.key=value"),
+    ("download.dataset=./nope", "download.dataset"),  # the check stage's checks, before dvc repro
+    ("tokenize.encoding=gpt3", "tokenize.encoding"),
+    ("tokenize.eot_token=foo", "tokenize.eot_token"),
 ])
 def test_set_refuses_a_bad_key_or_value_and_leaves_params_yaml_as_it_was(params, capsys,
                                                                          assignment, message):

@@ -4,7 +4,8 @@ would edit it.
 Only each value's text changes: comments, their columns, the order of keys and the style of
 every other value stay, so the diff is one line per key set (`dvc exp run -S` re-dumps the
 file through a YAML library instead, and then re-indents lists, and records an experiment).
-The edited file must pass `load_params`; when it does not, params.yaml is left untouched.
+The edited file must pass the check stage's checks of params.yaml (tokbin.preflight); when it
+does not, params.yaml is left untouched.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tokbin import schema
 from tokbin.errors import TokbinError
 from tokbin.fsio import write_text_atomic
 from tokbin.params import Params, parse_params
+from tokbin.preflight import check_params
 
 
 def set_params(path: Path, assignments: list[str]) -> list[tuple[str, str, str]]:
@@ -34,7 +36,7 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, str, str]]
                               "download.dataset=./sample)")
         text, old = _set_value(text, name, _yaml_value(name, value), path)
         changes.append((name, old, value))
-    parse_params(text, path)  # the whole file, before anything is written
+    check_params(parse_params(text, path), path.parent / "tokenizers")  # before any write
     write_text_atomic(path, text)
     return changes
 

@@ -35,7 +35,15 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
     binarize command alone reruns the binarize stage, which checks its command and outs
     itself. `tokenizers`: the folder a local tokenizer file must be in (the check and tokenize
     stages depend on it)."""
-    params = load_params(params_path)
+    params = check_params(load_params(params_path), tokenizers)
+    bins, outs = binarize_stage(dvc_yaml)
+    check_outputs(bins, params.download.written_bins, params.binarize.shard_tokens, outs)
+    return params
+
+
+def check_params(params: Params, tokenizers: Path | None) -> Params:
+    """check_pipeline's checks of params.yaml alone (`python -m tokbin set` runs them: the
+    dvc.yaml outs that a new shard_tokens or split needs are edited after it)."""
     download = params.download  # a local dataset's folder exists, a bucket's client is here
     dataset_location(download.dataset, download.revision, download.materialize)
     tokenize = params.tokenize
@@ -53,8 +61,6 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
         check_llmc_shard_tokens("uint32" if dtype == "auto" else dtype, binarize.shard_tokens)
     if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise TokbinError(RAY_MISSING)
-    bins, outs = binarize_stage(dvc_yaml)
-    check_outputs(bins, params.download.written_bins, binarize.shard_tokens, outs)
     return params
 
 
