@@ -180,6 +180,21 @@ def test_data_files_matching_nothing_are_refused(folders, tmp_path):
             data_files={"train": ["en/c4-train.json.gz"]})
 
 
+def test_data_files_as_globs_matching_nothing_name_the_key_the_split_and_the_globs(folders,
+                                                                                  tmp_path):
+    refused(tmp_path, str(folders["c4"]), ["train"], "download.data_files: the globs of split "
+            "'train' match no data files of a supported type", "(src/*.parquet); fix them",
+            data_files={"train": ["src/*.parquet"]})
+    refused(tmp_path, str(folders["c4"]), ["train"], "(a/*.parquet, b/*.csv); fix them",
+            data_files={"train": ["a/*.parquet", "b/*.csv"]})
+    refused(tmp_path, repo_of("c4"), ["train", "validation"], "the globs of splits 'train' and "
+            "'validation' match no", "(train: a/*; validation: b/*)",
+            data_files={"train": ["a/*"], "validation": ["b/*"]})
+    refused(tmp_path, repo_of("c4"), ["train", "validation"], "split 'validation' match no file "
+            "in shapes/c4 (en/nope-*)",
+            data_files={"train": ["en/c4-train.*"], "validation": ["en/nope-*"]})
+
+
 def test_unsupported_file_types_are_named_with_the_supported_ones(tmp_path):
     FAKE_HUB.add_commit("shapes/xml", {"train.xml": b"<a/>", "validation.xml": b"<b/>"})
     refused(tmp_path, "shapes/xml", ["train"], "datasets' 'xml' builder", ".parquet, .arrow, "

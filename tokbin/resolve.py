@@ -61,7 +61,7 @@ def resolve_files(dataset: str, root: Path | None, sha: str | None, config: str 
         path, prefix = f"hf://datasets/{dataset}", f"hf://datasets/{dataset}@{sha}/"
     tmp = Path(tempfile.mkdtemp(prefix="tokbin-resolve-"))
     try:
-        with _quiet_datasets(tmp), _datasets_errors(dataset, sha, prefix):
+        with _quiet_datasets(tmp), _datasets_errors(dataset, sha, prefix, data_files):
             builder = load_dataset_builder(path, config, data_files=data_files,
                                            revision=sha, cache_dir=str(tmp / "datasets"))
     finally:
@@ -156,7 +156,8 @@ def _quiet_datasets(tmp: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _datasets_errors(dataset: str, sha: str | None, prefix: str) -> Iterator[None]:
+def _datasets_errors(dataset: str, sha: str | None, prefix: str,
+                     data_files: dict[str, list[str]] | None) -> Iterator[None]:
     """datasets' errors about configs, splits and files in terms of tokbin's params; the
     Hub's own (unreachable, gated...) as tokbin.hub words them."""
     from datasets.exceptions import DatasetNotFoundError
@@ -168,9 +169,9 @@ def _datasets_errors(dataset: str, sha: str | None, prefix: str) -> Iterator[Non
         except DatasetNotFoundError as e:
             raise TokbinError(f"{dataset}: {e}") from None
         except FileNotFoundError as e:  # datasets' DataFilesNotFoundError, EmptyDatasetError
-            raise _files_error(str(e), dataset, prefix) from None
+            raise _files_error(str(e), dataset, prefix, data_files) from None
         except (ValueError, RuntimeError) as e:
-            raise _config_error(str(e), dataset) from None
+            raise _config_error(str(e), dataset, data_files) from None
         except yaml.YAMLError as e:  # the README's metadata header
             raise TokbinError(f"{dataset}: the YAML header of its README.md does not parse "
                               f"({_first_line(str(e))}); fix it, or remove its configs and "
@@ -181,7 +182,8 @@ def _first_line(msg: str) -> str:
     return next((line.strip() for line in msg.splitlines() if line.strip()), "no message")
 
 
-def _config_error(msg: str, dataset: str) -> TokbinError:
+def _config_error(msg: str, dataset: str, data_files: dict[str, list[str]] | None
+                  ) -> TokbinError:
     if msg.startswith("BuilderConfig '") and "not found. Available:" in msg:
         name = msg.split("'")[1]
         available = msg.split("Available: ", 1)[1].split("\n")[0]
@@ -196,9 +198,7 @@ def _config_error(msg: str, dataset: str) -> TokbinError:
         # "... Got {NamedSplit('train'): ('parquet', {}), 'test': (None, {})}": None = no file
         empty = re.findall(r"'([^']+)'\)?: \(None, \{\}\)", msg)
         if empty:
-            return TokbinError(f"download.data_files: the globs of split {empty[0]!r} match no "
-                               f"file in {dataset}; fix them (paths are relative to the "
-                               "dataset's root)")
+            return _no_match(empty[:1], data_files, "file", dataset)
         kinds = dict(re.findall(r"'([^']+)'\)?: \('(\w+)'", msg))
         return TokbinError(f"{dataset}: its splits hold different file types ("
                            f"{', '.join(f'{k}: {v}' for k, v in kinds.items())}); set "
@@ -213,12 +213,28 @@ def _config_error(msg: str, dataset: str) -> TokbinError:
     return TokbinError(f"{dataset}: {_first_line(msg)}")
 
 
-def _files_error(msg: str, dataset: str, prefix: str) -> TokbinError:
+def _no_match(splits: list[str], data_files: dict[str, list[str]] | None, what: str,
+              dataset: str) -> TokbinError:
+    """download.data_files' globs of `splits` match no `what` in the dataset."""
+    given = {split: data_files[split] for split in splits if split in (data_files or {})}
+    globs = "; ".join((f"{split}: " if len(given) > 1 else "") + ", ".join(patterns)
+                      for split, patterns in given.items())
+    return TokbinError(f"download.data_files: the globs of split{'s' * (len(splits) > 1)} "
+                       f"{' and '.join(map(repr, splits))} match no {what} in {dataset}"
+                       f"{f' ({globs})' if globs else ''}; fix them (paths are relative to the "
+                       "dataset's root)")
+
+
+def _files_error(msg: str, dataset: str, prefix: str, data_files: dict[str, list[str]] | None
+                 ) -> TokbinError:
     missing = re.search(r"Unable to find '([^']+)'", msg)
     if missing:  # a data_files path without wildcards that is not there
         return TokbinError(f"download.data_files: {missing.group(1).removeprefix(prefix)!r} "
                            f"is not a file of {dataset}; fix the path (relative to the "
                            "dataset's root)")
+    if data_files:  # datasets found nothing for any split: each split's globs matched nothing
+        return _no_match(list(data_files), data_files,
+                         f"data files of a supported type ({SUPPORTED_FILES})", dataset)
     return TokbinError(f"{dataset}: no data files of a supported type ({SUPPORTED_FILES}) "
                        "were found (by download.data_files, the README's configs, or the "
                        "Hub's file-name conventions)")
