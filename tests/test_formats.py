@@ -262,3 +262,14 @@ def test_invalid_json_names_its_line(tmp_path):
     folder = write(tmp_path / "ds", {"train.jsonl": '{"text": "ok"}\n{"text": "bad\n'})
     with pytest.raises(TokbinError, match=r"train.jsonl:2: not valid JSON \(Invalid control "):
         tokenize(tmp_path, folder)
+
+
+@pytest.mark.parametrize("csv, line, what", [
+    ("text,b\nok,1\nextra,2,3,4\nz,5\n", 3, "Expected 2 fields in line 3, saw 4"),
+    ("text\n" + "a\n" * 10 + '"never closed\nx\n', 12, "EOF inside string starting at row 11")])
+def test_a_csv_parse_error_is_one_line_naming_the_file_line(tmp_path, csv, line, what):
+    folder = write(tmp_path / "ds", {"train.csv": csv})
+    with pytest.raises(TokbinError) as error:
+        tokenize(tmp_path, folder)
+    assert str(error.value) == (f"{tmp_path}/ds/train.csv:{line}: not valid CSV ({what}); "
+                                "fix the file")

@@ -10,6 +10,7 @@ and row, as is a missing column.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from tokbin.compression import open_data, read_errors
@@ -37,5 +38,15 @@ def iter_csv(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
                 row += len(values)
                 yield values
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise TokbinError(f"{name}: not valid CSV after row {row} ({e}); fix the file"
-                              ) from None
+            raise _not_csv(name, str(e)) from None
+
+
+def _not_csv(name: str, message: str) -> TokbinError:
+    """pandas' parse error on one line, at the file line it names (its "line" counts from 1,
+    its "row" from 0)."""
+    what = " ".join(message.removeprefix("Error tokenizing data. C error: ").split())
+    line = re.search(r"in line (\d+)", what)
+    row = re.search(r"at row (\d+)", what)
+    where = line.group(1) if line else str(int(row.group(1)) + 1) if row else None
+    return TokbinError(f"{name}{f':{where}' if where else ''}: not valid CSV ({what}); fix the "
+                       "file")
