@@ -273,3 +273,12 @@ def test_a_csv_parse_error_is_one_line_naming_the_file_line(tmp_path, csv, line,
         tokenize(tmp_path, folder)
     assert str(error.value) == (f"{tmp_path}/ds/train.csv:{line}: not valid CSV ({what}); "
                                 "fix the file")
+
+
+@pytest.mark.parametrize("text", ['{"text": "a"}\n{"text": "b"\n',
+                                  '{"text": "a"}\n{"text": "b"\n\n  \n', '{"text": "a"}\n{"text":'])
+def test_an_unterminated_last_json_value_names_the_last_line_of_the_file(tmp_path, text):
+    folder = write(tmp_path / "ds", {"train.jsonl": text})
+    with pytest.raises(TokbinError, match=r"train.jsonl:2: not valid JSON \(.* at the end of the "
+                                          r"file\); fix the file"):
+        tokenize(tmp_path, folder)

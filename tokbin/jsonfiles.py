@@ -133,6 +133,10 @@ class _Text:
                 cut = e.pos >= len(self.buffer.rstrip()) or not self.buffer.endswith("\n")
                 if cut and self._fill():
                     continue  # cut by the buffer's end
+                end = len(self.buffer.rstrip())
+                if e.pos >= end:  # the value runs to the end of the file: name its last line
+                    raise self.error(f"not valid JSON ({e.msg} at the end of the file)",
+                                     end) from None
                 raise self.error(f"not valid JSON ({e.msg})", e.pos) from None
             if end == len(self.buffer) and not self.eof and self._fill():
                 continue  # a number may go on in the next chunk
