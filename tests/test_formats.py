@@ -10,6 +10,7 @@ import bz2
 import gzip
 import json
 import lzma
+import re
 import subprocess
 import sys
 
@@ -281,4 +282,21 @@ def test_an_unterminated_last_json_value_names_the_last_line_of_the_file(tmp_pat
     folder = write(tmp_path / "ds", {"train.jsonl": text})
     with pytest.raises(TokbinError, match=r"train.jsonl:2: not valid JSON \(.* at the end of the "
                                           r"file\); fix the file"):
+        tokenize(tmp_path, folder)
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_read_with_the_wrong_separator_suggests_the_configs_sep(tmp_path, sep):
+    folder = write(tmp_path / "ds", {"train.csv": f"id{sep}text\n1{sep}a story\n"})
+    quoted = re.escape(json.dumps(sep))
+    with pytest.raises(TokbinError, match=rf"train.csv: no column 'text': its header .* looks "
+                                          rf"{quoted}-separated; set `sep: {quoted}` in the "
+                                          "config of the dataset's README.md"):
+        tokenize(tmp_path, folder)
+
+
+def test_a_missing_csv_column_suggests_download_text_column(tmp_path):
+    folder = write(tmp_path / "ds", {"train.csv": "id,body\n1,a story\n"})
+    with pytest.raises(TokbinError, match=r"train.csv: no column 'text' \(columns: id, body\); "
+                                          "set download.text_column"):
         tokenize(tmp_path, folder)

@@ -10,6 +10,7 @@ and row, as is a missing column.
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Iterator
 
@@ -26,9 +27,7 @@ def iter_csv(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
         try:
             for frame in pd.read_csv(f, iterator=True, dtype={column: str}, **options):
                 if column not in frame.columns:
-                    raise TokbinError(f"{name}: no column {column!r} (columns: "
-                                      f"{', '.join(map(str, frame.columns))}); set "
-                                      "download.text_column to the column that holds the text")
+                    raise _no_column(name, column, list(map(str, frame.columns)))
                 values = frame[column].tolist()
                 missing = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
                 if missing is not None:
@@ -39,6 +38,19 @@ def iter_csv(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
                 yield values
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise _not_csv(name, str(e)) from None
+
+
+def _no_column(name: str, column: str, columns: list[str]) -> TokbinError:
+    """The text column is missing; a lone header holding a common delimiter is one read with
+    the wrong one, and the fix is the config's `sep`."""
+    delimiter = next((d for d in ";\t|" if len(columns) == 1 and d in columns[0]), None)
+    if delimiter is not None:
+        quoted = json.dumps(delimiter)  # YAML's double-quoted form: "\t" is a tab there
+        return TokbinError(f"{name}: no column {column!r}: its header {columns[0]!r} looks "
+                           f"{quoted}-separated; set `sep: {quoted}` in the config of the "
+                           "dataset's README.md (its `configs:`)")
+    return TokbinError(f"{name}: no column {column!r} (columns: {', '.join(columns)}); set "
+                       "download.text_column to the column that holds the text")
 
 
 def _not_csv(name: str, message: str) -> TokbinError:
