@@ -300,3 +300,22 @@ def test_a_missing_csv_column_suggests_download_text_column(tmp_path):
     with pytest.raises(TokbinError, match=r"train.csv: no column 'text' \(columns: id, body\); "
                                           "set download.text_column"):
         tokenize(tmp_path, folder)
+
+
+@pytest.mark.parametrize("name, data, line", [
+    ("train.jsonl", b'{"text": "ok"}\n{"text": "fine"}\n{"text": "bad \xff\xfe byte"}\n', 3),
+    ("train.jsonl.gz", gzip.compress(b'{"text": "ok"}\n{"text": "bad \xff"}\n'), 2),
+    ("train.csv", b"text\nok\nbad \xff byte\n", 3)])
+def test_invalid_utf8_bytes_in_a_json_or_csv_file_name_the_file_line(tmp_path, name, data, line):
+    folder = write(tmp_path / "ds", {name: data})
+    with pytest.raises(TokbinError, match=rf"{tmp_path}/ds/{re.escape(name)}:{line}: invalid UTF-8"
+                                          r" at byte \d+ of the line; re-encode the file as UTF-8"):
+        tokenize(tmp_path, folder)
+
+
+def test_text_not_valid_in_the_configs_encoding_names_that_encoding(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes("ok\n".encode("utf-16") + b"\x00\xdc")  # a lone low surrogate
+    with pytest.raises(TokbinError, match=r"train.txt: not valid utf-16 \(.*\); fix the file or "
+                                          "the dataset config's encoding"):
+        list(textfiles.iter_text(DataFile(str(path), "train.txt"), {"encoding": "utf-16"}))

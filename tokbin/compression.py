@@ -8,6 +8,7 @@ the file.
 from __future__ import annotations
 
 import bz2
+import codecs
 import contextlib
 import gzip
 import lzma
@@ -75,8 +76,10 @@ def open_data(file: DataFile) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def read_errors(name: str) -> Iterator[None]:
-    """Decompression and decoding failures while reading data file `name`, as TokbinErrors."""
+def read_errors(file: DataFile, encoding: str | None = None) -> Iterator[None]:
+    """Decompression and decoding failures while reading data `file` (as text in `encoding`,
+    UTF-8 when None), as TokbinErrors."""
+    name = file.name
     try:
         yield
     except (EOFError, zlib.error, lzma.LZMAError) as e:
@@ -86,8 +89,24 @@ def read_errors(name: str) -> Iterator[None]:
             raise
         raise corrupt(name, e) from None
     except UnicodeDecodeError as e:
-        raise TokbinError(f"{name}: invalid UTF-8 ({e.reason} at byte {e.start} of a block); "
-                          "re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)") from None
+        if codecs.lookup(encoding or "utf-8").name not in ("utf-8", "utf-8-sig"):
+            raise TokbinError(f"{name}: not valid {encoding} ({e.reason}); fix the file or the "
+                              "dataset config's encoding") from None
+        raise _invalid_line(file) from None
+
+
+def _invalid_line(file: DataFile) -> TokbinError:
+    """Where the file's first invalid UTF-8 is, by line (read again: only on this error; a
+    line end is never inside a UTF-8 character)."""
+    name = file.name
+    with read_errors(file), open_data(file) as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return TokbinError(f"{name}:{lineno}: invalid UTF-8 at byte {e.start} of the "
+                                   "line; re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)")
+    return TokbinError(f"{name}: invalid UTF-8; re-encode the file as UTF-8")
 
 
 def corrupt(name: str, e: Exception) -> TokbinError:

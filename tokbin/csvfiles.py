@@ -23,7 +23,7 @@ def iter_csv(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
     """The documents (values of `column`) of one CSV file, a chunk of rows at a time."""
     import pandas as pd  # here: only a csv dataset pays for importing pandas
     name, row = file.name, 0
-    with read_errors(name), open_data(file) as f:
+    with read_errors(file, options.get("encoding")), open_data(file) as f:
         try:
             for frame in pd.read_csv(f, iterator=True, dtype={column: str}, **options):
                 if column not in frame.columns:

@@ -31,8 +31,9 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 def iter_json(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
     """The documents (values of `column`) of one JSON file, a list of rows at a time."""
     name = file.name
-    with read_errors(name), open_data(file) as raw, \
-            io.TextIOWrapper(raw, encoding=options.get("encoding") or "utf-8",
+    encoding = options.get("encoding") or "utf-8"
+    with read_errors(file, encoding), open_data(file) as raw, \
+            io.TextIOWrapper(raw, encoding=encoding,
                              errors=options.get("encoding_errors") or "strict",
                              newline="\n") as f:
         text = _Text(f, name)

@@ -33,29 +33,23 @@ CHUNK_CHARS = 4 << 20
 
 def iter_text(file: DataFile, options: dict) -> Iterator[list[str]]:
     """The documents of one .txt file, a chunk's worth at a time."""
-    name = file.name
     separator = options.get("separator")
     sample_by = options.get("sample_by") or "line"
     encoding = options.get("encoding") or "utf-8"
-    try:
-        with read_errors(name), open_data(file) as raw, \
-                io.TextIOWrapper(raw, encoding=encoding,
-                                 errors=options.get("encoding_errors") or "strict") as f:
-            if separator is not None:
-                yield from _separated(_chunks(f), separator)
-            elif sample_by == "line":
-                yield from _lines(_chunks(f), bool(options.get("keep_linebreaks")))
-            elif sample_by == "paragraph":
-                yield from _paragraphs(_chunks(f))
-            elif sample_by == "document":
-                yield [f.read()]
-            else:
-                raise TokbinError(f"sample_by must be line, paragraph or document, not "
-                                  f"{sample_by!r}")
-    except TokbinError as e:
-        if "invalid UTF-8" in str(e) and encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
-            raise _invalid_line(file) from None
-        raise
+    with read_errors(file, encoding), open_data(file) as raw, \
+            io.TextIOWrapper(raw, encoding=encoding,
+                             errors=options.get("encoding_errors") or "strict") as f:
+        if separator is not None:
+            yield from _separated(_chunks(f), separator)
+        elif sample_by == "line":
+            yield from _lines(_chunks(f), bool(options.get("keep_linebreaks")))
+        elif sample_by == "paragraph":
+            yield from _paragraphs(_chunks(f))
+        elif sample_by == "document":
+            yield [f.read()]
+        else:
+            raise TokbinError(f"sample_by must be line, paragraph or document, not "
+                              f"{sample_by!r}")
 
 
 def _chunks(f: io.TextIOWrapper) -> Iterator[str]:
@@ -99,16 +93,3 @@ def _separated(chunks: Iterator[str], separator: str) -> Iterator[list[str]]:
         yield [doc for piece in pieces if (doc := piece.removesuffix("\n"))]
     if rest.removesuffix("\n"):
         yield [rest.removesuffix("\n")]
-
-
-def _invalid_line(file: DataFile) -> TokbinError:
-    """Where the file's first invalid UTF-8 is, by line (read again: only on this error)."""
-    name = file.name
-    with read_errors(name), open_data(file) as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return TokbinError(f"{name}:{lineno}: invalid UTF-8 at byte {e.start} of the "
-                                   "line; re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)")
-    return TokbinError(f"{name}: invalid UTF-8; re-encode the file as UTF-8")
