@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -319,3 +320,27 @@ def test_text_not_valid_in_the_configs_encoding_names_that_encoding(tmp_path):
     with pytest.raises(TokbinError, match=r"train.txt: not valid utf-16 \(.*\); fix the file or "
                                           "the dataset config's encoding"):
         list(textfiles.iter_text(DataFile(str(path), "train.txt"), {"encoding": "utf-16"}))
+
+
+def not_utf8_parquet(path, texts: list[bytes]) -> None:
+    """A string column holding `texts` as they are: pyarrow writes bytes it never checks."""
+    offsets = np.cumsum([0, *map(len, texts)]).astype("int32")
+    column = pa.Array.from_buffers(pa.string(), len(texts), [None, pa.py_buffer(offsets),
+                                                             pa.py_buffer(b"".join(texts))])
+    pq.write_table(pa.table({"text": column}), path, row_group_size=2)
+
+
+def test_a_json_document_that_is_not_utf8_names_its_file_and_line(tmp_path):
+    rows = jsonl([{"text": f"doc {i}"} for i in range(10)]) + '{"text": "lone \\ud800 high"}\n'
+    folder = write(tmp_path / "ds", {"a.jsonl": jsonl([{"text": "first file"}]), "b.jsonl": rows})
+    with pytest.raises(TokbinError, match=rf"^{tmp_path}/ds/b.jsonl:11: a document is not valid "
+                                          r"UTF-8: a lone surrogate .* at byte 5 of it"):
+        tokenize(tmp_path, folder)
+
+
+def test_a_parquet_document_that_is_not_utf8_names_its_file_and_row(tmp_path):
+    (tmp_path / "ds").mkdir()
+    not_utf8_parquet(tmp_path / "ds" / "train.parquet", [b"good", b"fine", b"ok", b"ba\xffd"])
+    with pytest.raises(TokbinError, match=rf"^{tmp_path}/ds/train.parquet: row 4: a document is "
+                                          r"not valid UTF-8: invalid start byte at byte 2 of it"):
+        tokenize(tmp_path, folder=tmp_path / "ds")

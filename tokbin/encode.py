@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tokbin.engines import effective_engine, make_engine
-from tokbin.errors import TokbinError
+from tokbin.errors import NotUTF8Error, TokbinError
 from tokbin.format import DOCLENS_DTYPE, Holdout, TokenizerRecord, choose_dtype, token_ends
 from tokbin.readers import TextBatch, WorkUnit
 from tokbin.tokenizer_spec import TokenizerSpec
@@ -120,16 +120,15 @@ def batch_encoder(settings: EncodeSettings) -> BatchEncoder:
 def not_utf8(batch: TextBatch) -> TokbinError:
     """What is not valid UTF-8 in a batch an engine could not decode: its first such document
     and where in it (found again document by document: the engines' offsets are their own)."""
-    for i in range(len(batch)):
-        try:
-            batch.document(i).decode("utf-8")
-        except UnicodeDecodeError as e:
-            surrogate = e.object[e.start:e.start + 2]  # ED A0..BF: U+D800..U+DFFF's UTF-8
-            what = ("a lone surrogate (half a UTF-16 pair, e.g. a JSON \\ud800 escape)"
-                    if surrogate[:1] == b"\xed" and surrogate[1:] >= b"\xa0" else e.reason)
-            return TokbinError(f"a document is not valid UTF-8: {what} at byte {e.start} of it, "
-                               f"which begins {e.object[:40]!r}; fix or drop it in the dataset")
-    return TokbinError("a batch is not valid UTF-8; re-encode the dataset as UTF-8")
+    found = batch.first_not_utf8()
+    if found is None:
+        return TokbinError("a batch is not valid UTF-8; re-encode the dataset as UTF-8")
+    e = found[1]
+    surrogate = e.object[e.start:e.start + 2]  # ED A0..BF: U+D800..U+DFFF's UTF-8
+    what = ("a lone surrogate (half a UTF-16 pair, e.g. a JSON \\ud800 escape)"
+            if surrogate[:1] == b"\xed" and surrogate[1:] >= b"\xa0" else e.reason)
+    return NotUTF8Error(f"a document is not valid UTF-8: {what} at byte {e.start} of it, "
+                        f"which begins {e.object[:40]!r}; fix or drop it in the dataset")
 
 
 def held_out(batch: TextBatch, holdout: Holdout) -> np.ndarray:

@@ -3,3 +3,7 @@
 
 class TokbinError(Exception):
     """A problem the user can fix. Stages and the CLI print it without a traceback and exit 1."""
+
+
+class NotUTF8Error(TokbinError):
+    """A document an engine could not decode; the tokenize stage adds which file and line."""

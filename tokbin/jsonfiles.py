@@ -30,6 +30,18 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 def iter_json(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
     """The documents (values of `column`) of one JSON file, a list of rows at a time."""
+    documents = []
+    for _, document in json_documents(file, column, options):
+        documents.append(document)
+        if len(documents) == ROWS_PER_LIST:
+            yield documents
+            documents = []
+    if documents:
+        yield documents
+
+
+def json_documents(file: DataFile, column: str, options: dict) -> Iterator[tuple[int, str]]:
+    """(the line it starts on, the document) for each row of one JSON file."""
     name = file.name
     encoding = options.get("encoding") or "utf-8"
     with read_errors(file, encoding), open_data(file) as raw, \
@@ -43,14 +55,8 @@ def iter_json(file: DataFile, column: str, options: dict) -> Iterator[list[str]]
             rows = _field_rows(text, field)
         else:
             rows = _array_rows(text) if array else _value_rows(text)
-        documents = []
         for line, row in rows:
-            documents.append(_document(row, column, f"{name}:{line}", strings=array))
-            if len(documents) == ROWS_PER_LIST:
-                yield documents
-                documents = []
-        if documents:
-            yield documents
+            yield line, _document(row, column, f"{name}:{line}", strings=array)
 
 
 def _document(row: Any, column: str, where: str, strings: bool) -> str:

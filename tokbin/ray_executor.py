@@ -121,7 +121,7 @@ def _result(ray, unit: WorkUnit, ref) -> list[tuple[np.ndarray, np.ndarray]]:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:
         if isinstance(e.cause, TokbinError):
-            raise TokbinError(str(e.cause)) from None
+            raise type(e.cause)(str(e.cause)) from None  # NotUTF8Error stays one
         raise  # a bug, not bad data: keep Ray's report with the worker's traceback
     except ray.exceptions.RayError as e:
         raise TokbinError(f"the Ray task tokenizing {unit} failed {TASK_RETRIES + 1} times "

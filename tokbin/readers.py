@@ -22,7 +22,7 @@ from tokbin import columnar
 from tokbin.compression import uncompressed_name
 from tokbin.csvfiles import iter_csv
 from tokbin.errors import TokbinError
-from tokbin.jsonfiles import iter_json
+from tokbin.jsonfiles import iter_json, json_documents
 from tokbin.remote import DataFile, map_files
 from tokbin.textfiles import iter_text
 
@@ -74,6 +74,15 @@ class TextBatch:
 
     def document(self, i: int) -> bytes:
         return self.data[self.offsets[i]:self.offsets[i + 1]]
+
+    def first_not_utf8(self) -> tuple[int, UnicodeDecodeError] | None:
+        """The first document that is not valid UTF-8 (its index, its decoding error)."""
+        for i in range(len(self)):
+            try:
+                self.document(i).decode("utf-8")
+            except UnicodeDecodeError as e:
+                return i, e
+        return None
 
     @classmethod
     def from_arrow(cls, array: pa.StringArray | pa.LargeStringArray) -> "TextBatch":
@@ -187,6 +196,24 @@ def iter_text_batches(file: DataFile, reading: Reading,
                 texts, size = [], 0
     if texts:
         yield TextBatch.from_texts(texts)
+
+
+def locate_not_utf8(files: list[DataFile], reading: Reading) -> str | None:
+    """Where the first document of `files` that is not valid UTF-8 is: "name:line" (JSON) or
+    "name: row N" (counting from 1); read again, only once an engine failed on one."""
+    for file in dict.fromkeys(files):
+        if reading.builder == "json":
+            for line, text in json_documents(file, reading.text_column, reading.options):
+                if TextBatch.from_texts([text]).first_not_utf8():
+                    return f"{file.name}:{line}"
+            continue
+        row = 0
+        for batch in iter_text_batches(file, reading):
+            found = batch.first_not_utf8()
+            if found:
+                return f"{file.name}: row {row + found[0] + 1}"
+            row += len(batch)
+    return None
 
 
 def _texts(file: DataFile, reading: Reading) -> Iterator[list[str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tokbin.encode import settings_for
-from tokbin.errors import TokbinError
+from tokbin.errors import NotUTF8Error, TokbinError
 from tokbin.executors import (ProcessExecutor, ThreadExecutor, default_workers, text_bytes,
                               worth_processes)
 from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, Holdout, Meta, SourceRecord, SplitInfo,
@@ -25,7 +25,7 @@ from tokbin.format import (HOLDOUT_BIN, HOLDOUT_FROM, Holdout, Meta, SourceRecor
 from tokbin.tokenizer_spec import TokenizerSpec, resolve_tokenizer
 from tokbin.fsio import atomic_path
 from tokbin.readers import (DataFile, Reading, check_columns, count_documents,
-                            use_lean_arrow_memory)
+                            locate_not_utf8, use_lean_arrow_memory)
 from tokbin.remote import map_files, record_file, verify
 from tokbin.split_writer import SplitJob, SplitOutput
 
@@ -68,7 +68,11 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, splits: list[str] | dict[str,
             total = None if None in known else sum(known)
             with tqdm(total=total, desc=f"tokenize {name}", unit="doc", unit_scale=True,
                       mininterval=1.0) as bar:
-                counts = chosen[name].tokenize_split(job, info, bar.update)
+                try:
+                    counts = chosen[name].tokenize_split(job, info, bar.update)
+                except NotUTF8Error as e:  # the engines know no file: read the split again
+                    where = locate_not_utf8(files, reading)
+                    raise (NotUTF8Error(f"{where}: {e}") if where else e) from None
             for bin_name, count in zip(bins, counts):
                 if count.documents == 0:
                     raise _empty(bin_name, source, splits, holdout, counts)
