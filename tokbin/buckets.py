@@ -16,34 +16,9 @@ import tempfile
 from pathlib import Path
 
 from tokbin.errors import TokbinError
-from tokbin.remote import OBJECT_STORES, filesystem, scheme, source_errors
+from tokbin.remote import filesystem, scheme, source_errors
 
 METADATA_FILES = ("README.md", ".huggingface.yaml", "dataset_infos.json")  # datasets reads them
-
-
-def folder_url(dataset: str) -> str | None:
-    """`dataset` as the URL of an object-storage folder (no trailing slash), or None when it
-    is not one (a Hub id or a local path)."""
-    kind = scheme(dataset)
-    if kind is None:
-        if "://" in dataset:
-            raise TokbinError(f"download.dataset {dataset!r}: tokbin reads "
-                              f"{', '.join(s + '://' for s in OBJECT_STORES)} folders, Hub "
-                              "dataset ids (owner/name) and local directories")
-        return None
-    if kind == "hf":
-        raise TokbinError(f"download.dataset {dataset!r}: give a Hub dataset as its id "
-                          f"({dataset.removeprefix('hf://datasets/').split('@')[0]}) and its "
-                          "revision in download.revision")
-    kind_, _, path = dataset.partition("://")
-    if not path.strip("/"):
-        raise TokbinError(f"download.dataset {dataset!r} names no bucket; give the folder that "
-                          f"holds the dataset ({kind_}://<bucket>/<folder>)")
-    url = dataset.rstrip("/")
-    if "/" not in url.split("://", 1)[1]:
-        raise TokbinError(f"download.dataset {dataset!r} is a whole bucket; give the folder "
-                          f"that holds the dataset ({url}/<folder>)")
-    return url
 
 
 def resolve(url: str, config: str | None, data_files: dict[str, list[str]] | None):

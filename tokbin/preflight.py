@@ -21,7 +21,7 @@ from tokbin.errors import TokbinError
 from tokbin.format import SENTENCEPIECE, TOKENIZER_JSON, choose_dtype
 from tokbin.params import Params, load_params
 from tokbin.ray_executor import RAY_MISSING
-from tokbin.source import dataset_location
+from tokbin.location import dataset_location
 from tokbin.tokenizer_spec import check_tokenizer_offline
 from tokbin.vocab import load_vocabulary
 
