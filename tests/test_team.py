@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from conftest import TEAM_OUTPUTS, clone, git, lock_md5s, object_path, run
@@ -66,6 +68,29 @@ def test_dvc_pull_binarize_fetches_only_the_bins_their_document_indexes_and_meta
     intermediates = {md5s["data/raw"], md5s["data/tokens"]}
     assert intermediates <= stored_objects(team.remote) and not intermediates & cached
 
+
+
+def test_repair_after_pulling_only_binarize_fetches_nothing_and_names_what_it_left_out(
+        team, tmp_path):
+    teammate = clone(team, tmp_path / "teammate")
+    run(["dvc", "pull", "binarize"], teammate)
+    cached = stored_objects(teammate / ".dvc" / "cache")
+    repaired = run([sys.executable, "-m", "tokbin", "repair"], teammate)
+    assert "$ dvc" not in repaired.stdout  # no fetch, no checkout
+    assert "data/raw" in repaired.stdout and "not pulled" in repaired.stdout
+    assert "nothing to do" in repaired.stdout
+    assert stored_objects(teammate / ".dvc" / "cache") == cached
+    assert not (teammate / "data" / "raw").exists() and not (teammate / "data" / "tokens").exists()
+
+
+def test_repair_restores_an_intermediate_deleted_by_accident_from_the_dvc_cache(team, tmp_path):
+    teammate = clone(team, tmp_path / "teammate")
+    run(["dvc", "pull"], teammate)
+    shutil.rmtree(teammate / "data" / "tokens")  # its cache objects are still in .dvc/cache
+    run([sys.executable, "-m", "tokbin", "repair"], teammate)
+    assert workspace(teammate) == team.versions["data-v2"]
+    assert (teammate / "data" / "tokens" / "train.bin").read_bytes() == (
+        team.versions["data-v2"]["data/train.bin"])
 
 # --- disk: one copy per bin -------------------------------------------------------------------
 

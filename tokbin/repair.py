@@ -9,7 +9,10 @@ cache too; DVC trusts a read-only cache object without re-hashing it, so `dvc ch
 it has. So this re-hashes everything itself:
 
 1. the md5 dvc.lock records for every cached file output and every file of a cached
-   directory output (from the directory's listing object, itself checked and re-fetched);
+   directory output (from the directory's listing object, itself checked and re-fetched),
+   of the outputs this clone has: binarize's (what verify checks), and every other output
+   present in the workspace or the DVC cache; one absent from both was never pulled (`dvc
+   pull binarize` leaves data/raw and data/tokens out) and is left out, named;
 2. each cache object and workspace file re-hashed (once per inode);
 3. bins inside a directory output that its listing does not have (and .dvcignore does not
    hide) removed: llm.c's globs would read a stray shard; damaged cache objects removed, with every workspace file that is
@@ -31,6 +34,8 @@ from pathlib import Path
 from tokbin.dvclock import (LOCK_FILE, file_md5, find_dvc_lock, lock_stage_outputs,
                             uncached_outputs)
 from tokbin.errors import TokbinError
+
+VERIFIED_STAGE = "binarize"  # its outputs are what verify checks: always restored
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,10 @@ def repair(folder: Path) -> int:
         raise TokbinError(f"no {LOCK_FILE} in {folder} or above it: repair restores the outputs "
                           "of a DVC project that `dvc repro` has built")
     project = Project(lock.parent)
-    files, unknown, uncached = expected_files(project, lock)
+    files, unknown, uncached, unpulled = expected_files(project, lock)
+    if unpulled:
+        print(f"repair: {', '.join(unpulled)} neither in the workspace nor in the DVC cache "
+              "(not pulled): left out; `dvc pull` gets them")
     removed = remove_unlisted(project, files)
     remove_damaged(project, files)
     for e in files:  # a good workspace copy (not a link: another inode) refills the cache
@@ -166,16 +174,20 @@ def remove_damaged(project: Project, files: list[Expected]) -> None:
 
 
 def expected_files(project: Project, lock: Path
-                   ) -> tuple[list[Expected], set[str], list[str]]:
-    """Every cached file dvc.lock records; the stages whose directory listing no cache or
-    remote has (their files are unknown until they rerun); the outputs with cache: false."""
+                   ) -> tuple[list[Expected], set[str], list[str], list[str]]:
+    """Every cached file dvc.lock records of the outputs this clone has (`pulled`); the stages
+    whose directory listing no cache or remote has (their files are unknown until they
+    rerun); the outputs with cache: false; the outputs left out as never pulled."""
     outputs = lock_stage_outputs(lock.read_text(encoding="utf-8"), str(lock))
     dvc_yaml = lock.with_name("dvc.yaml")
     uncached = uncached_outputs(dvc_yaml.read_text(encoding="utf-8"), str(dvc_yaml))
-    files, unknown = [], set()
+    files, unknown, unpulled = [], set(), []
     recorded = sorted(o["path"] for outs in outputs.values() for o in outs)
     for stage, outs in outputs.items():
         for out in (o for o in outs if o["path"] not in uncached):
+            if not pulled(project, stage, out):
+                unpulled.append(out["path"])
+                continue
             if not out["md5"].endswith(".dir"):
                 files.append(Expected(Path(out["path"]), out["md5"], out["path"], stage))
                 continue
@@ -192,7 +204,16 @@ def expected_files(project: Project, lock: Path
             for entry in json.loads(listing.read_text(encoding="utf-8")):
                 files.append(Expected(Path(out["path"]) / entry["relpath"], entry["md5"],
                                       out["path"], stage))
-    return files, unknown, [path for path in recorded if path in uncached]
+    return files, unknown, [path for path in recorded if path in uncached], unpulled
+
+
+def pulled(project: Project, stage: str, out: dict) -> bool:
+    """Whether this clone has the output: binarize's always (verify needs it), any other when
+    the workspace or the DVC cache has it; a deleted output whose cache object is still here
+    is restored, one in neither place is taken as not pulled (fetching it could be the whole
+    raw dataset)."""
+    return (stage == VERIFIED_STAGE or os.path.lexists(project.root / out["path"])
+            or project.object_path(out["md5"]).exists())
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
