@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import TEAM_OUTPUTS, clone, lock_md5s, object_path, run
+from conftest import TEAM_OUTPUTS, clone, git, lock_md5s, object_path, run
 from conftest import team_outputs as workspace_bins
+from tokbin.errors import TokbinError
+from tokbin.pinned import pinned_path
 
 BUCKET = "tokbin-team"
 
@@ -249,3 +253,35 @@ def test_a_corrupted_object_served_over_http_fails_the_pull(teammate, remote_cop
     corrupt(object_path(remote_copy, train_bin_md5(teammate)))
     use_remote(teammate, serve_http(remote_copy))
     assert_pull_refuses_the_corrupted_train_bin(teammate)
+
+
+def test_a_damaged_object_a_pull_dropped_is_named_and_restored_by_the_fix_pinned_path_gives(
+        team, teammate, remote_copy, tmp_path):
+    git(teammate, "checkout", "-q", "data-v1")
+    md5 = train_bin_md5(teammate)
+    corrupt(object_path(remote_copy, md5))
+    use_remote(teammate, str(remote_copy))
+    assert_pull_refuses_the_corrupted_train_bin(teammate)  # and the local remote drops it
+    with pytest.raises(TokbinError, match="nor on its DVC remote, though a directory "
+                                          "listing there names it") as refused:
+        pinned_path("data-v1", repo=teammate, cache_dir=tmp_path / "pinned")
+    doomed = re.search(r"delete (.*) from the remote", str(refused.value))[1].split(", ")
+    tokens_listing = lock_md5s(teammate)["data/tokens"]
+    assert doomed == [str(object_path(remote_copy, md5)),
+                      str(object_path(remote_copy, tokens_listing))]
+    repaired = run([sys.executable, "-m", "tokbin", "repair"], teammate, check=False)
+    assert repaired.returncode == 1
+    assert "the remote's copy of data/train.bin is damaged" in repaired.stdout
+    assert f"delete {', '.join(doomed)} from the remote" in repaired.stdout
+    good = clone(team, tmp_path / "good")  # a clone with the right data, from a good remote
+    git(good, "checkout", "-q", "data-v1")
+    dvc(good, "pull")
+    use_remote(good, str(remote_copy))
+    dvc(good, "push")  # DVC takes data/tokens' listing as proof that the bin is there ...
+    assert not object_path(remote_copy, md5).exists()
+    for path in doomed:  # ... so the fix deletes that listing too
+        Path(path).unlink(missing_ok=True)
+    dvc(good, "push")
+    assert object_path(remote_copy, md5).read_bytes() == team.versions["data-v1"]["data/train.bin"]
+    dvc(teammate, "pull", "binarize")
+    assert workspace_bins(teammate) == team.versions["data-v1"]

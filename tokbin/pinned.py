@@ -84,6 +84,10 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
                                  local / posixpath.basename(shard["name"]), rev, verify)
             else:
                 _ensure_copy(fs, repo_path, out, local, rev, verify)
+    except _RemoteDamage as damage:  # named with the fix, which needs the remote and dvc.lock
+        if damage.missing and not _dropped_from_remote(fs, remote, damage.md5, outputs):
+            raise TokbinError(damage.missing) from None
+        raise TokbinError(f"{damage}; {_remote_fix(fs, remote, damage.md5, outputs)}") from None
     finally:
         _close(fs, repo)
     return folder / posixpath.basename(path)
@@ -177,6 +181,27 @@ def _shards(fs, path: str, rev: str) -> list[dict]:
     return files
 
 
+class _RemoteDamage(Exception):
+    """A copy on the remote that is damaged, or missing (`missing`: the message when it was
+    never pushed, rather than dropped as damaged by a `dvc pull`)."""
+
+    def __init__(self, message: str, md5: str, missing: str | None = None):
+        super().__init__(message)
+        self.md5, self.missing = md5, missing
+
+
+def _remote_fix(fs, remote: str | None, md5: str, outputs: dict[str, dict]) -> str:
+    from tokbin.remote_objects import damaged_remote_fix, remote_odb
+    odb = remote_odb(fs.repo, remote)
+    return damaged_remote_fix(odb, md5, outputs) if odb is not None else (
+        "re-push it from a clone that has the right data (`dvc push`), or rebuild it (`dvc repro`)")
+
+
+def _dropped_from_remote(fs, remote: str | None, md5: str, outputs: dict[str, dict]) -> bool:
+    from tokbin.remote_objects import missing_but_listed, remote_odb
+    return missing_but_listed(remote_odb(fs.repo, remote), md5, outputs)
+
+
 def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: bool) -> None:
     """Makes `local` a verified copy of the revision's `repo_path`, reusing a good one."""
     from dvc.config import RemoteNotFoundError
@@ -198,18 +223,21 @@ def _ensure_copy(fs, repo_path: str, out: dict, local: Path, rev: str, verify: b
             raise TokbinError(f"{e}; `dvc remote list` shows the remotes (remote=None uses "
                               "the default)") from None
         except FileNotFoundError:
-            raise TokbinError(f"{repo_path} at {rev!r} (md5 {out['md5']}) is neither in this "
-                              "repo's DVC cache nor on its DVC remote (or the remote is "
-                              "unreachable; `dvc remote list` shows it): push it from the clone "
-                              "that built it (`dvc push`)") from None
+            raise _RemoteDamage(
+                f"{repo_path} at {rev!r} (md5 {out['md5']}) is neither in this repo's DVC cache "
+                "nor on its DVC remote, though a directory listing there names it (a damaged "
+                "copy that a `dvc pull` removed, or a deleted one)", out["md5"],
+                missing=f"{repo_path} at {rev!r} (md5 {out['md5']}) is neither in this "
+                "repo's DVC cache nor on its DVC remote (or the remote is "
+                "unreachable; `dvc remote list` shows it): push it from the clone "
+                "that built it (`dvc push`)") from None
         got = file_md5(tmp)
         if got != out["md5"]:
             # DVCFileSystem streams remote objects without checking them: this is the check.
-            raise TokbinError(f"{repo_path} at {rev!r} was fetched with md5 {got}, but {LOCK_FILE} "
-                              f"records {out['md5']}: the DVC remote (or cache) holds a corrupted "
-                              "copy; `python -m tokbin repair` in the repo restores its cache, "
-                              "then re-push it from a clone that has the right data "
-                              "(`dvc push`), or rebuild it (`dvc repro`)")
+            raise _RemoteDamage(f"{repo_path} at {rev!r} was fetched with md5 {got}, but "
+                                f"{LOCK_FILE} records {out['md5']}: the DVC remote (or cache) "
+                                "holds a damaged copy (`python -m tokbin repair` in the repo "
+                                "restores its cache)", out["md5"])
         tmp.chmod(0o444)  # a pinned version is read-only: a stray write would corrupt it
 
 

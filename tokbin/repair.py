@@ -31,9 +31,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokbin.dvclock import (LOCK_FILE, file_md5, find_dvc_lock, lock_stage_outputs,
-                            uncached_outputs)
+from tokbin.dvclock import (LOCK_FILE, file_md5, find_dvc_lock, lock_outputs,
+                            lock_stage_outputs, uncached_outputs)
 from tokbin.errors import TokbinError
+from tokbin.remote_objects import bad_on_remote, damaged_remote_fix, remote_odb
 
 VERIFIED_STAGE = "binarize"  # its outputs are what verify checks: always restored
 
@@ -55,6 +56,7 @@ class Project:
         self.root = root
         with Repo(str(root)) as repo:
             self._odb = repo.cache.local
+            self.remote = remote_odb(repo)
         self._md5_of_inode: dict[tuple[int, int], str] = {}
 
     def ignored(self, path: Path) -> bool:
@@ -128,11 +130,15 @@ def repair(folder: Path) -> int:
     if restorable and project.dvc("checkout", *restorable) != 0:
         raise TokbinError("`dvc checkout` failed (its message is above)")
     pipeline = lock_stage_outputs(lock.read_text(encoding="utf-8"), str(lock))
+    listed = lock_outputs(lock.read_text(encoding="utf-8"), str(lock))
     rebuild = [stage for stage in pipeline if stage in {e.stage for e in lost} | unknown]
     if rebuild:
         for e in sorted(lost, key=lambda e: e.path):
             print(f"repair: {e.path} ({e.md5}): neither the DVC cache nor the remote has a "
                   "good copy")
+            if bad_on_remote(project.remote, e.md5, listed):  # a re-push alone skips it
+                print(f"repair: the remote's copy of {e.path} is damaged (or was removed as "
+                      f"damaged): {damaged_remote_fix(project.remote, e.md5, listed)}")
         print(f"repair: rebuild it with `dvc repro`: its outputs are missing now, so it reruns "
               f"{', '.join(rebuild)} (and restores or reruns what follows); then `python -m "
               "tokbin verify`, and `dvc push` to put the rebuilt data on the remote")
