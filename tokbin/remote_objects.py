@@ -44,11 +44,11 @@ def damaged_remote_fix(odb, md5: str, outputs: dict[str, dict]) -> str:
 
 def remote_odb(repo, remote: str | None = None):
     """The DVC remote `remote` (default: the repo's default) as an object database, or None
-    when the repo has none."""
-    from dvc.config import NoRemoteError
+    when the repo has none (or DVC cannot open it: the commands that need it say why)."""
+    from dvc.exceptions import DvcException
     try:
         return repo.cloud.get_remote_odb(remote)
-    except NoRemoteError:
+    except DvcException:  # none configured, or its client (dvc-s3 ...) is not installed
         return None
 
 
