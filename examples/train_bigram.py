@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from tokbin import BinLoader, TokbinError, read_meta
-from tokbin.format import read_chunks
+from tokbin.format import meta_path, read_chunks
 from tokbin.tokens import open_tokens
 
 
@@ -105,9 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     device = start_distributed(args.device)
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     torch.manual_seed(args.seed)  # the same initial weights on every rank
+    if not args.bin.exists():
+        parser.error(f"{args.bin}: no such bin or shard directory")
     if args.vocab is None and args.dtype is not None:
         raise TokbinError("a bare bin (--dtype) has no meta.json to give the vocabulary size: "
                           "pass --vocab")
+    if args.vocab is None and not meta_path(args.bin).is_file():  # read_meta's says dtype=
+        raise TokbinError(f"{meta_path(args.bin)} not found: build the data with `dvc repro`, "
+                          "or pass --dtype and --vocab for a bare bin")
     vocab = args.vocab or read_meta(args.bin).n_vocab
     train = BinLoader(args.bin, args.batch_size, args.block_size, device=device,
                       sampling=args.sampling, seed=args.seed, dtype=args.dtype)

@@ -510,6 +510,18 @@ def test_the_bigram_example_refuses_a_validation_path_that_does_not_exist(patter
         "directory" in capsys.readouterr().err
 
 
+def test_the_bigram_example_refuses_a_bin_that_does_not_exist(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_bigram(tmp_path / "train.bin", "--steps", 1)
+    assert f"{tmp_path / 'train.bin'}: no such bin or shard directory" in capsys.readouterr().err
+
+
+def test_the_bigram_example_asks_for_its_own_options_for_a_bare_bin(tmp_path):
+    path = write_bin(tmp_path, np.arange(50, dtype=np.uint16), meta=False)
+    with pytest.raises(TokbinError, match="pass --dtype and --vocab for a bare bin"):
+        train_bigram(path, "--steps", 1)
+
+
 def test_the_bigram_example_says_it_has_no_validation_split_to_evaluate(pattern_bin, capsys):
     from examples.train_bigram import main
     main([str(pattern_bin), "--steps", "1", "--device", "cpu"])
