@@ -306,8 +306,11 @@ def test_a_missing_csv_column_suggests_download_text_column(tmp_path):
 @pytest.mark.parametrize("name, data, line", [
     ("train.jsonl", b'{"text": "ok"}\n{"text": "fine"}\n{"text": "bad \xff\xfe byte"}\n', 3),
     ("train.jsonl.gz", gzip.compress(b'{"text": "ok"}\n{"text": "bad \xff"}\n', mtime=0), 2),
-    ("train.csv", b"text\nok\nbad \xff byte\n", 3)], ids=["jsonl", "jsonl.gz", "csv"])
-def test_invalid_utf8_bytes_in_a_json_or_csv_file_name_the_file_line(tmp_path, name, data, line):
+    ("train.csv", b"text\nok\nbad \xff byte\n", 3),
+    ("train.csv.zst", zstd(b"text\nok\nbad \xff byte\n"), 3),  # a stream without readline
+    ("train.txt.zst", zstd(b"ok\nbad \xff byte\n"), 2)],
+    ids=["jsonl", "jsonl.gz", "csv", "csv.zst", "txt.zst"])
+def test_invalid_utf8_bytes_in_a_data_file_name_the_file_line_compressed_or_not(tmp_path, name, data, line):
     folder = write(tmp_path / "ds", {name: data})
     with pytest.raises(TokbinError, match=rf"{tmp_path}/ds/{re.escape(name)}:{line}: invalid UTF-8"
                                           r" at byte \d+ of the line; re-encode the file as UTF-8"):

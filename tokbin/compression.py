@@ -100,13 +100,27 @@ def _invalid_line(file: DataFile) -> TokbinError:
     line end is never inside a UTF-8 character)."""
     name = file.name
     with read_errors(file), open_data(file) as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(_byte_lines(f), 1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as e:
                 return TokbinError(f"{name}:{lineno}: invalid UTF-8 at byte {e.start} of the "
                                    "line; re-encode the file as UTF-8 (e.g. `iconv -t UTF-8`)")
     return TokbinError(f"{name}: invalid UTF-8; re-encode the file as UTF-8")
+
+
+def _byte_lines(f: IO[bytes]) -> Iterator[bytes]:
+    """The lines of a binary stream, read in blocks (pyarrow's zstd stream has no readline)."""
+    parts = []  # of the line under way: joined once, so a long line costs no copies per block
+    while block := f.read(1 << 20):
+        *lines, last = block.split(b"\n")
+        if lines:
+            lines[0] = b"".join([*parts, lines[0]])
+            parts = []
+            yield from lines
+        parts.append(last)
+    if tail := b"".join(parts):
+        yield tail
 
 
 def corrupt(name: str, e: Exception) -> TokbinError:
