@@ -268,7 +268,11 @@ def test_invalid_json_names_its_line(tmp_path):
 
 @pytest.mark.parametrize("csv, line, what", [
     ("text,b\nok,1\nextra,2,3,4\nz,5\n", 3, "Expected 2 fields in line 3, saw 4"),
-    ("text\n" + "a\n" * 10 + '"never closed\nx\n', 12, "EOF inside string starting at row 11")])
+    ("text\n" + "a\n" * 10 + '"never closed\nx\n', 12, "EOF inside string starting at row 11"),
+    # pandas counts no line break inside a quoted value; the file line does
+    ('text,b\n"a\nb\nc",1\nextra,2,3,4\n', 5, "Expected 2 fields in line 3, saw 4"),
+    ('text,b\n"a\nb",1\n\nok,2\n"open\n', 6, "EOF inside string starting at row 4")],
+    ids=["fields", "eof-in-quotes", "after-quoted-lines", "eof-after-quoted-lines"])
 def test_a_csv_parse_error_is_one_line_naming_the_file_line(tmp_path, csv, line, what):
     folder = write(tmp_path / "ds", {"train.csv": csv})
     with pytest.raises(TokbinError) as error:

@@ -10,6 +10,7 @@ and row, as is a missing column.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Iterator
@@ -37,7 +38,7 @@ def iter_csv(file: DataFile, column: str, options: dict) -> Iterator[list[str]]:
                 row += len(values)
                 yield values
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise _not_csv(name, str(e)) from None
+            raise _not_csv(file, options, str(e)) from None
 
 
 def _no_column(name: str, column: str, columns: list[str]) -> TokbinError:
@@ -53,12 +54,34 @@ def _no_column(name: str, column: str, columns: list[str]) -> TokbinError:
                        "download.text_column to the column that holds the text")
 
 
-def _not_csv(name: str, message: str) -> TokbinError:
-    """pandas' parse error on one line, at the file line it names (its "line" counts from 1,
-    its "row" from 0)."""
+def _not_csv(file: DataFile, options: dict, message: str) -> TokbinError:
+    """pandas' parse error on one line, at the file line where that record starts (pandas
+    counts lines from 1 and rows from 0, neither counting line breaks inside quoted values)."""
     what = " ".join(message.removeprefix("Error tokenizing data. C error: ").split())
     line = re.search(r"in line (\d+)", what)
     row = re.search(r"at row (\d+)", what)
-    where = line.group(1) if line else str(int(row.group(1)) + 1) if row else None
-    return TokbinError(f"{name}{f':{where}' if where else ''}: not valid CSV ({what}); fix the "
-                       "file")
+    record = int(line.group(1)) if line else int(row.group(1)) + 1 if row else None
+    where = _file_line(file, options, record) if record else None
+    return TokbinError(f"{file.name}{f':{where}' if where else ''}: not valid CSV ({what}); "
+                       "fix the file")
+
+
+def _file_line(file: DataFile, options: dict, record: int) -> int | None:
+    """The file line where pandas' `record`-th line starts, found by Python's csv module with
+    the same separator and quoting (read again: only on this error); None where it cannot."""
+    import csv
+    sep = options.get("sep", options.get("delimiter")) or ","
+    if len(sep) != 1:  # a regex separator: pandas' python engine, not csv's
+        return None
+    dialect = {"delimiter": sep, "quotechar": options.get("quotechar") or '"',
+               "escapechar": options.get("escapechar"),
+               "doublequote": options.get("doublequote", True)}
+    try:
+        with open_data(file) as raw, io.TextIOWrapper(
+                raw, encoding=options.get("encoding") or "utf-8", newline="") as f:
+            reader = csv.reader(f, **dialect)
+            for _ in range(record - 1):
+                next(reader)
+            return reader.line_num + 1
+    except (csv.Error, StopIteration, UnicodeDecodeError, TypeError, ValueError):
+        return None
