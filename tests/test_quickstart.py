@@ -117,6 +117,23 @@ def test_set_keeps_a_text_or_null_key_s_value_as_written(params, assignment, val
     assert getattr(getattr(load_params(params), section), key) == value
 
 
+def test_set_edits_a_file_whose_dataset_is_not_on_this_machine_and_says_so(params, capsys):
+    # a teammate's params.yaml: its local dataset folder is theirs, not here
+    params.write_text(params.read_text().replace("roneneldan/TinyStories", "./their_corpus"))
+    assert cli(["set", "tokenize.eot=none"]) == 0
+    assert load_params(params).tokenize.eot == "none"
+    assert "still fails the check stage: download.dataset './their_corpus'" in (
+        capsys.readouterr().err)
+
+
+def test_set_refuses_a_new_problem_in_a_file_that_already_has_one(params, capsys):
+    params.write_text(params.read_text().replace("roneneldan/TinyStories", "./their_corpus"))
+    before = params.read_text()
+    assert cli(["set", "tokenize.encoding=gpt3"]) == 1
+    assert "unknown tiktoken encoding 'gpt3'" in capsys.readouterr().err
+    assert params.read_text() == before
+
+
 @pytest.mark.parametrize("assignment, message", [
     ("binarize.dtype=uint8", "binarize.dtype is 'uint8'; valid values: auto, uint16, uint32"),
     ("binarize.dtyp=auto", "params.yaml has no key binarize.dtyp (the keys of binarize: dtype, "

@@ -20,14 +20,16 @@ from tokbin import schema
 from tokbin.errors import TokbinError
 from tokbin.fsio import write_text_atomic
 from tokbin.params import Params, parse_params
-from tokbin.preflight import check_params
+from tokbin.preflight import params_problems
 
 
-def set_params(path: Path, assignments: list[str]) -> list[tuple[str, str, str]]:
+def set_params(path: Path, assignments: list[str]
+               ) -> tuple[list[tuple[str, str, str]], str | None]:
     """Applies "section.key=value" assignments (value: YAML text, e.g. ./sample, [train] or
-    "<|endoftext|>", a quoted string: the text inside the quotes);
-    returns (key, old value text, new value text) per assignment."""
-    text = path.read_text(encoding="utf-8")
+    "<|endoftext|>", a quoted string: the text inside the quotes); returns (key, old value
+    text, new value text) per assignment, and the check's failure that the file had already
+    (another key's: a teammate's dataset folder not on this machine), or None."""
+    text = original = path.read_text(encoding="utf-8")
     changes = []
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
@@ -36,9 +38,18 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, str, str]]
                               "download.dataset=./sample)")
         text, old = _set_value(text, name, _yaml_value(name, value), path)
         changes.append((name, old, value))
-    check_params(parse_params(text, path), path.parent / "tokenizers")  # before any write
+    tokenizers = path.parent / "tokenizers"
+    problems = params_problems(parse_params(text, path), tokenizers)  # before any write
+    if problems:
+        try:
+            before = params_problems(parse_params(original, path), tokenizers)
+        except TokbinError:  # the file did not even parse: every problem is news to it
+            before = []
+        new = [problem for problem in problems if problem not in before]
+        if new:
+            raise TokbinError(new[0])  # this edit's, not one the file had before
     write_text_atomic(path, text)
-    return changes
+    return changes, problems[0] if problems else None
 
 
 def _yaml_value(name: str, value: str) -> str:

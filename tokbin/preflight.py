@@ -42,10 +42,34 @@ def check_pipeline(params_path: Path = Path("params.yaml"), dvc_yaml: Path = Pat
 
 
 def check_params(params: Params, tokenizers: Path | None) -> Params:
-    """check_pipeline's checks of params.yaml alone (`python -m tokbin set` runs them: the
-    dvc.yaml outs that a new shard_tokens or split needs are edited after it)."""
+    """check_pipeline's checks of params.yaml alone: the first problem, as a TokbinError."""
+    problems = params_problems(params, tokenizers)
+    if problems:
+        raise TokbinError(problems[0])
+    return params
+
+
+def params_problems(params: Params, tokenizers: Path | None) -> list[str]:
+    """What check_params refuses, each independent check's own (`python -m tokbin set` runs
+    them, telling an edit's new problem from one the file had already; the dvc.yaml outs that
+    a new shard_tokens or split needs are edited after it)."""
+    checks = (lambda: _check_dataset(params), lambda: _check_tokenizer(params, tokenizers),
+              lambda: _check_executor(params))
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except TokbinError as e:
+            problems.append(str(e))
+    return problems
+
+
+def _check_dataset(params: Params) -> None:
     download = params.download  # a local dataset's folder exists, a bucket's client is here
     dataset_location(download.dataset, download.revision, download.materialize)
+
+
+def _check_tokenizer(params: Params, tokenizers: Path | None) -> None:
     tokenize = params.tokenize
     spec = check_tokenizer_offline(tokenize.encoding, tokenize.eot_token, tokenize.pattern,
                                    tokenize.special_tokens, tokenizers)
@@ -59,9 +83,11 @@ def check_params(params: Params, tokenizers: Path | None) -> Params:
         dtype = choose_dtype(dtype, vocabulary.n_vocab)  # an explicit dtype holds every id
     if binarize.format == "llmc":  # "auto" without the vocabulary: the larger, uint32 limit
         check_llmc_shard_tokens("uint32" if dtype == "auto" else dtype, binarize.shard_tokens)
+
+
+def _check_executor(params: Params) -> None:
     if params.tokenize.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise TokbinError(RAY_MISSING)
-    return params
 
 
 def check_eot_is_not_text(vocabulary) -> None:
