@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import io
 import itertools
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ import torch
 
 import tokbin.tokens
 from tokbin import BinLoader, TokbinError
-from tokbin.format import DTYPES, Meta, SplitInfo, Source, write_meta
+from tokbin.format import DTYPES, Meta, SplitInfo, Source, read_meta, write_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -438,6 +440,11 @@ def test_a_cuda_device_without_cuda_is_refused(bin_path):
         BinLoader(bin_path, 4, 8, device="cuda")
 
 
+def test_a_device_the_loader_does_not_feed_is_refused_in_the_constructor(bin_path):
+    with pytest.raises(TokbinError, match="device 'xpu': BinLoader feeds cpu, cuda and mps"):
+        BinLoader(bin_path, 4, 8, device="xpu")
+
+
 # -- defaults ----------------------------------------------------------------------------------
 
 def test_rank_and_world_size_default_to_torch_distributed_when_initialized(bin_path,
@@ -534,6 +541,24 @@ def test_importing_tokbin_does_not_import_torch():
                              "print('torch' in sys.modules)"], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("dtype", [None, "uint16"])
+@pytest.mark.parametrize("name, what", [("train.docs", "train's document index"),
+                                        ("meta.json", "meta.json"),
+                                        ("notes.txt", "not a token bin")])
+def test_a_file_of_a_data_folder_that_is_not_a_bin_is_refused_naming_the_bins(
+        tmp_path, tokens, name, what, dtype):
+    path = write_bin(tmp_path / "data", tokens)
+    meta = read_meta(path)  # and the document index binarize lists beside the bin
+    write_meta(path.parent, dataclasses.replace(meta, splits={"train": dataclasses.replace(
+        meta.splits["train"], docs="train.docs")}))
+    (path.parent / "train.docs").write_bytes(np.array([0, len(tokens)], np.int64).tobytes())
+    (path.parent / "notes.txt").write_text("not tokens")
+    with pytest.raises(TokbinError, match=rf"data/{re.escape(name)} is {re.escape(what)}, not one "
+                                          r"of the bins .*meta.json lists: pass one of "
+                                          r"\['train.bin'\]"):
+        BinLoader(path.parent / name, 4, 8, dtype=dtype)
 
 
 def test_a_data_folder_is_refused_naming_the_bins_to_pass(tmp_path, tokens):

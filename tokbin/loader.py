@@ -293,6 +293,8 @@ def _check_device(device) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise TokbinError(f"device {device!r} is not a torch device ({e})") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # the copies are written for these alone
+        raise TokbinError(f"device {str(device)!r}: BinLoader feeds cpu, cuda and mps devices")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TokbinError(f"device {str(device)!r} asked for but torch.cuda.is_available() is "
                           "False: use device='cpu' or a CUDA build of torch")

@@ -53,6 +53,8 @@ def open_tokens(path: Path, dtype) -> "np.ndarray | ShardedTokens":
                               f"which says {path.name} is {meta.dtype}; pass dtype=None to use "
                               "meta.json's")
         return open_bin(path, meta, _split_of(path, meta))
+    if meta is not None:
+        _refuse_a_file_that_is_not_a_bin(path, meta)
     size = path.stat().st_size
     if size % wanted.itemsize:
         raise TokbinError(f"{path} is {size} bytes, not a whole number of {wanted.name} tokens "
@@ -191,9 +193,21 @@ def _split_of(path: Path, meta: Meta) -> str:
     for split, info in meta.splits.items():
         if info.file == path.name:
             return split
+    _refuse_a_file_that_is_not_a_bin(path, meta)
     raise TokbinError(f"{path.name} is not listed in {path.parent / META_FILENAME} (it lists "
                       f"{sorted(i.file for i in meta.splits.values())}); pass dtype= to read it "
                       "as a bare bin")
+
+
+def _refuse_a_file_that_is_not_a_bin(path: Path, meta: Meta) -> None:
+    """A document index, meta.json or another file that is no .bin, given for a bin: read as
+    ids it would be garbage, with dtype= or without."""
+    index = next((split for split, i in meta.splits.items() if i.docs == path.name), None)
+    if index or path.name == META_FILENAME or (path.is_file() and path.suffix != ".bin"):
+        what = (f"{index}'s document index" if index else META_FILENAME
+                if path.name == META_FILENAME else "not a token bin")
+        raise TokbinError(f"{path} is {what}, not one of the bins {path.parent / META_FILENAME} "
+                          f"lists: pass one of {sorted(i.file for i in meta.splits.values())}")
 
 
 def parse_dtype(dtype) -> np.dtype:
