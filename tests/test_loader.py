@@ -6,6 +6,8 @@ import dataclasses
 import gc
 import io
 import itertools
+import multiprocessing
+import pickle
 import re
 import subprocess
 import sys
@@ -443,6 +445,32 @@ def test_a_cuda_device_without_cuda_is_refused(bin_path):
 def test_a_device_the_loader_does_not_feed_is_refused_in_the_constructor(bin_path):
     with pytest.raises(TokbinError, match="device 'xpu': BinLoader feeds cpu, cuda and mps"):
         BinLoader(bin_path, 4, 8, device="xpu")
+
+
+def test_a_loader_does_not_pickle_and_says_to_build_one_per_process(bin_path):
+    # pickled, its memory-mapped row views would be copies of the whole bin
+    with pytest.raises(TypeError, match="a BinLoader does not pickle .*build it in the process "
+                                        "that uses it"):
+        pickle.dumps(BinLoader(bin_path, 4, 8))
+
+
+def _next_batch_in_a_forked_child(loader, errors) -> None:
+    try:
+        loader.next_batch()
+        errors.put(None)
+    except TokbinError as e:
+        errors.put(str(e))
+
+
+def test_a_loader_copied_by_a_fork_refuses_to_repeat_its_parent_s_batches(bin_path):
+    loader = BinLoader(bin_path, 4, 8)
+    fork = multiprocessing.get_context("fork")  # what a DataLoader worker is, on Linux
+    errors = fork.Queue()
+    child = fork.Process(target=_next_batch_in_a_forked_child, args=(loader, errors))
+    child.start()
+    child.join(60)
+    assert "built before a fork (a DataLoader worker?)" in errors.get(timeout=10)
+    assert loader.next_batch()[0].shape == (4, 8)  # the parent's own goes on
 
 
 # -- defaults ----------------------------------------------------------------------------------

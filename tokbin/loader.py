@@ -38,6 +38,9 @@ from tokbin.errors import TokbinError
 from tokbin.sampling import EpochOffsets, RandomOffsets
 from tokbin.tokens import open_document_index, open_tokens
 
+_FORKS = [0]  # forks of this process so far: a loader copied by one would repeat the parent's
+os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+
 SAMPLINGS = ("random", "epoch")
 ALIGNS = ("token", "document")
 STATE_VERSION = 1
@@ -85,6 +88,7 @@ class BinLoader:
         _check_int("batch_size", batch_size, minimum=1)
         _check_int("block_size", block_size, minimum=1)
         _check_int("seed", seed, minimum=0)
+        self._forks = _FORKS[0]
         self.device = _check_device(device)
         if prefetch is None:
             prefetch = 0 if self.device.type == "cpu" else DEFAULT_PREFETCH
@@ -146,6 +150,12 @@ class BinLoader:
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         """The next (x, y): int64 [batch_size, block_size] on the device; y[:, t] is the token
         after x[:, t] in the split. With return_documents=True, (x, y, docs)."""
+        if self._forks != _FORKS[0]:
+            raise TokbinError("this BinLoader was built before a fork (a DataLoader worker?): "
+                              "every copy would hand out the same batches; build it in the "
+                              "process that uses it, with its own rank= and world_size=, and "
+                              "use it without DataLoader workers (its prefetch thread reads "
+                              "ahead)")
         if self.prefetch == 0:
             host = self._gather.host_batch(self._batches)
         else:
@@ -162,6 +172,11 @@ class BinLoader:
     def __iter__(self):
         while True:
             yield self.next_batch()
+
+    def __reduce__(self):  # pickled, its memory-mapped views would be copies of the whole bin
+        raise TypeError("a BinLoader does not pickle (nor deepcopy): build it in the process "
+                        "that uses it; it needs no DataLoader workers (its prefetch thread "
+                        "reads ahead), and each DDP rank builds its own (rank=, world_size=)")
 
     @property
     def batches(self) -> int:
