@@ -53,6 +53,38 @@ def test_ctrl_c_while_a_stage_runs_says_no_output_was_written():
                              "again)\n")
 
 
+def test_sigterm_during_a_stages_imports_is_one_line_and_exit_143():
+    result = python("""
+        import os, runpy, signal
+        import stages
+        os.kill(os.getpid(), signal.SIGTERM)  # timeout, docker stop, Kubernetes, Slurm
+        runpy.run_module("stages.tokenize", run_name="__main__")
+    """)
+    assert result.returncode == 143
+    assert result.stderr == "tokenize: interrupted before it started; nothing was written\n"
+
+
+def test_sigterm_while_a_stage_runs_removes_its_temporary_and_says_so_like_ctrl_c(tmp_path):
+    result = python(f"""
+        import os, signal, time
+        import stages
+        from tokbin.fsio import atomic_path
+        from tokbin.stage import run_stage
+
+        def main():
+            with atomic_path({str(tmp_path / "train.bin")!r}) as tmp:
+                tmp.write_bytes(b"partial")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+
+        run_stage("tokenize", main)
+    """)
+    assert result.returncode == 143
+    assert result.stderr == ("tokenize: interrupted; no output was written (`dvc repro` runs it "
+                             "again)\n")
+    assert list(tmp_path.iterdir()) == [], "the temporary or a partial output was left"
+
+
 def test_ctrl_c_after_a_stage_finished_lets_it_exit_as_finished():
     """Its outputs are complete: a Ctrl-C while the interpreter waits for a worker thread at
     exit would otherwise kill it by SIGINT (DVC: "exited with -2") and lose the finished run."""

@@ -1,5 +1,5 @@
 """What every stage script shares: run `main`, turning a TokbinError into one clear line, and a
-Ctrl-C into one too."""
+Ctrl-C or a SIGTERM (timeout, docker stop, Kubernetes, Slurm) into one too."""
 from __future__ import annotations
 
 import signal
@@ -9,21 +9,33 @@ from typing import Callable
 from tokbin.errors import TokbinError
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM, raised where a Ctrl-C would be, so it unwinds the same way (every temporary
+    removed, the executor's workers stopped)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         # stages/__init__ ended the process on a Ctrl-C during the imports; from here on it
         # is a KeyboardInterrupt, so that every output's temporary is cleaned up
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except TokbinError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"{name}: interrupted; no output was written (`dvc repro` runs it again)",
               file=sys.stderr)
-        sys.exit(130)
-    # The outputs are complete: a Ctrl-C while the interpreter exits (joining worker threads)
-    # would kill it by SIGINT ("exited with -2"), and DVC would not record the finished stage.
-    # Ignored, DVC records it and stops at the next stage.
+        sys.exit(128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT))
+    # The outputs are complete: a Ctrl-C or SIGTERM while the interpreter exits (joining worker
+    # threads) would kill it by that signal ("exited with -2"), and DVC would not record the
+    # finished stage. Ignored, DVC records it and stops at the next stage.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
