@@ -11,7 +11,6 @@ from pathlib import Path
 
 from tokbin.binarize import binarize, binarize_stage, check_outputs
 from tokbin.format import read_meta
-from tokbin.fsio import remove_stale_temps
 from tokbin.params import load_params
 from tokbin.reports import write_reports
 from tokbin.stage import run_stage
@@ -30,7 +29,6 @@ def main() -> None:
     outs = binarize_stage(dvc_yaml)[1] if dvc_yaml.is_file() else None
     out_dir = check_outputs(args.bins, list(read_meta(args.tokens_dir).splits),
                             params.shard_tokens, outs)
-    remove_stale_temps(out_dir)
     started = time.perf_counter()
     meta = binarize(args.tokens_dir, out_dir, params.dtype, params.shard_tokens, params.format)
     seconds = time.perf_counter() - started

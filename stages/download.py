@@ -8,7 +8,7 @@ or, with download.materialize: false, record them in RAW_DIR/source.json alone.
 import argparse
 from pathlib import Path
 
-from tokbin.fsio import atomic_path, remove_stale_temps
+from tokbin.fsio import atomic_path
 from tokbin.params import load_params
 from tokbin.source import materialize
 from tokbin.stage import run_stage
@@ -19,7 +19,6 @@ def main() -> None:
     parser.add_argument("raw_dir", type=Path, help="where the data files go (data/raw)")
     raw_dir = parser.parse_args().raw_dir
     params = load_params().download
-    remove_stale_temps(raw_dir.parent)
     with atomic_path(raw_dir) as tmp:
         tmp.mkdir(parents=True)
         record = materialize(params.dataset, params.revision, params.bins, params.text_column,

@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-from tokbin.fsio import remove_stale_temps
 from tokbin.params import load_params
 from tokbin.stage import run_stage
 from tokbin.tokenize import tokenize_dataset
@@ -26,7 +25,6 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     download = params.download
-    remove_stale_temps(args.tokens_dir.parent)
     started = time.perf_counter()
     settings = params.tokenize
     tokenizer = resolve_tokenizer(settings.encoding, settings.eot_token, settings.pattern,

@@ -172,6 +172,26 @@ def assert_resumes_to_reference(repo: Path, reference: dict) -> None:
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
+def test_a_killed_stages_temporaries_stay_out_of_git_and_any_stage_run_removes_them(tmp_path):
+    """DVC may restore the killed stage from its run cache, so the stage that runs next (the
+    check stage after a params change, say) removes every stage's, in data/ and reports/."""
+    repo = make_project(tmp_path / "repo")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [repo / "data" / f".tokens{TEMP_MARKER}{dead.pid}" / "train.bin",
+             repo / "reports" / f".metrics.json{TEMP_MARKER}{dead.pid}",
+             repo / "reports" / "doc_lengths" / f".train.csv{TEMP_MARKER}{dead.pid}"]
+    running = repo / "data" / f".train.bin{TEMP_MARKER}{os.getpid()}"  # a writer still at work
+    for path in [*stale, running]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    run([sys.executable, "-c", "from tokbin.stage import run_stage; "
+                               "run_stage('check', lambda: None)"], repo)
+    assert [path for path in stale if path.exists()] == []
+    assert running.exists()
+
+
 # --- SIGKILL ---------------------------------------------------------------------------------
 
 def test_kill_during_download_leaves_no_partial_raw_data_and_the_rerun_completes(

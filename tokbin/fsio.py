@@ -2,8 +2,8 @@
 
 A writer works on a temporary beside its final path (`atomic_path`) and renames it into place
 once everything is fsynced, so a reader sees no file or a complete one; a temporary left by a
-killed writer is removed by the next run (`remove_stale_temps`). A full disk is reported as
-what it is, with the space needed and the space free.
+killed writer is removed by the next stage run (`remove_stale_temps`, from tokbin.stage). A
+full disk is reported as what it is, with the space needed and the space free.
 """
 from __future__ import annotations
 

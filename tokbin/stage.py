@@ -1,12 +1,17 @@
-"""What every stage script shares: run `main`, turning a TokbinError into one clear line, and a
-Ctrl-C or a SIGTERM (timeout, docker stop, Kubernetes, Slurm) into one too."""
+"""What every stage script shares: remove the temporaries killed stages left beside any stage's
+outputs, then run `main`, turning a TokbinError into one clear line, and a Ctrl-C or a SIGTERM
+(timeout, docker stop, Kubernetes, Slurm) into one too."""
 from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from tokbin.errors import TokbinError
+from tokbin.fsio import remove_stale_temps
 
 
 class Terminated(KeyboardInterrupt):
@@ -26,6 +31,9 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        # every stage's, not only this one's: DVC may restore a killed stage from its run cache
+        for folder in output_folders(Path("dvc.yaml")):
+            remove_stale_temps(folder)
         main()
     except TokbinError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
@@ -39,3 +47,16 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     # finished stage. Ignored, DVC records it and stops at the next stage.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def output_folders(dvc_yaml: Path) -> set[Path]:
+    """Where the stages of `dvc_yaml` write temporaries: beside each output, and inside each
+    output folder (reports/doc_lengths is written file by file). None without a readable
+    dvc.yaml: the check stage reports that one."""
+    try:
+        stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"].values()
+        outs = [Path(next(iter(out)) if isinstance(out, dict) else out) for stage in stages
+                for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, StopIteration):
+        return set()
+    return {folder for out in outs for folder in (out.parent, out)}
