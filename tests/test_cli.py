@@ -293,8 +293,8 @@ def assert_verify_fails_at(tokbin, repo: Path, args: list[str], fragment: str) -
 
 
 @pytest.mark.parametrize("option, value, low", [("--windows", "-1", 0), ("--tokens", "0", 1),
-                                                ("--tokens", "many", 1)])
-def test_inspect_refuses_a_window_count_or_size_below_its_least(capsys, option, value, low):
+                                                ("--tokens", "many", 1), ("--seed", "-5", 0)])
+def test_inspect_refuses_a_window_count_size_or_seed_below_its_least(capsys, option, value, low):
     with pytest.raises(SystemExit) as exit_:
         main(["inspect", "data/train.bin", option, value])
     assert exit_.value.code == 2

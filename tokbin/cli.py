@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "(data/train) or a data folder")
     look.add_argument("--windows", type=_at_least(0), default=3, help="sample windows per bin")
     look.add_argument("--tokens", type=_at_least(1), default=64, help="tokens per window")
-    look.add_argument("--seed", type=int, default=0, help="where the windows fall")
+    look.add_argument("--seed", type=_at_least(0), default=0, help="where the windows fall")
     look.add_argument("--tokenizer", type=Path, default=None,
                       help="the tokenizer file meta.json records, if it is not where it says")
     for command in (check, look):
