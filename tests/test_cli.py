@@ -282,6 +282,24 @@ def test_verify_and_inspect_read_a_bare_bin_given_its_dtype(tokbin, repo, bare):
                            "token id 60000 at position 7 is >= n_vocab 50257")
 
 
+def test_inspect_of_a_bare_bin_read_with_the_wrong_dtype_names_the_dtype_to_fix(tokbin, repo,
+                                                                               bare):
+    result = tokbin(repo, "inspect", str(bare), "--dtype", "uint32", "--windows", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not below n_vocab 50257: it is not uint32 ids of gpt2; pass its right --dtype" in (
+        result.stderr)
+
+
+def test_inspect_of_a_bin_with_an_id_not_below_n_vocab_says_to_verify_and_repair(tokbin, repo):
+    ids = train_ids(repo)
+    ids[7] = 60000
+    write_train_ids(repo, ids)
+    result = tokbin(repo, "inspect", "data/train.bin", "--windows", "1")
+    assert result.returncode == 1
+    assert ("train.bin holds token id 60000 (at position 7), not below n_vocab 50257: it is "
+            "damaged; `python -m tokbin verify` checks it") in result.stderr
+
+
 def test_dtype_for_a_bin_with_meta_json_is_refused(tokbin, repo):
     result = tokbin(repo, "verify", "data/train.bin", "--dtype", "uint32")
     assert result.returncode == 1 and "drop --dtype" in result.stderr

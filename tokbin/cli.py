@@ -95,6 +95,13 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
             stats = scan_bin(folder / relative, meta)
             print(f"== {relative}: largest id {stats.max_id} (n_vocab {meta.n_vocab}), "
                   f"{stats.eot_count:,} end-of-text ids ({meta.eot_token})")
+            if stats.max_id >= meta.n_vocab:  # the tokenizer cannot decode it: say why instead
+                raise TokbinError(f"{relative} holds token id {stats.max_id} (at position "
+                                  f"{stats.max_at:,}), not below n_vocab {meta.n_vocab}: " + (
+                                      f"it is not {meta.dtype} ids of {meta.encoding}; pass its "
+                                      "right --dtype (and --encoding)" if bare else
+                                      "it is damaged; `python -m tokbin verify` checks it and "
+                                      "`python -m tokbin repair` restores it"))
             length = min(window_tokens, len(data))
             starts = sorted(rng.integers(0, len(data) - length + 1, size=windows)) if length else []
             for start in starts:
