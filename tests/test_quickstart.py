@@ -126,6 +126,15 @@ def test_set_edits_a_file_whose_dataset_is_not_on_this_machine_and_says_so(param
         capsys.readouterr().err)
 
 
+def test_set_outside_the_project_says_to_run_from_the_repository_root(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(["set", "download.dataset=./sample"]) == 1
+    assert capsys.readouterr().err == ("tokbin set: error: params.yaml not found: run from the "
+                                       "repository root (the tokbin checkout holding params.yaml "
+                                       "and dvc.yaml)\n")
+
+
 def test_set_refuses_a_new_problem_in_a_file_that_already_has_one(params, capsys):
     params.write_text(params.read_text().replace("roneneldan/TinyStories", "./their_corpus"))
     before = params.read_text()

@@ -104,11 +104,16 @@ BIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a bin's name is a file n
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
+    return parse_params(read_params_text(path), path)
+
+
+def read_params_text(path: Path) -> str:
+    """params.yaml's text; where it is not found, the message says to run in the project."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TokbinError(f"{path} not found: run from the repository root") from None
-    return parse_params(text, path)
+        raise TokbinError(f"{path} not found: run from the repository root (the tokbin "
+                          "checkout holding params.yaml and dvc.yaml)") from None
 
 
 class _DuplicateKey(Exception):

@@ -19,7 +19,7 @@ import yaml
 from tokbin import schema
 from tokbin.errors import TokbinError
 from tokbin.fsio import write_text_atomic
-from tokbin.params import Params, parse_params
+from tokbin.params import Params, parse_params, read_params_text
 from tokbin.preflight import params_problems
 
 
@@ -29,7 +29,7 @@ def set_params(path: Path, assignments: list[str]
     "<|endoftext|>", a quoted string: the text inside the quotes); returns (key, old value
     text, new value text) per assignment, and the check's failure that the file had already
     (another key's: a teammate's dataset folder not on this machine), or None."""
-    text = original = path.read_text(encoding="utf-8")
+    text = original = read_params_text(path)
     changes = []
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
