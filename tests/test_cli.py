@@ -300,6 +300,23 @@ def test_inspect_of_a_bin_with_an_id_not_below_n_vocab_says_to_verify_and_repair
             "damaged; `python -m tokbin verify` checks it") in result.stderr
 
 
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_encoding_for_a_bin_with_meta_json_is_refused_not_ignored(tokbin, repo, command):
+    result = tokbin(repo, command, "data/train.bin", "--encoding", "cl100k_base")
+    assert result.returncode == 1
+    assert "data/meta.json gives data/train.bin's encoding; drop --encoding" in result.stderr
+
+
+def test_inspect_refuses_a_tokenizer_file_for_a_tiktoken_encoding_not_ignores_it(tokbin, repo,
+                                                                                 bare):
+    result = tokbin(repo, "inspect", "data/train.bin", "--tokenizer", "/nonexistent.json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert ("data/train.bin decodes with tiktoken's gpt2 (meta.json says so), which has no "
+            "tokenizer file: drop --tokenizer") in result.stderr
+    result = tokbin(repo, "inspect", str(bare), "--dtype", "uint16", "--tokenizer", "t.json")
+    assert result.returncode == 1 and "(--encoding says so)" in result.stderr
+
+
 def test_dtype_for_a_bin_with_meta_json_is_refused(tokbin, repo):
     result = tokbin(repo, "verify", "data/train.bin", "--dtype", "uint32")
     assert result.returncode == 1 and "drop --dtype" in result.stderr

@@ -6,9 +6,9 @@
     python -m tokbin set download.dataset=./sample   # params.yaml edited in place (params_edit)
 
 What `verify` checks is tokbin.verify's. A bare bin (no meta.json) takes --dtype, and
---encoding for its vocabulary. `inspect` decodes with the tokenizer meta.json records, whatever
-its kind, and only with the very file (its sha256) it records (--tokenizer PATH: a copy of it
-elsewhere).
+--encoding for its vocabulary (a bin with meta.json refuses both). `inspect` decodes with the
+tokenizer meta.json records, whatever its kind, and only with the very file (its sha256) it
+records (--tokenizer PATH: a copy of it elsewhere; refused for a tiktoken encoding).
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from tokbin.errors import TokbinError
-from tokbin.format import (DTYPES, META_FILENAME, Meta, Source, SplitInfo, bare_llmc_header,
-                           meta_path, open_bin, read_meta)
+from tokbin.format import (DTYPES, META_FILENAME, TIKTOKEN, Meta, Source, SplitInfo,
+                           bare_llmc_header, meta_path, open_bin, read_meta)
 from tokbin.verify import scan_bin, verify
 
 
-def bare_meta(path: Path, dtype: str | None, encoding: str) -> Meta:
+def bare_meta(path: Path, dtype: str | None, encoding: str | None) -> Meta:
     """A meta.json's worth for a bare bin (no meta.json): what --dtype and --encoding say, or
     for llm.c's own file, its header and --encoding (--dtype, if given, must agree)."""
     from tokbin.vocab import get_encoding
@@ -36,7 +36,7 @@ def bare_meta(path: Path, dtype: str | None, encoding: str) -> Meta:
     if llmc is not None and dtype not in (None, llmc[0]):
         raise TokbinError(f"{path} is an llm.c token file of {llmc[0]} ids (its header says "
                           f"so), not {dtype}; drop --dtype")
-    dtype = llmc[0] if llmc else dtype
+    dtype, encoding = llmc[0] if llmc else dtype, encoding or "gpt2"
     itemsize = DTYPES[dtype].itemsize
     if size % itemsize:
         raise TokbinError(f"{path} is {size} bytes, not a whole number of {dtype} tokens: it is "
@@ -66,6 +66,10 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
     from tokbin.vocab import recorded_vocabulary
     bare = meta is not None
     meta = meta or read_meta(path)
+    if tokenizer is not None and meta.tokenizer.kind == TIKTOKEN:  # nothing it could apply to
+        raise TokbinError(f"{path} decodes with tiktoken's {meta.encoding} (" + (
+            "--encoding" if bare else "meta.json") + " says so), which has no tokenizer file: "
+            "drop --tokenizer")
     folder = meta_path(path).parent
     if path == folder:
         shown = list(meta.splits)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for command in (check, look):
         command.add_argument("--dtype", choices=list(DTYPES),
                              help="a bare bin's dtype (a bin without meta.json beside it)")
-        command.add_argument("--encoding", default="gpt2",
+        command.add_argument("--encoding",
                              help="a bare bin's tiktoken encoding (default: gpt2)")
     edit = commands.add_parser("set", help="change params.yaml keys in place, comments kept")
     edit.add_argument("assignments", nargs="+", metavar="section.key=value")
@@ -176,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "its --encoding")
             raise TokbinError(f"{meta_path(given)} not found: build the data with `dvc repro`, "
                               "or, where it was built, `python -m tokbin repair` restores it")
+        if meta is None and args.encoding:  # meta.json's own would be used: say so, not ignore
+            raise TokbinError(f"{meta_path(given)} gives {given}'s encoding; drop --encoding")
         if args.command == "verify":
             return verify(given, meta)
         return inspect(given, args.windows, args.tokens, args.seed, meta, args.tokenizer)
