@@ -133,6 +133,12 @@ def test_an_unknown_remote_name_is_a_clear_error(consumer, tmp_path):
         pinned_path("data-v1", repo=consumer, remote="nowhere", cache_dir=tmp_path / "pinned")
 
 
+def test_a_path_may_be_a_pathlib_path_as_for_binloader(team, consumer, tmp_path):
+    local = pinned_path("data-v1", Path("data/validation.bin"), repo=consumer,
+                        cache_dir=tmp_path / "pinned")
+    assert local.read_bytes() == team.versions["data-v1"]["data/validation.bin"]
+
+
 def test_pinned_loader_batches_come_from_the_pinned_version(team, consumer, tmp_path):
     pytest.importorskip("torch")
     loader = pinned_loader("data-v1", batch_size=4, block_size=16, repo=consumer,

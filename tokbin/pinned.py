@@ -47,9 +47,9 @@ def default_cache_dir() -> Path:
     return user_cache_dir() / "pinned"
 
 
-def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLike | None = None,
-                remote: str | None = None, cache_dir: str | os.PathLike | None = None,
-                verify: bool = True) -> Path:
+def pinned_path(rev: str, path: str | os.PathLike = "data/train.bin", *,
+                repo: str | os.PathLike | None = None, remote: str | None = None,
+                cache_dir: str | os.PathLike | None = None, verify: bool = True) -> Path:
     """The local path of `path` (an output in dvc.lock, relative to the repo root) as of git
     revision `rev` (a tag such as "data-v1", a branch or a commit), with its meta.json and its
     split's document index (where that revision has one) beside it.
@@ -60,6 +60,7 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
     verify: also re-hash a copy found in cache_dir before reusing it (a fresh download is always
     checked); a copy that does not match is fetched again. False trusts a copy of the right size.
     """
+    path = _repo_path(path)
     repo = _local_path(repo)
     if repo is not None and "://" not in repo and ":" not in repo.split("/")[0] \
             and not os.path.exists(repo):  # a path, not a URL (DVC would clone it, and fail)
@@ -93,14 +94,24 @@ def pinned_path(rev: str, path: str = "data/train.bin", *, repo: str | os.PathLi
     return folder / posixpath.basename(path)
 
 
-def pinned_loader(rev: str, path: str = "data/train.bin", *, batch_size: int, block_size: int,
-                  repo: str | os.PathLike | None = None, remote: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, verify: bool = True,
-                  **loader_options):
+def pinned_loader(rev: str, path: str | os.PathLike = "data/train.bin", *, batch_size: int,
+                  block_size: int, repo: str | os.PathLike | None = None,
+                  remote: str | None = None, cache_dir: str | os.PathLike | None = None,
+                  verify: bool = True, **loader_options):
     """A BinLoader over `path` as of `rev` (see pinned_path); loader_options go to BinLoader."""
     from tokbin.loader import BinLoader
     local = pinned_path(rev, path, repo=repo, remote=remote, cache_dir=cache_dir, verify=verify)
     return BinLoader(local, batch_size=batch_size, block_size=block_size, **loader_options)
+
+
+def _repo_path(path) -> str:
+    """`path` (str or os.PathLike) as dvc.lock spells its outputs: relative, '/'-separated."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TokbinError(f"path must be an output in dvc.lock as a str or Path (e.g. "
+                          f"'data/train.bin'), not {path!r}")
+    return path.replace(os.sep, "/")
 
 
 def _local_path(repo: str | os.PathLike | None) -> str | None:
