@@ -139,6 +139,12 @@ def test_a_path_may_be_a_pathlib_path_as_for_binloader(team, consumer, tmp_path)
     assert local.read_bytes() == team.versions["data-v1"]["data/validation.bin"]
 
 
+@pytest.mark.parametrize("rev", [Path("data-v1"), b"data-v1", None])
+def test_a_revision_that_is_not_a_str_is_a_clear_error(consumer, tmp_path, rev):
+    with pytest.raises(TokbinError, match="rev must be a git revision as a str"):
+        pinned_path(rev, repo=consumer, cache_dir=tmp_path / "pinned")
+
+
 def test_pinned_loader_batches_come_from_the_pinned_version(team, consumer, tmp_path):
     pytest.importorskip("torch")
     loader = pinned_loader("data-v1", batch_size=4, block_size=16, repo=consumer,

@@ -60,7 +60,7 @@ def pinned_path(rev: str, path: str | os.PathLike = "data/train.bin", *,
     verify: also re-hash a copy found in cache_dir before reusing it (a fresh download is always
     checked); a copy that does not match is fetched again. False trusts a copy of the right size.
     """
-    path = _repo_path(path)
+    rev, path = _revision(rev), _repo_path(path)
     repo = _local_path(repo)
     if repo is not None and "://" not in repo and ":" not in repo.split("/")[0] \
             and not os.path.exists(repo):  # a path, not a URL (DVC would clone it, and fail)
@@ -102,6 +102,13 @@ def pinned_loader(rev: str, path: str | os.PathLike = "data/train.bin", *, batch
     from tokbin.loader import BinLoader
     local = pinned_path(rev, path, repo=repo, remote=remote, cache_dir=cache_dir, verify=verify)
     return BinLoader(local, batch_size=batch_size, block_size=block_size, **loader_options)
+
+
+def _revision(rev) -> str:
+    if not isinstance(rev, str):  # a Path or bytes is no git revision: DVC fails on it raw
+        raise TokbinError(f"rev must be a git revision as a str (a tag such as 'data-v1', a "
+                          f"branch or a commit), not {rev!r}")
+    return rev
 
 
 def _repo_path(path) -> str:
