@@ -133,6 +133,15 @@ def test_an_unknown_remote_name_is_a_clear_error(consumer, tmp_path):
         pinned_path("data-v1", repo=consumer, remote="nowhere", cache_dir=tmp_path / "pinned")
 
 
+def test_an_unknown_remote_name_is_refused_with_the_remotes_even_when_a_copy_is_cached(
+        consumer, tmp_path):
+    pinned_path("data-v1", repo=consumer, cache_dir=tmp_path / "pinned")
+    with pytest.raises(TokbinError, match=r"remote 'nowhere' doesn't exist at 'data-v1'; its "
+                                          r"remotes are \['storage'\] \(`dvc remote list`"):
+        pinned_path("data-v1", repo=consumer, remote="nowhere", cache_dir=tmp_path / "pinned")
+    assert pinned_path("data-v1", repo=consumer, remote="storage", cache_dir=tmp_path / "pinned")
+
+
 def test_a_path_may_be_a_pathlib_path_as_for_binloader(team, consumer, tmp_path):
     local = pinned_path("data-v1", Path("data/validation.bin"), repo=consumer,
                         cache_dir=tmp_path / "pinned")

@@ -143,7 +143,13 @@ def _open_revision(repo: str | None, rev: str, remote: str | None):
                           "checkout, `pip install -r requirements.txt`)") from None
     fs = DVCFileSystem(repo=repo, rev=rev, remote=remote)
     try:
-        return fs, _lock_outputs(fs, rev, repo if repo is not None else os.getcwd())
+        outputs = _lock_outputs(fs, rev, repo if repo is not None else os.getcwd())
+        remotes = sorted(fs.repo.config["remote"])
+        if remote is not None and remote not in remotes:  # else ignored once a copy is cached
+            raise TokbinError(f"remote {remote!r} doesn't exist at {rev!r}; its remotes are "
+                              f"{remotes} (`dvc remote list` shows them; remote=None uses the "
+                              "default)")
+        return fs, outputs
     except BaseException:
         _close(fs, repo)
         raise
