@@ -133,6 +133,21 @@ def check_layout(x, y, docs, offsets: np.ndarray, starts_documents: bool) -> Non
 MODES = [("random", "document"), ("epoch", "document"), ("random", "token"), ("epoch", "token")]
 
 
+def test_a_state_whose_later_epoch_rows_are_not_this_datas_is_refused_at_that_epoch(corpus):
+    # only epoch 0 is known when the state loads; an epoch is compared once laid out
+    path, _ = corpus
+    loader = BinLoader(path, 4, 16, sampling="epoch", align="document")
+    take(loader, 2 * -(-loader.windows_per_epoch // 4) + 3)  # into epoch 2
+    state = loader.state_dict()
+    assert len(state["epoch_rows"]) >= 2
+    edited = {**state, "epoch_rows": [state["epoch_rows"][0], 10 ** 6]}  # resumes in epoch 1
+    resumed = BinLoader(path, 4, 16, sampling="epoch", align="document")
+    resumed.load_state_dict(edited)
+    with pytest.raises(TokbinError, match=r"loader state's epoch_rows\[1\] is 1000000, but this "
+                                          r"data's epoch 1 has \d+ rows"):
+        resumed.next_batch()
+
+
 @pytest.mark.parametrize("sampling, align", MODES)
 def test_every_batch_s_documents_are_its_segments_and_rows_start_at_documents(
         corpus, sampling, align):

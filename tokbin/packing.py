@@ -140,6 +140,10 @@ class EpochDocuments:
         g = base[self.rank] + (window - first_window[self.rank]) * T
         plan = EpochPlan(order, c, g, c[start_at] - g, start_at, rows,
                          int(cd[-1]) - W * rows * T)
+        if epoch < len(self.epoch_rows) and self.epoch_rows[epoch] != rows:  # a state's count
+            raise TokbinError(f"loader state's epoch_rows[{epoch}] is {self.epoch_rows[epoch]}, "
+                              f"but this data's epoch {epoch} has {rows} rows: the state is "
+                              "from other data, or was edited")
         self._plans = {e: p for e, p in self._plans.items() if e == epoch - 1}
         self._plans[epoch] = plan
         return plan
