@@ -8,6 +8,7 @@ import glob
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from test_shards import use_shard_outs
 from tokbin import BinLoader, TokbinError
 from tokbin.binarize import binarize
 from tokbin.cli import main
-from tokbin.format import llmc_header, llmc_max_tokens, read_llmc_header, read_meta
+from tokbin.format import (ids_crc32, llmc_header, llmc_max_tokens, read_llmc_header,
+                           read_meta)
 from tokbin.source import materialize
 from tokbin.tokenize import tokenize_dataset
 
@@ -115,6 +117,29 @@ def test_the_loader_verify_and_inspect_read_both_formats_alike(tokens, tmp_path,
         assert main(["inspect", str(path), "--windows", "2", "--tokens", "40"]) == 0
         windows.append(capsys.readouterr().out.split("-- tokens ")[1:])
     assert windows[0] == windows[1] and "cat sat" in "".join(windows[0])
+
+
+@pytest.mark.parametrize("dtype", VARIANTS)
+def test_the_ids_crc32_is_the_same_for_the_same_ids_in_every_format_and_sharding(
+        tokens, tmp_path, dtype):
+    layouts = {"nanogpt": ("nanogpt", 0), "llmc": ("llmc", 0), "nanogpt shards": ("nanogpt", 700),
+               "llmc shards": ("llmc", 700)}
+    crcs = {name: ids_crc32(build(tokens[dtype], tmp_path / name, fmt, shard), "train")
+            for name, (fmt, shard) in layouts.items()}
+    ids = (tmp_path / "nanogpt" / "train.bin").read_bytes()
+    assert set(crcs.values()) == {f"{zlib.crc32(ids):08x}"}, crcs
+
+
+def test_a_loader_state_resumes_on_the_same_ids_in_the_other_format(tokens, tmp_path):
+    build(tokens["uint16"], tmp_path / "nanogpt", "nanogpt")
+    build(tokens["uint16"], tmp_path / "shards", "llmc", shard_tokens=700)
+    options = dict(batch_size=4, block_size=16, sampling="epoch", seed=3)
+    saved = BinLoader(tmp_path / "nanogpt" / "train.bin", **options)
+    for _ in range(5):
+        saved.next_batch()
+    resumed = BinLoader(tmp_path / "shards" / "train", **options)
+    resumed.load_state_dict(saved.state_dict())
+    assert all(a.equal(b) for a, b in zip(resumed.next_batch(), saved.next_batch()))
 
 
 def test_the_example_training_loop_trains_alike_on_both_formats(tokens, tmp_path):

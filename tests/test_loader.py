@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,8 @@ def write_bin(folder: Path, tokens: np.ndarray, meta: bool = True, name: str = "
     tokens.tofile(path)
     if meta:
         info = SplitInfo(file=name, tokens=len(tokens), documents=1,
-                         bytes=len(tokens) * tokens.dtype.itemsize)
+                         bytes=len(tokens) * tokens.dtype.itemsize,
+                         crc32=f"{zlib.crc32(tokens.tobytes()):08x}")
         n_vocab = n_vocab or 1 << 8 * tokens.dtype.itemsize
         write_meta(folder, Meta(encoding="gpt2", n_vocab=n_vocab, eot_token=0, eot="none",
                                 dtype=tokens.dtype.name, source=Source("test", None, None),
@@ -293,6 +295,49 @@ def test_state_from_a_different_setup_is_refused(bin_path):
         BinLoader(bin_path, 8, 16, seed=2).load_state_dict(state)
     with pytest.raises(TokbinError, match="not a BinLoader.state_dict"):
         BinLoader(bin_path, 8, 16).load_state_dict({"batches": 3})
+
+
+def test_a_state_from_other_tokens_of_the_same_sizes_is_refused(tmp_path):
+    # another data version with the same token count: the sizes agree, the ids' CRC-32 not
+    path = write_bin(tmp_path / "data", position_tokens(4000))
+    loader = BinLoader(path, 8, 16, sampling="epoch")
+    take(loader, 3)
+    state = loader.state_dict()
+    assert state["ids"] == {"dtype": "uint16", "crc32": read_meta(path.parent).splits[
+        "train"].crc32}
+    buffer = io.BytesIO()  # it still saves with a checkpoint and loads with weights_only
+    torch.save(state, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == state
+    write_bin(tmp_path / "data", position_tokens(4000)[::-1].copy())
+    other = BinLoader(path, 8, 16, sampling="epoch")
+    with pytest.raises(TokbinError, match=r"loader state is from other data: .*train\.bin has "
+                       r"the saved sizes \(4,000 tokens\) but other ids .*git checkout"):
+        other.load_state_dict(state)
+    other.load_state_dict({k: v for k, v in state.items() if k != "ids"})  # on purpose
+    assert other.batches == 3
+
+
+def test_states_without_the_ids_crc32_still_resume(tmp_path):
+    recorded = write_bin(tmp_path / "recorded", position_tokens(3000))
+    bare = write_bin(tmp_path / "bare", position_tokens(3000), meta=False)
+    assert "ids" not in BinLoader(bare, 8, 16, dtype="uint16").state_dict()  # nothing to go by
+    for path, dtype in ((recorded, None), (bare, "uint16")):
+        older = {**BinLoader(path, 8, 16, dtype=dtype).state_dict(), "batches": 4}
+        older.pop("ids", None)  # as a tokbin before this check saved it
+        loader = BinLoader(path, 8, 16, dtype=dtype)
+        loader.load_state_dict(older)
+        expected = BinLoader(path, 8, 16, dtype=dtype)
+        take(expected, 4)
+        assert_same_batches(take(loader, 2), take(expected, 2))
+
+
+@pytest.mark.parametrize("ids", ["0badc0de", {"crc32": "0badc0de"},
+                                 {"dtype": "uint16", "crc32": 7}])
+def test_a_state_whose_ids_record_was_edited_is_refused(bin_path, ids):
+    state = {**BinLoader(bin_path, 8, 16).state_dict(), "ids": ids}
+    with pytest.raises(TokbinError, match="loader state's 'ids' must be"):
+        BinLoader(bin_path, 8, 16).load_state_dict(state)
 
 
 # -- the prefetch thread -----------------------------------------------------------------------

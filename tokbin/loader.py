@@ -36,7 +36,7 @@ from tokbin.doc_sampling import RandomDocuments, TokenRowDocuments, document_spa
 from tokbin.packing import EpochDocuments
 from tokbin.errors import TokbinError
 from tokbin.sampling import EpochOffsets, RandomOffsets
-from tokbin.tokens import open_document_index, open_tokens
+from tokbin.tokens import open_document_index, open_tokens, recorded_ids_crc32
 
 _FORKS = [0]  # forks of this process so far: a loader copied by one would repeat the parent's
 os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
@@ -110,6 +110,8 @@ class BinLoader:
         tokens = open_tokens(self.path, dtype)
         self.dtype = tokens.dtype
         self.tokens = len(tokens)
+        crc = recorded_ids_crc32(self.path)  # what a state checks its data by, beyond the sizes
+        self._ids = None if crc is None else {"dtype": self.dtype.name, "crc32": crc}
         if self.tokens < block_size + 1:
             raise TokbinError(f"block_size {block_size} needs at least {block_size + 1} tokens "
                               f"(x and its shifted y) but {self.path} has {self.tokens}; use a "
@@ -221,6 +223,8 @@ class BinLoader:
         of the epochs before the next batch's, so a resume need not lay those epochs out again.
         """
         state = {"version": STATE_VERSION, "batches": self._batches, **self._identity()}
+        if self._ids is not None:
+            state["ids"] = dict(self._ids)
         if self.align == "document" and self.sampling == "epoch":
             state["epoch_rows"] = self._offsets.epoch_rows[:self.epoch]
         return state
@@ -237,12 +241,33 @@ class BinLoader:
             listed = ", ".join(f"{k}: saved {s!r}, now {v!r}" for k, (s, v) in different.items())
             raise TokbinError(f"loader state is from a different setup ({listed}); resume with "
                               "the same bin, sizes, sampling, align, seed and world_size")
+        self._check_ids(state.get("ids"))
         batches = state.get("batches")
         _check_int("state['batches']", batches, minimum=0)
         self._stop_prefetch()
         if "epoch_rows" in state and self.align == "document" and self.sampling == "epoch":
             self._offsets.resume(state["epoch_rows"])
         self._batches = int(batches)
+
+    def _check_ids(self, saved) -> None:
+        """A state records its split's ids' CRC-32 where meta.json gave one: the same sizes
+        with other tokens (another data version) are refused. States without it (older ones,
+        bare bins) and ids in another dtype (whose bytes differ) are not compared."""
+        if saved is None:
+            return
+        if not (isinstance(saved, dict) and set(saved) == {"dtype", "crc32"}
+                and all(isinstance(v, str) for v in saved.values())):
+            raise TokbinError(f"loader state's 'ids' must be {{'dtype': ..., 'crc32': ...}} as "
+                              f"state_dict() wrote it, got {saved!r}")
+        ids = self._ids
+        if ids is None or saved["dtype"] != ids["dtype"] or saved["crc32"] == ids["crc32"]:
+            return
+        raise TokbinError(f"loader state is from other data: {self.path} has the saved sizes "
+                          f"({self.tokens:,} tokens) but other ids (CRC-32 {ids['crc32']}, the "
+                          f"state's {saved['crc32']}). Resume on the data version it was saved "
+                          "with (`git checkout <that commit> && dvc pull`, or "
+                          "BinLoader(pinned_path(rev), ...)); to go on with this data anyway, "
+                          "load the state without its 'ids'")
 
     def _identity(self) -> dict:
         identity = {"tokens": self.tokens, "batch_size": self.batch_size,

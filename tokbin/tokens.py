@@ -17,7 +17,7 @@ import numpy as np
 
 from tokbin.errors import TokbinError
 from tokbin.format import (DTYPES, LLMC_HEADER_BYTES, META_FILENAME, Meta, bare_llmc_header,
-                           open_bin, open_split, read_docs, read_meta)
+                           ids_crc32, open_bin, open_split, read_docs, read_meta)
 
 # RSS budget for the bins' mapped pages (see MappedPages), checked every CHECK_EVERY_ROWS rows.
 RELEASE_MAPPED_BYTES = 1 << 30
@@ -124,6 +124,16 @@ def open_document_index(path: Path) -> np.ndarray:
                           "<split>.docs (build with `dvc repro` or fetch with `dvc pull`)")
     meta = read_meta(path.parent / META_FILENAME)
     return read_docs(path.parent, meta, _split_of(path, meta))
+
+
+def recorded_ids_crc32(path: Path) -> str | None:
+    """The CRC-32 of the ids (tokbin.format.ids_crc32) of the split whose bin (or shard
+    directory) is `path`, from the meta.json beside it; None for a bin that none lists."""
+    if not (path.parent / META_FILENAME).is_file():
+        return None
+    meta = read_meta(path.parent / META_FILENAME)
+    split = next((s for s, info in meta.splits.items() if info.file == path.name), None)
+    return None if split is None else ids_crc32(meta, split)
 
 
 def row_items(tokens: np.ndarray, width: int) -> np.ndarray:

@@ -15,7 +15,7 @@ guesses. Every file is written under a temporary name and renamed into place (to
 Import names from here (``from tokbin.format import Meta``), not from the modules.
 """
 from tokbin.format.bins import (CHUNK_TOKENS, BinWriter, bare_llmc_header, bin_header,
-                                check_ids, choose_dtype, is_shard_file, llmc_header,
+                                check_ids, choose_dtype, ids_crc32, is_shard_file, llmc_header,
                                 llmc_max_tokens, open_bin, open_split, read_checked, read_chunks,
                                 read_llmc_header, shard_file)
 from tokbin.format.documents import (doclens_file, docs_crc_problem, docs_file, docs_problem,

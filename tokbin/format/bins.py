@@ -83,6 +83,22 @@ def bin_header(bin_format: str, dtype: str, count: int) -> bytes:
     return llmc_header(dtype, count) if bin_format == "llmc" else b""
 
 
+def ids_crc32(meta: Meta, split: str) -> str | None:
+    """The CRC-32 of the split's ids alone, in order: the same for the same tokens in either
+    bin_format, as one bin or as shards (each header's part taken out of its bin's recorded
+    CRC). None where meta.json records no CRC-32."""
+    crc = 0
+    for _, info in meta.splits[split].bins():
+        if info.crc32 is None:
+            return None
+        header = bin_header(meta.bin_format, meta.dtype, info.tokens)
+        ids = info.bytes - len(header)
+        # CRC(header + ids) = CRC(header) shifted past the ids, xor CRC(ids)
+        own = int(info.crc32, 16) ^ crc32_combine(zlib.crc32(header), 0, ids)
+        crc = crc32_combine(crc, own, ids)
+    return crc32_hex(crc)
+
+
 def read_llmc_header(path: Path, size: int) -> tuple[str, int]:
     """(dtype, count) of an llm.c file of `size` bytes, after llm.c's loader's checks (magic,
     version, count against the file size) and one more: the reserved words are zero."""
