@@ -210,6 +210,34 @@ def test_verify_of_a_folder_without_meta_json_is_a_clear_error(tokbin, repo):
     result = tokbin(repo, "verify", "data/raw")
     assert result.returncode == 1
     assert "meta.json not found" in result.stderr and "dvc repro" in result.stderr
+    assert "`dvc pull binarize` fetches the data a teammate built" in result.stderr
+
+
+def test_verify_of_one_bin_checks_its_split_alone_as_a_pinned_copy_holds_one(tokbin, repo,
+                                                                             tmp_path):
+    copy = tmp_path / "pinned" / "0123abcd"  # what pinned_path("data-v1") leaves: one split
+    copy.mkdir(parents=True)
+    for name in ("train.bin", "train.docs", "meta.json"):
+        shutil.copyfile(repo / "data" / name, copy / name)
+    result = tokbin(tmp_path, "verify", str(copy / "train.bin"))
+    assert result.returncode == 0, result.stdout
+    assert f"verify: {copy / 'train.bin'} is good" in result.stdout
+    assert "validation" not in result.stdout
+    result = tokbin(tmp_path, "verify", str(copy))  # the whole folder: every split it lists
+    assert result.returncode == 1 and "validation.bin: missing" in result.stdout
+
+
+def test_verify_notes_bins_and_shard_directories_that_are_not_part_of_the_build(tokbin, repo):
+    # after a targeted `dvc checkout binarize` from a sharded version to an unsharded one
+    (repo / "data" / "train").mkdir()
+    shutil.copyfile(repo / "data" / "train.bin", repo / "data" / "train" / "000000.bin")
+    shutil.copyfile(repo / "data" / "train.bin", repo / "data" / "old.bin")
+    result = tokbin(repo, "verify")
+    assert result.returncode == 0, result.stdout  # the build itself is whole
+    notes = [line for line in result.stdout.splitlines() if "not part of this build" in line]
+    assert [line.split(":")[0] for line in notes] == ["note  old.bin", "note  train/"]
+    assert "An untargeted `dvc checkout` removes it" in notes[0]
+    assert not any("tokens/" in line or "raw/" in line for line in result.stdout.splitlines())
 
 
 def test_verify_of_a_path_that_does_not_exist_is_a_clear_error(tokbin, repo):

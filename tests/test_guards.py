@@ -226,3 +226,66 @@ def test_a_doclens_damaged_in_place_is_never_published(built):
 def contents(repo_or_outputs) -> dict[str, bytes]:
     found = repo_or_outputs if isinstance(repo_or_outputs, dict) else outputs(repo_or_outputs)
     return {path: data for path, (_, data) in found.items()}
+
+
+# --- a build only the workspace holds ---------------------------------------------------------
+
+def test_repair_keeps_a_whole_build_that_no_cache_holds_and_verify_names_the_version_switch(
+        tmp_path):
+    # a new build, not pushed; `git stash` brings back the old dvc.lock and `dvc gc -w` drops
+    # the new build's cache objects: the workspace holds its only copy (DVC's checkout refuses
+    # to remove such "unsaved files", and so must repair)
+    repo = make_project(tmp_path / "project", download__dataset="./dataset")
+    write_parquet_dataset(repo / "dataset", DOCS)
+    run(["dvc", "repro"], repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "data-v1")
+    run(["python", "-m", "tokbin", "set", "tokenize.eot=prepend"], repo)
+    run(["dvc", "repro"], repo)
+    new = contents(repo)
+    git(repo, "stash")
+    run(["dvc", "gc", "-w", "-f"], repo)
+
+    result = run(["python", "-m", "tokbin", "verify"], repo, check=False)
+    assert result.returncode == 1
+    assert ("holds a whole build (every file matches its meta.json), but not the one"
+            in result.stdout and "`dvc checkout binarize`" in result.stdout), result.stdout
+    assert "tokbin repair" not in result.stdout  # nothing is damaged
+
+    result = run(["python", "-m", "tokbin", "repair"], repo, check=False)
+    assert result.returncode == 1
+    assert ("no DVC cache holds it: it may be its only copy. Nothing was changed"
+            in result.stderr), result.stdout + result.stderr
+    for path in ("data/train.bin", "data/meta.json", "data/tokens/train.bin"):
+        assert path in result.stderr
+    assert contents(repo) == new
+
+    git(repo, "stash", "pop")  # what the message says keeps it
+    run(["dvc", "commit", "-f"], repo)
+    assert run(["python", "-m", "tokbin", "verify"], repo).returncode == 0
+    assert contents(repo) == new
+
+    git(repo, "stash")  # now cached: repair may bring back data-v1, and nothing is lost
+    run(["python", "-m", "tokbin", "repair"], repo)
+    assert run(["python", "-m", "tokbin", "verify"], repo).returncode == 0
+    git(repo, "stash", "pop")
+    run(["dvc", "checkout"], repo)
+    assert contents(repo) == new
+
+
+def test_repair_force_discards_a_whole_build_that_no_cache_holds(tmp_path):
+    repo = make_project(tmp_path / "project", download__dataset="./dataset")
+    write_parquet_dataset(repo / "dataset", DOCS)
+    run(["dvc", "repro"], repo)
+    old = contents(repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "data-v1")
+    run(["python", "-m", "tokbin", "set", "tokenize.eot=prepend"], repo)
+    run(["dvc", "repro"], repo)
+    git(repo, "checkout", "--", "params.yaml", "dvc.lock")  # the new build thrown away
+    run(["dvc", "gc", "-w", "-f"], repo)
+    assert run(["python", "-m", "tokbin", "repair"], repo, check=False).returncode == 1
+    result = run(["python", "-m", "tokbin", "repair", "--force"], repo)
+    assert "every output matches" in result.stdout
+    assert run(["python", "-m", "tokbin", "verify"], repo).returncode == 0
+    assert contents(repo) == old

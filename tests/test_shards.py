@@ -270,8 +270,13 @@ def test_verify_and_inspect_take_a_shard_directory_as_they_take_a_bin(tokens, tm
                                                                       capsys):
     from tokbin.cli import main
     binarized(tokens, tmp_path / "sharded", 64)
-    assert main(["verify", str(tmp_path / "sharded" / "train")]) == 0
-    assert f"verify: {tmp_path / 'sharded'} is good" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "sharded" / "train")]) == 0  # its split
+    shown = capsys.readouterr().out
+    assert f"verify: {tmp_path / 'sharded' / 'train'} is good" in shown
+    assert "ok    train: " in shown and "validation" not in shown
+    assert main(["verify", str(tmp_path / "sharded")]) == 0  # the folder: every split
+    shown = capsys.readouterr().out
+    assert f"verify: {tmp_path / 'sharded'} is good" in shown and "ok    validation" in shown
     assert main(["inspect", str(tmp_path / "sharded" / "train"), "--windows", "1"]) == 0
     shown = capsys.readouterr().out
     assert "== train/000000.bin" in shown and "== validation" not in shown

@@ -132,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("verify", help="check the bins against meta.json and dvc.lock")
     check.add_argument("data", nargs="?", default=Path("data"), type=Path,
                        help="a data folder holding meta.json (default: data), or a bin or shard "
-                            "directory in one (its whole folder is checked)")
+                            "directory in one (only its split is checked)")
     fix = commands.add_parser("repair", help="restore every output that differs from dvc.lock")
     fix.add_argument("project", nargs="?", default=Path("."), type=Path,
                      help="a folder in the DVC project (default: the current one)")
+    fix.add_argument("--force", action="store_true",
+                     help="also replace a whole build that dvc.lock does not record and no "
+                          "DVC cache holds (by default repair refuses: it may be the only copy)")
     look = commands.add_parser("inspect", help="print meta, stats and decoded sample windows")
     look.add_argument("path", type=Path, help="a bin (data/train.bin), a shard directory "
                                               "(data/train) or a data folder")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "repair":
             from tokbin.repair import repair
-            return repair(args.project)
+            return repair(args.project, args.force)
         if args.command == "set":
             from tokbin.params_edit import set_params
             changes, failing = set_params(args.params, args.assignments)
@@ -178,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise TokbinError(f"{meta_path(given)} not found, so {given} is a bare bin: "
                                   "pass its --dtype (uint16 or uint32) and, unless it is gpt2, "
                                   "its --encoding")
-            raise TokbinError(f"{meta_path(given)} not found: build the data with `dvc repro`, "
-                              "or, where it was built, `python -m tokbin repair` restores it")
+            raise TokbinError(f"{meta_path(given)} not found: `dvc pull binarize` fetches the "
+                              "data a teammate built, `dvc repro` builds it; where it was built "
+                              "here, `python -m tokbin repair` restores it")
         if meta is None and args.encoding:  # meta.json's own would be used: say so, not ignore
             raise TokbinError(f"{meta_path(given)} gives {given}'s encoding; drop --encoding")
         if args.command == "verify":

@@ -9,6 +9,9 @@ someone who also edits meta.json).
 """
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
+
 _POLY = 0xEDB88320  # the CRC-32 polynomial, bit-reversed, as zlib uses it
 
 
@@ -50,3 +53,12 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
 def crc32_hex(crc: int) -> str:
     """How meta.json writes a CRC-32: 8 lowercase hex digits."""
     return f"{crc:08x}"
+
+
+def file_crc32(path: Path, chunk_bytes: int = 8 << 20) -> str:
+    """A whole file's CRC-32, as meta.json writes it."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            crc = zlib.crc32(chunk, crc)
+    return crc32_hex(crc)

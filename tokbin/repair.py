@@ -20,6 +20,9 @@ it has. So this re-hashes everything itself:
 4. `dvc fetch`, what arrived re-hashed (a remote copy may be damaged too), `dvc checkout`;
 5. for what no remote had: the stages a plain `dvc repro` reruns to rebuild it (their
    outputs are now missing, so DVC reruns them instead of relinking anything).
+
+Before any of it, a whole build (every file matches its meta.json) that dvc.lock does not
+record and no cache holds stops it, unless forced: the workspace may hold its only copy.
 """
 from __future__ import annotations
 
@@ -31,9 +34,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokbin.crc import file_crc32
 from tokbin.dvclock import (LOCK_FILE, file_md5, find_dvc_lock, lock_outputs,
                             lock_stage_outputs, uncached_outputs)
 from tokbin.errors import TokbinError
+from tokbin.format import META_FILENAME, read_meta, recorded_crcs
 from tokbin.remote_objects import bad_on_remote, damaged_remote_fix, remote_odb
 
 VERIFIED_STAGE = "binarize"  # its outputs are what verify checks: always restored
@@ -92,13 +97,22 @@ class Project:
         return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.root).returncode
 
 
-def repair(folder: Path) -> int:
+def repair(folder: Path, force: bool = False) -> int:
     lock = find_dvc_lock(folder.resolve())
     if lock is None:
         raise TokbinError(f"no {LOCK_FILE} in {folder} or above it: repair restores the outputs "
                           "of a DVC project that `dvc repro` has built")
     project = Project(lock.parent)
     files, unknown, uncached, unpulled = expected_files(project, lock)
+    kept = unsaved_builds(project, files)
+    if kept and not force:
+        names = ", ".join(str(path.relative_to(project.root)) for path in kept)
+        print(f"repair: {names}: a whole build (every file matches the CRC-32 its meta.json "
+              f"records), but not the one {lock} records, and no DVC cache holds it: it may be "
+              "its only copy. Nothing was changed. To keep it, go back to the git commit (or "
+              "stash) whose dvc.lock records it and run `dvc commit` (then `dvc push`); to "
+              "discard it, `python -m tokbin repair --force`", file=sys.stderr)
+        return 1
     if unpulled:
         print(f"repair: {', '.join(unpulled)} neither in the workspace nor in the DVC cache "
               "(not pulled): left out; `dvc pull` gets them")
@@ -148,6 +162,42 @@ def repair(folder: Path) -> int:
         raise TokbinError(f"{', '.join(still)} still differ from {LOCK_FILE} after the restore")
     print(f"repair: every output matches {lock} again")
     return 0
+
+
+def unsaved_builds(project: Project, files: list[Expected]) -> list[Path]:
+    """Workspace files that differ from dvc.lock and are kept nowhere else, yet are no damage:
+    in a folder whose meta.json every listed file matches (another build, such as one made
+    before a `git checkout` or `git stash`, whose cache objects `dvc gc` then removed).
+    Repair would delete the only copy, as `dvc checkout` refuses to ("unsaved files")."""
+    differing = [path for e in files if (path := project.root / e.path).is_file()
+                 and project.md5(path) != e.md5  # and neither damage through a hard link
+                 and _inode(path) != _inode(project.object_path(e.md5))
+                 and not project.object_ok(project.md5(path))]  # nor saved in the cache
+    builds: dict[Path, dict | None] = {}
+    kept = []
+    for path in differing:
+        for folder in (path.parent, path.parent.parent):  # a shard's meta.json is one up
+            if folder not in builds:
+                builds[folder] = _whole_build(folder)
+            listed = builds[folder] or {}
+            if path.relative_to(folder).as_posix() in [*listed, META_FILENAME] and listed:
+                kept.append(path)
+                break
+    return kept
+
+
+def _whole_build(folder: Path) -> dict[str, str] | None:
+    """The CRC-32s the folder's meta.json records, when every file it lists is there with its
+    CRC; None when there is no meta.json, it is damaged, or a file differs (damage)."""
+    if not (folder / META_FILENAME).is_file():
+        return None
+    try:
+        crcs = recorded_crcs(read_meta(folder))
+    except TokbinError:
+        return None
+    whole = bool(crcs) and all(crc is not None and (folder / name).is_file()
+                               and file_crc32(folder / name) == crc for name, crc in crcs.items())
+    return crcs if whole else None
 
 
 def remove_unlisted(project: Project, files: list[Expected]) -> int:

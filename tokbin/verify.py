@@ -17,7 +17,8 @@ from tokbin.crc import crc32_hex
 from tokbin.dvclock import file_md5, find_dvc_lock, lock_outputs
 from tokbin.errors import TokbinError
 from tokbin.format import (DOCS_DTYPE, META_FILENAME, REPAIR, Meta, docs_crc_problem,
-                           docs_problem, meta_path, open_bin, read_chunks, read_meta)
+                           docs_problem, is_shard_file, meta_path, open_bin, read_chunks,
+                           read_meta)
 
 COPY_AGAIN = "copy the data again from where it came (no dvc.lock above it to repair it from)"
 
@@ -137,12 +138,15 @@ def split_problems(folder: Path, meta: Meta, split: str, fix: str, bare: bool = 
     return problems
 
 
-def md5_problems(folder: Path, meta: Meta, lock: Path) -> tuple[list[str], list[str]]:
-    """(problems, files checked) of the bins and meta.json against dvc.lock's md5s."""
+def md5_problems(folder: Path, meta: Meta, splits: list[str], lock: Path, whole: bool
+                 ) -> tuple[list[str], list[str]]:
+    """(problems, files checked) of the splits' bins and document indexes and meta.json
+    against dvc.lock's md5s. `whole`: every file matches meta.json, so a difference is another
+    build (after a `git checkout` without `dvc checkout`), not damage."""
     recorded = recorded_md5s(lock)
-    problems, checked = [], []
-    bins = [relative for info in meta.splits.values() for relative, _ in info.bins()]
-    docs = [info.docs for info in meta.splits.values() if info.docs is not None]
+    differ, checked = [], []
+    bins = [relative for split in splits for relative, _ in meta.splits[split].bins()]
+    docs = [meta.splits[s].docs for s in splits if meta.splits[s].docs is not None]
     for name in [*bins, *docs, META_FILENAME]:  # shards sit in a folder DVC hashes whole
         path = folder / name
         expected = recorded.get(path.resolve())
@@ -151,9 +155,13 @@ def md5_problems(folder: Path, meta: Meta, lock: Path) -> tuple[list[str], list[
         checked.append(name)
         actual = file_md5(path)
         if actual != expected:
-            problems.append(f"{name}: md5 {actual} differs from {expected} recorded in {lock}: "
-                            f"the file changed after `dvc repro`; {REPAIR}")
-    return problems, checked
+            differ.append(f"{name}: md5 {actual} differs from {expected} recorded in {lock}")
+    if differ and whole:
+        return [f"{folder} holds a whole build (every file matches its meta.json), but not the "
+                f"one {lock} records ({'; '.join(differ)}): after a `git checkout` of another "
+                "version, `dvc checkout binarize` (or `dvc pull binarize`, where the DVC cache "
+                "lacks it) brings the recorded one"], checked
+    return [f"{d}: the file changed after `dvc repro`; {REPAIR}" for d in differ], checked
 
 
 def verify(data: Path, meta: Meta | None = None) -> int:
@@ -171,7 +179,11 @@ def verify(data: Path, meta: Meta | None = None) -> int:
                           f"delete {data} if nothing reads it")
     lock = find_dvc_lock(folder.resolve())
     problems = []
-    for split, info in meta.splits.items():
+    given = Path(data).resolve()  # a bin (or its index) checks its split: a pinned copy has one
+    splits = [split for split, info in meta.splits.items() if given in [
+        (folder / name).resolve() for name in (info.file, info.docs) if name]] or list(meta.splits)
+    for split in splits:
+        info = meta.splits[split]
         found = split_problems(folder, meta, split, REPAIR if lock else COPY_AGAIN, bare)
         problems += found
         if not found:
@@ -188,14 +200,31 @@ def verify(data: Path, meta: Meta | None = None) -> int:
     if lock is None:
         print("note  no dvc.lock above this folder: md5s not checked")
     else:
-        found, checked = md5_problems(folder, meta, lock)
+        found, checked = md5_problems(folder, meta, splits, lock, not problems)
         problems += found
         if checked and not found:
             print(f"ok    md5 of {', '.join(checked)} match {lock}")
         elif not checked:
             print(f"note  {lock} records none of these files: md5s not checked")
+    if not bare and len(splits) == len(meta.splits):
+        for name in leftovers(folder, meta):
+            print(f"note  {name}: not part of this build ({META_FILENAME} does not list it), a "
+                  "leftover of another data version? An untargeted `dvc checkout` removes it, "
+                  "or delete it (where data/.gitignore does not list it, `git add -A` would "
+                  "put it in git)")
+    checked = folder if len(splits) == len(meta.splits) else data
     for problem in problems:
         print(f"FAIL  {problem}")
-    print(f"verify: {len(problems)} problem(s) in {folder}" if problems else
-          f"verify: {folder} is good")
+    print(f"verify: {len(problems)} problem(s) in {checked}" if problems else
+          f"verify: {checked} is good")
     return 1 if problems else 0
+
+
+def leftovers(folder: Path, meta: Meta) -> list[str]:
+    """Bins, document indexes and shard directories in the folder that meta.json does not
+    list: the other layout's, after switching versions with a targeted `dvc checkout`."""
+    listed = {name for info in meta.splits.values() for name in (info.file, info.docs) if name}
+    return sorted(path.name + "/" * path.is_dir() for path in folder.iterdir()
+                  if not path.name.startswith(".") and path.name not in listed
+                  and (path.suffix in (".bin", ".docs") and path.is_file()
+                       or path.is_dir() and any(is_shard_file(p.name) for p in path.iterdir())))

@@ -19,7 +19,7 @@ from tokbin.format.bins import (CHUNK_TOKENS, BinWriter, bare_llmc_header, bin_h
                                 llmc_max_tokens, open_bin, open_split, read_checked, read_chunks,
                                 read_llmc_header, shard_file)
 from tokbin.format.documents import (doclens_file, docs_crc_problem, docs_file, docs_problem,
-                                     document_offsets, read_docs, token_ends)
+                                     document_offsets, read_docs, recorded_crcs, token_ends)
 from tokbin.format.meta import (HOLDOUT_BIN, HOLDOUT_FROM, TIKTOKEN_NAMED, Holdout, HubFile, Meta,
                                 Source, SplitInfo, TokenizerRecord, meta_path, read_meta,
                                 write_meta)

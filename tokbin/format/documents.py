@@ -33,6 +33,19 @@ def docs_file(split: str) -> str:
     return f"{split}.docs"
 
 
+def recorded_crcs(meta: Meta) -> dict[str, str | None]:
+    """{path relative to meta.json's folder: the CRC-32 meta.json records of it (None: none)}
+    for every file it lists: bins (each shard of a shard directory), document indexes, doclens."""
+    crcs: dict[str, str | None] = {}
+    for split, info in meta.splits.items():
+        crcs.update((relative, bin_info.crc32) for relative, bin_info in info.bins())
+        if info.docs is not None:
+            crcs[info.docs] = info.docs_crc32
+        if info.doclens_crc32 is not None:
+            crcs[doclens_file(split)] = info.doclens_crc32
+    return crcs
+
+
 def token_ends(lengths: np.ndarray, separated: bool = True) -> np.ndarray:
     """Where each document ends (exclusive) in a stream of the documents of `lengths` tokens,
     each with one end-of-text id when `separated`."""
