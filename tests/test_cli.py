@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,27 @@ def test_verify_says_which_files_meta_json_records_no_crc_for(tokbin, repo, tmp_
     assert "note  meta.json records no CRC-32 of train.bin, train.docs" in result.stdout
     assert "validation.bin" not in [line for line in result.stdout.splitlines()
                                     if line.startswith("note  meta.json")][0]
+
+
+def test_a_split_without_tokens_is_noted_by_verify_and_inspect(tokbin, repo, tmp_path):
+    # e.g. eot none on a split whose documents are all empty: whole, but nothing to train on
+    data = Path(shutil.copytree(repo / "data", tmp_path / "elsewhere" / "data",
+                                ignore=shutil.ignore_patterns("raw", "tokens")))
+    for name in ("validation.bin", "validation.docs"):
+        (data / name).unlink()
+    (data / "validation.bin").write_bytes(b"")
+    np.zeros(1, "<i8").tofile(data / "validation.docs")
+    meta = json.loads((data / "meta.json").read_text())
+    meta["splits"]["validation"].update(tokens=0, documents=0, bytes=0, crc32="00000000",
+                                        docs_crc32=f"{zlib.crc32(bytes(8)):08x}")
+    (data / "meta.json").write_text(json.dumps(meta))
+    result = tokbin(data.parent, "verify")
+    assert result.returncode == 0, result.stdout
+    assert ("note  validation.bin: no tokens (0 documents, all empty): nothing to train or "
+            "validate on") in result.stdout
+    result = tokbin(data.parent, "inspect", "data")
+    assert result.returncode == 0, result.stderr
+    assert "== validation.bin: no tokens" in result.stdout and "largest id -1" not in result.stdout
 
 
 def test_verify_without_dvc_lock_checks_meta_json_only_and_says_so(tokbin, repo, tmp_path):

@@ -97,6 +97,9 @@ def inspect(path: Path, windows: int, window_tokens: int, seed: int,
         for relative, info in meta.splits[split].bins():
             data = open_bin(folder / relative, meta, split, info)
             stats = scan_bin(folder / relative, meta)
+            if not len(data):
+                print(f"== {relative}: no tokens (every document empty?): nothing to train on")
+                continue
             print(f"== {relative}: largest id {stats.max_id} (n_vocab {meta.n_vocab}), "
                   f"{stats.eot_count:,} end-of-text ids ({meta.eot_token})")
             if stats.max_id >= meta.n_vocab:  # the tokenizer cannot decode it: say why instead

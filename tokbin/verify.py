@@ -192,6 +192,9 @@ def verify(data: Path, meta: Meta | None = None) -> int:
                 f", document index {info.docs}" if info.docs else "")
             print(f"ok    {info.file}: {info.tokens:,} {meta.dtype} tokens{documents}, every id "
                   f"< {meta.n_vocab} ({meta.encoding}){extra}")
+        if not found and not info.tokens:  # whole, yet no BinLoader or trainer can read it
+            print(f"note  {info.file}: no tokens ({info.documents:,} documents, all empty): "
+                  "nothing to train or validate on")
         unchecked = [relative for relative, b in info.bins() if b.crc32 is None] + (
             [info.docs] if info.docs is not None and info.docs_crc32 is None else [])
         if unchecked and not bare:  # an older tokbin's meta.json, or one made by hand
