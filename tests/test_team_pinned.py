@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,20 @@ def test_a_repo_that_does_not_exist_is_named_and_leaves_no_clone_behind(tmp_path
                                           "path of a git \\+ DVC project"):
         pinned_path("data-v1", repo=repo, cache_dir=tmp_path / "pinned")
     assert list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("form", ["path", "repo URL"])
+def test_an_unknown_revision_is_the_only_output_with_no_git_teardown_noise_at_exit(consumer,
+                                                                                  form):
+    # DVC, given an unknown revision, left the git repo's pack files open: at interpreter exit
+    # dulwich printed a screen of "Exception ignored in: <function Pack.__del__>" tracebacks
+    # after the error.
+    git(consumer, "gc", "-q")  # git objects in pack files, as in any clone of a real project
+    clone_it = "tokbin.pinned._local_path = str; " if form == "repo URL" else ""
+    repo = str(consumer) if form == "path" else f"file://{consumer}"
+    result = run([sys.executable, "-c", f"import tokbin.pinned; {clone_it}"
+                  f"tokbin.pinned.pinned_path('data-v9', repo={repo!r})"], consumer, check=False)
+    assert result.returncode == 1
+    assert result.stderr.rstrip().endswith("git fetch --tags` gets teammates' tags)")
+    assert "TokbinError: unknown git revision 'data-v9'" in result.stderr
+    assert "Exception ignored" not in result.stderr

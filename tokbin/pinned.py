@@ -23,6 +23,7 @@ listing; the result is a directory BinLoader reads like a bin.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
@@ -141,9 +142,10 @@ def _open_revision(repo: str | None, rev: str, remote: str | None):
         raise TokbinError("pinned_path needs DVC, which tokbin's loader install "
                           "(tokbin[loader]) leaves out: install tokbin[pipeline] (or, in a "
                           "checkout, `pip install -r requirements.txt`)") from None
-    fs = DVCFileSystem(repo=repo, rev=rev, remote=remote)
+    where = repo if repo is not None else os.getcwd()
+    fs = DVCFileSystem(repo=repo, rev=_commit(repo, rev, where), remote=remote)
     try:
-        outputs = _lock_outputs(fs, rev, repo if repo is not None else os.getcwd())
+        outputs = _lock_outputs(fs, rev, where)
         remotes = sorted(fs.repo.config["remote"])
         if remote is not None and remote not in remotes:  # else ignored once a copy is cached
             raise TokbinError(f"remote {remote!r} doesn't exist at {rev!r}; its remotes are "
@@ -168,19 +170,50 @@ def _close(fs, repo: str | None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _lock_outputs(fs, rev: str, where: str) -> dict[str, dict]:
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.scm import RevError, SCMError
+def _commit(repo: str | None, rev: str, where: str) -> str:
+    """The commit `rev` names, resolved in the project's git repo (a repo URL's clone), which is
+    closed again. DVC, given an unknown revision, raises with that git repo's object store
+    left open: its pack files then fail to close at interpreter exit, printing a screen of
+    tracebacks after the error."""
+    from dvc.api import DVCFileSystem
+    from dvc.scm import NoSCM, RevError, resolve_rev
+    fs = DVCFileSystem(repo=repo)  # no revision: nothing is resolved while it opens
     try:
-        with fs.open(LOCK_FILE, "r") as f:
-            text = f.read()
-    except RevError:
-        raise TokbinError(f"unknown git revision {rev!r} in {where}: pass a tag, branch or commit "
-                          "(list data versions with `git tag -l 'data-v*'`; `git fetch --tags` "
-                          "gets teammates' tags)") from None
+        with _project_errors(where):
+            scm = fs.repo.scm
+        if isinstance(scm, NoSCM):  # a folder git does not know
+            raise TokbinError(_not_a_project(where))
+        commit = resolve_rev(scm, rev)
+    except BaseException as e:
+        _close(fs, repo)
+        if isinstance(e, RevError):
+            raise TokbinError(f"unknown git revision {rev!r} in {where}: pass a tag, branch or "
+                              "commit (list data versions with `git tag -l 'data-v*'`; `git "
+                              "fetch --tags` gets teammates' tags)") from None
+        raise
+    fs.close()  # a repo URL's clone stays, for the revision's DVCFileSystem to reuse
+    return commit
+
+
+def _not_a_project(where: str) -> str:
+    return (f"{where} is not a git + DVC project: pass repo= the tokbin checkout (or its git "
+            "URL)")
+
+
+@contextlib.contextmanager
+def _project_errors(where: str):
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.scm import SCMError
+    try:
+        yield
     except (NotDvcRepoError, SCMError):
-        raise TokbinError(f"{where} is not a git + DVC project: pass repo= the tokbin checkout "
-                          "(or its git URL)") from None
+        raise TokbinError(_not_a_project(where)) from None
+
+
+def _lock_outputs(fs, rev: str, where: str) -> dict[str, dict]:
+    try:
+        with _project_errors(where), fs.open(LOCK_FILE, "r") as f:
+            text = f.read()
     except FileNotFoundError:
         raise TokbinError(f"revision {rev!r} has no {LOCK_FILE}: nothing was built and committed "
                           "there; pick a data version tag (`git tag -l 'data-v*'`)") from None
