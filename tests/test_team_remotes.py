@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import http.server
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -255,8 +256,10 @@ def test_a_corrupted_object_served_over_http_fails_the_pull(teammate, remote_cop
     assert_pull_refuses_the_corrupted_train_bin(teammate)
 
 
+@pytest.mark.parametrize("folder", ["remote-copy", "team remote"])  # the fix is pasted in a shell
 def test_a_damaged_object_a_pull_dropped_is_named_and_restored_by_the_fix_pinned_path_gives(
-        team, teammate, remote_copy, tmp_path):
+        team, teammate, remote_copy, tmp_path, folder):
+    remote_copy = remote_copy.rename(remote_copy.with_name(folder))
     git(teammate, "checkout", "-q", "data-v1")
     md5 = train_bin_md5(teammate)
     corrupt(object_path(remote_copy, md5))
@@ -265,22 +268,23 @@ def test_a_damaged_object_a_pull_dropped_is_named_and_restored_by_the_fix_pinned
     with pytest.raises(TokbinError, match="nor on its DVC remote, though a directory "
                                           "listing there names it") as refused:
         pinned_path("data-v1", repo=teammate, cache_dir=tmp_path / "pinned")
-    doomed = re.search(r"delete (.*) from the remote", str(refused.value))[1].split(", ")
+    fix = re.search(r"passes, run `(rm -f .*)` \(the remote's copy and each directory "
+                    r"listing naming it\), then `dvc push`", str(refused.value))[1]
     tokens_listing = lock_md5s(teammate)["data/tokens"]
-    assert doomed == [str(object_path(remote_copy, md5)),
-                      str(object_path(remote_copy, tokens_listing))]
+    assert shlex.split(fix) == ["rm", "-f", str(object_path(remote_copy, md5)),
+                                str(object_path(remote_copy, tokens_listing))]
     repaired = run([sys.executable, "-m", "tokbin", "repair"], teammate, check=False)
     assert repaired.returncode == 1
     assert "the remote's copy of data/train.bin is damaged" in repaired.stdout
-    assert f"delete {', '.join(doomed)} from the remote" in repaired.stdout
+    assert f"passes, run `{fix}` (the remote's copy" in repaired.stdout
     good = clone(team, tmp_path / "good")  # a clone with the right data, from a good remote
     git(good, "checkout", "-q", "data-v1")
     dvc(good, "pull")
     use_remote(good, str(remote_copy))
     dvc(good, "push")  # DVC takes data/tokens' listing as proof that the bin is there ...
     assert not object_path(remote_copy, md5).exists()
-    for path in doomed:  # ... so the fix deletes that listing too
-        Path(path).unlink(missing_ok=True)
+    run(["sh", "-c", fix], good)  # ... so the fix, pasted as printed, deletes that listing too
+    assert not object_path(remote_copy, tokens_listing).exists()
     dvc(good, "push")
     assert object_path(remote_copy, md5).read_bytes() == team.versions["data-v1"]["data/train.bin"]
     dvc(teammate, "pull", "binarize")

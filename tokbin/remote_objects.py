@@ -13,6 +13,7 @@ check and upload them again (a missing listing also clears that index).
 from __future__ import annotations
 
 import json
+import shlex
 
 
 def listings_naming(odb, md5: str, outputs: dict[str, dict]) -> list[str]:
@@ -33,13 +34,16 @@ def listings_naming(odb, md5: str, outputs: dict[str, dict]) -> list[str]:
 
 
 def damaged_remote_fix(odb, md5: str, outputs: dict[str, dict]) -> str:
-    """The fix, in the user's terms: what to delete from the remote, then `dvc push` from a
-    clone with good data."""
-    doomed = [md5, *listings_naming(odb, md5, outputs)]
-    urls = ", ".join(odb.fs.unstrip_protocol(odb.oid_to_path(oid)) for oid in doomed)
+    """The fix, in the user's terms: what to delete from the remote (for a local remote, the
+    `rm` that does it, each path quoted for the shell), then `dvc push` from a clone with good
+    data."""
+    doomed = [odb.fs.unstrip_protocol(odb.oid_to_path(oid))
+              for oid in (md5, *listings_naming(odb, md5, outputs))]
+    delete = (f"run `rm -f {' '.join(shlex.quote(path) for path in doomed)}` (the remote's copy "
+              "and each directory listing naming it)" if odb.fs.protocol == "local" else
+              f"delete {', '.join(doomed)} from the remote (those still there)")
     return (f"a plain `dvc push` skips it while the remote has it or a directory listing naming "
-            f"it; in a clone where `python -m tokbin verify` passes, delete {urls} from the "
-            "remote (those still there), then `dvc push`")
+            f"it; in a clone where `python -m tokbin verify` passes, {delete}, then `dvc push`")
 
 
 def remote_odb(repo, remote: str | None = None):
