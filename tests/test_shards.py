@@ -250,6 +250,28 @@ def test_binloader_on_a_shard_directory_with_a_missing_shard_says_how_to_fetch_i
         BinLoader(tmp_path / "sharded" / "train", batch_size=2, block_size=8)
 
 
+@pytest.mark.parametrize("leftover", ["train.bin", "train"])
+def test_binloader_refuses_a_leftover_of_the_other_layout_naming_what_meta_json_lists(
+        tokens, tmp_path, leftover):
+    # a targeted `dvc pull binarize` after switching layouts leaves the other one in data/: an
+    # earlier build's tokens, which the loader must not invite reading (dtype=) as a bare bin
+    from tokbin.loader import BinLoader
+    data = tmp_path / "data"
+    binarized(tokens, tmp_path / "other", 64 if leftover == "train" else 0)
+    binarized(tokens, data, 0 if leftover == "train" else 64)
+    shutil.move(tmp_path / "other" / leftover, data / leftover)
+    listed = (f"{data / 'train.bin'}, {data / 'validation.bin'}" if leftover == "train" else
+              f"{data / 'train'} (a shard directory), {data / 'validation'} (a shard directory)")
+    own = (". A bin of your own without a meta.json belongs in a folder of its own (read it "
+           "there with dtype=)" if leftover == "train.bin" else "")
+    with pytest.raises(TokbinError) as refused:
+        BinLoader(data / leftover, batch_size=2, block_size=8)
+    assert str(refused.value) == (
+        f"{data / leftover} is not one of the bins {data / 'meta.json'} lists: not part of the "
+        f"build it describes (a leftover of an earlier one?); read what it lists instead: "
+        f"{listed}{own}")
+
+
 def test_verify_names_a_file_in_a_shard_directory_that_meta_json_does_not_list(tokens, tmp_path,
                                                                              capsys):
     from tokbin.cli import main

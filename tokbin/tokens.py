@@ -204,9 +204,14 @@ def _split_of(path: Path, meta: Meta) -> str:
         if info.file == path.name:
             return split
     _refuse_a_file_that_is_not_a_bin(path, meta)
-    raise TokbinError(f"{path.name} is not listed in {path.parent / META_FILENAME} (it lists "
-                      f"{sorted(i.file for i in meta.splits.values())}); pass dtype= to read it "
-                      "as a bare bin")
+    listed = ", ".join(f"{path.parent / info.file}"
+                       + (" (a shard directory)" if info.shards is not None else "")
+                       for info in meta.splits.values())
+    own = (f". A bin of your own without a {META_FILENAME} belongs in a folder of its own (read "
+           "it there with dtype=)" if path.is_file() else "")
+    raise TokbinError(f"{path} is not one of the bins {path.parent / META_FILENAME} lists: not "
+                      "part of the build it describes (a leftover of an earlier one?); read "
+                      f"what it lists instead: {listed}{own}")
 
 
 def _refuse_a_file_that_is_not_a_bin(path: Path, meta: Meta) -> None:
