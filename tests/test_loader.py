@@ -540,6 +540,49 @@ def test_rank_and_world_size_default_to_0_and_1_without_torch_distributed(bin_pa
     assert (loader.rank, loader.world_size) == (0, 1)
 
 
+def a_process_group(monkeypatch, rank: int, world_size: int) -> None:
+    """torch.distributed as it is in a process of an initialized group, from here on."""
+    import torch.distributed as dist
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(dist, "get_world_size", lambda: world_size)
+
+
+@pytest.mark.parametrize("passed", [{}, {"rank": 0}, {"world_size": 2}])
+def test_a_loader_built_before_init_process_group_refuses_its_first_batch(bin_path, monkeypatch,
+                                                                         passed):
+    loader = BinLoader(bin_path, 4, 8, **passed)  # rank 0 of 1 (or of 2), defaulted
+    a_process_group(monkeypatch, rank=1, world_size=2)
+    with pytest.raises(TokbinError, match=r"built before init_process_group: it took rank 0 of "
+                       r"world_size [12], but this process is rank 1 of 2 in torch.distributed, "
+                       r"so ranks would train on the same batches; build the loader after "
+                       r"init_process_group \(or pass rank= and world_size=\)"):
+        loader.next_batch()
+
+
+def test_a_loader_built_before_a_one_process_group_gives_its_batches(bin_path, monkeypatch):
+    loader = BinLoader(bin_path, 4, 8)
+    a_process_group(monkeypatch, rank=0, world_size=1)
+    assert_same_batches(take(loader, 3), take(BinLoader(bin_path, 4, 8), 3))
+
+
+def test_rank_and_world_size_passed_are_the_data_parallel_ones_whatever_the_group(bin_path,
+                                                                                 monkeypatch):
+    """Tensor or pipeline parallelism: the peers of a data-parallel rank share its batches."""
+    a_process_group(monkeypatch, rank=3, world_size=4)
+    loader = BinLoader(bin_path, 4, 8, rank=1, world_size=2)
+    assert (loader.rank, loader.world_size) == (1, 2)
+    assert_same_batches(take(loader, 3), take(BinLoader(bin_path, 4, 8, rank=1, world_size=2), 3))
+
+
+def test_the_process_group_is_compared_at_the_first_batch_only(bin_path, monkeypatch):
+    """After it, next_batch looks nothing up: batch timing matters (docs/performance.md)."""
+    loader = BinLoader(bin_path, 4, 8)
+    loader.next_batch()
+    a_process_group(monkeypatch, rank=1, world_size=2)
+    assert loader.next_batch()[0].shape == (4, 8)
+
+
 # -- the example training loop -----------------------------------------------------------------
 
 def train_bigram(*args) -> dict[int, str]:

@@ -73,7 +73,10 @@ class BinLoader:
         cumulative lengths in the flattened batch), docs.position_ids (int64 [B, T], 0 at each
         segment's start) and docs.max_seqlen, on the device (`tokbin.Documents`).
     seed: the batches are a function of (seed, rank, world_size) only.
-    rank, world_size: default to torch.distributed's when it is initialized, else 0 and 1.
+    rank, world_size: default to torch.distributed's when it is initialized, else 0 and 1, so
+        build the loader after init_process_group (one built before refuses its first batch once
+        a group disagrees with those defaults). Passed, they are the data-parallel rank and size
+        (the global RANK, not LOCAL_RANK), which may differ from the group's.
     prefetch: batches a background thread gathers ahead of `next_batch`; 0 gathers inline.
         Default: 2 on CUDA/MPS, where the host is otherwise idle while the device computes;
         0 on CPU, where the gather (tens of microseconds) is cheaper than a thread hand-off
@@ -99,7 +102,9 @@ class BinLoader:
             raise TokbinError(f"align {align!r} is not one of {list(ALIGNS)}")
         if not isinstance(return_documents, bool):
             raise TokbinError(f"return_documents must be True or False, got {return_documents!r}")
-        self.rank, self.world_size = _rank_and_world_size(rank, world_size)
+        self.rank, self.world_size, origin = _rank_and_world_size(rank, world_size)
+        # what was defaulted for want of a process group: checked against one at the first batch
+        self._defaulted = tuple(name for name, came in origin.items() if came == "default")
         self.path = Path(path)
         # plain ints: a state_dict of numpy scalars is refused by json and torch.load's default
         self.batch_size, self.block_size, self.sampling, self.seed = (int(batch_size),
@@ -158,6 +163,8 @@ class BinLoader:
                               "process that uses it, with its own rank= and world_size=, and "
                               "use it without DataLoader workers (its prefetch thread reads "
                               "ahead)")
+        if self._defaulted:  # the first batch only: then it is ()
+            self._check_defaults_against_process_group()
         if self.prefetch == 0:
             host = self._gather.host_batch(self._batches)
         else:
@@ -170,6 +177,24 @@ class BinLoader:
                 raise
         self._batches += 1
         return self._gather.to_device(host)
+
+    def _check_defaults_against_process_group(self) -> None:
+        """A loader built before init_process_group took rank 0 of world_size 1 on every
+        process: all of them would train on the same batches. Its first batch refuses that once
+        a group is there; passed values are not checked (a data-parallel rank and size under
+        tensor or pipeline parallelism differ from the group's on purpose)."""
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            group = {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
+            taken = {"rank": self.rank, "world_size": self.world_size}
+            if any(group[name] != taken[name] for name in self._defaulted):
+                raise TokbinError(
+                    f"this BinLoader was built before init_process_group: it took rank "
+                    f"{self.rank} of world_size {self.world_size}, but this process is rank "
+                    f"{group['rank']} of {group['world_size']} in torch.distributed, so ranks "
+                    "would train on the same batches; build the loader after "
+                    "init_process_group (or pass rank= and world_size=)")
+        self._defaulted = ()
 
     def __iter__(self):
         while True:
@@ -312,20 +337,25 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise TokbinError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _rank_and_world_size(rank, world_size) -> tuple[int, int]:
+def _rank_and_world_size(rank, world_size) -> tuple[int, int, dict[str, str]]:
+    """rank and world_size, and where each came from: "passed", "torch.distributed", or
+    "default" (0 and 1: no process group is initialized)."""
+    origin = {"rank": "passed", "world_size": "passed"}
     if rank is None or world_size is None:
         import torch.distributed as dist
         initialized = dist.is_available() and dist.is_initialized()
         if rank is None:
-            rank = dist.get_rank() if initialized else 0
+            rank, origin["rank"] = ((dist.get_rank(), "torch.distributed") if initialized
+                                    else (0, "default"))
         if world_size is None:
-            world_size = dist.get_world_size() if initialized else 1
+            world_size, origin["world_size"] = ((dist.get_world_size(), "torch.distributed")
+                                                if initialized else (1, "default"))
     _check_int("world_size", world_size, minimum=1)
     _check_int("rank", rank, minimum=0)
     if rank >= world_size:
         raise TokbinError(f"rank {rank} is not < world_size {world_size}: ranks are numbered "
                           f"0 .. {world_size - 1}")
-    return int(rank), int(world_size)
+    return int(rank), int(world_size), origin
 
 
 def _check_device(device) -> torch.device:
