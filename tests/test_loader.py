@@ -69,6 +69,14 @@ def assert_same_batches(a, b) -> None:
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def a_process_group(monkeypatch, rank: int, world_size: int) -> None:
+    """torch.distributed as it is in a process of an initialized group, from here on."""
+    import torch.distributed as dist
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(dist, "get_world_size", lambda: world_size)
+
+
 @pytest.fixture
 def tokens() -> np.ndarray:
     return position_tokens(5000)
@@ -472,6 +480,26 @@ def test_a_rank_outside_the_world_size_is_refused(bin_path):
         BinLoader(bin_path, 4, 8, rank=2, world_size=2)
 
 
+def test_a_rank_outside_a_world_size_of_1_for_want_of_a_process_group_says_so(bin_path):
+    """rank=int(os.environ["RANK"]) run without torchrun, say."""
+    with pytest.raises(TokbinError, match=re.escape(
+            "rank 1 is not < world_size 1 (rank passed; world_size defaulted to 1: "
+            "torch.distributed is not initialized): ranks are numbered 0 .. 0; pass "
+            "world_size= with rank=, or build the loader after init_process_group to take both "
+            "from it")):
+        BinLoader(bin_path, 4, 8, rank=1)
+
+
+def test_a_rank_from_torch_distributed_outside_a_world_size_passed_says_so(bin_path,
+                                                                          monkeypatch):
+    a_process_group(monkeypatch, rank=1, world_size=2)
+    with pytest.raises(TokbinError, match=re.escape(
+            "rank 1 is not < world_size 1 (rank from torch.distributed; world_size passed): "
+            "ranks are numbered 0 .. 0; pass rank= and world_size= together (the data-parallel "
+            "rank and size), or neither to take torch.distributed's")):
+        BinLoader(bin_path, 4, 8, world_size=1)
+
+
 @pytest.mark.parametrize("name, value", [("batch_size", 0), ("batch_size", -1),
                                          ("block_size", 0), ("block_size", 2.5),
                                          ("world_size", 0), ("seed", -1), ("prefetch", -1)])
@@ -538,14 +566,6 @@ def test_rank_and_world_size_default_to_torch_distributed_when_initialized(bin_p
 def test_rank_and_world_size_default_to_0_and_1_without_torch_distributed(bin_path):
     loader = BinLoader(bin_path, 4, 8)
     assert (loader.rank, loader.world_size) == (0, 1)
-
-
-def a_process_group(monkeypatch, rank: int, world_size: int) -> None:
-    """torch.distributed as it is in a process of an initialized group, from here on."""
-    import torch.distributed as dist
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_rank", lambda: rank)
-    monkeypatch.setattr(dist, "get_world_size", lambda: world_size)
 
 
 @pytest.mark.parametrize("passed", [{}, {"rank": 0}, {"world_size": 2}])

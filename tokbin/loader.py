@@ -353,9 +353,26 @@ def _rank_and_world_size(rank, world_size) -> tuple[int, int, dict[str, str]]:
     _check_int("world_size", world_size, minimum=1)
     _check_int("rank", rank, minimum=0)
     if rank >= world_size:
-        raise TokbinError(f"rank {rank} is not < world_size {world_size}: ranks are numbered "
-                          f"0 .. {world_size - 1}")
+        raise _rank_error(rank, world_size, origin)
     return int(rank), int(world_size), origin
+
+
+def _rank_error(rank: int, world_size: int, origin: dict[str, str]) -> TokbinError:
+    """rank >= world_size, saying where each came from (one may be torch.distributed's, or a
+    default for want of it) and what to pass instead."""
+    said = {"passed": "{} passed", "torch.distributed": "{} from torch.distributed",
+            "default": "{} defaulted to {}: torch.distributed is not initialized"}
+    values = {"rank": rank, "world_size": world_size}
+    if set(origin.values()) == {"passed"}:
+        where, fix = "both passed", "pass a rank below world_size"
+    else:
+        where = "; ".join(said[came].format(name, values[name]) for name, came in origin.items())
+        fix = ("pass world_size= with rank=, or build the loader after init_process_group to "
+               "take both from it" if "default" in origin.values() else
+               "pass rank= and world_size= together (the data-parallel rank and size), or "
+               "neither to take torch.distributed's")
+    return TokbinError(f"rank {rank} is not < world_size {world_size} ({where}): ranks are "
+                       f"numbered 0 .. {world_size - 1}; {fix}")
 
 
 def _check_device(device) -> torch.device:
