@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tokbin import BinLoader, TokbinError, read_meta
 from tokbin.format import meta_path, read_chunks
+from tokbin.loader import check_device
 from tokbin.tokens import open_tokens
 
 
@@ -67,11 +68,12 @@ def start_distributed(device: str) -> str:
     BinLoader then reads its rank and world_size from torch.distributed."""
     if "RANK" not in os.environ:
         return device
+    local = f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" else device
+    check_device(local)  # the loader's message, not nccl's where torch has no CUDA
     dist.init_process_group("nccl" if device == "cuda" else "gloo")
     if device == "cuda":
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-        torch.cuda.set_device(device)
-    return device
+        torch.cuda.set_device(local)
+    return local
 
 
 def default_device() -> str:

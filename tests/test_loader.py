@@ -677,6 +677,24 @@ def test_the_bigram_example_says_it_has_no_validation_split_to_evaluate(pattern_
             "loss (pass --val)") in capsys.readouterr().out
 
 
+def test_the_bigram_example_under_torchrun_checks_the_device_before_joining_the_group(
+        pattern_bin, monkeypatch):
+    """Not nccl's "Distributed package doesn't have NCCL built in" on a torch without CUDA."""
+    import torch.distributed as dist
+    from examples.train_bigram import main
+
+    def join(*args, **kwargs):
+        raise AssertionError("init_process_group before the device was checked")
+    monkeypatch.setattr(dist, "init_process_group", join)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("RANK", "0")  # as torchrun sets them
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(TokbinError, match=re.escape(
+            "device 'cuda:0' asked for but torch.cuda.is_available() is False: use "
+            "device='cpu' or a CUDA build of torch")):
+        main([str(pattern_bin), "--steps", "1", "--device", "cuda"])
+
+
 def test_importing_tokbin_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", "import sys, tokbin, tokbin.format; "
                              "print('torch' in sys.modules)"], cwd=ROOT, capture_output=True,

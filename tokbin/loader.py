@@ -92,7 +92,7 @@ class BinLoader:
         _check_int("block_size", block_size, minimum=1)
         _check_int("seed", seed, minimum=0)
         self._forks = _FORKS[0]
-        self.device = _check_device(device)
+        self.device = check_device(device)
         if prefetch is None:
             prefetch = 0 if self.device.type == "cpu" else DEFAULT_PREFETCH
         _check_int("prefetch", prefetch, minimum=0)
@@ -375,7 +375,9 @@ def _rank_error(rank: int, world_size: int, origin: dict[str, str]) -> TokbinErr
                        f"numbered 0 .. {world_size - 1}; {fix}")
 
 
-def _check_device(device) -> torch.device:
+def check_device(device) -> torch.device:
+    """`device` as a torch.device a BinLoader can feed, or a TokbinError saying why not (and
+    what to use). A training script can call it before init_process_group picks a backend."""
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
