@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         train.load_state_dict(saved["loader"])  # rank 0's state resumes every rank
         step = saved["step"]
+        if step >= args.steps and rank0:
+            print(f"checkpoint {args.checkpoint} is at step {step}, --steps {args.steps}: "
+                  "nothing to train; raise --steps to go on")
+    resumed_at = step
     trained = DistributedDataParallel(model) if dist.is_initialized() else model
 
     def evaluate() -> str:
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         if rank0 and (step % args.log_every == 0 or step == args.steps):
             print(f"step {step}: train loss {loss.item():.4f}{evaluate()}", flush=True)
 
-    if args.checkpoint and rank0:
+    if args.checkpoint and rank0 and step > resumed_at:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "loader": train.state_dict(), "step": step}, args.checkpoint)
     if dist.is_initialized():

@@ -7,6 +7,7 @@ import gc
 import io
 import itertools
 import multiprocessing
+import os
 import pickle
 import re
 import subprocess
@@ -644,6 +645,23 @@ def test_the_bigram_example_resumed_from_its_checkpoint_logs_what_an_uninterrupt
     train_bigram(pattern_bin, "--steps", 12, "--checkpoint", checkpoint)
     resumed = train_bigram(pattern_bin, "--steps", 30, "--checkpoint", checkpoint)
     assert resumed == {step: uninterrupted_log[step] for step in range(13, 31)}
+
+
+def test_the_bigram_example_says_a_checkpoint_at_or_past_steps_leaves_nothing_to_train(
+        pattern_bin, tmp_path, capsys):
+    """A rerun of a finished job (or with fewer --steps) trains nothing and keeps the file."""
+    from examples.train_bigram import main
+    checkpoint = tmp_path / "ckpt.pt"
+    train_bigram(pattern_bin, "--steps", 5, "--checkpoint", checkpoint)
+    os.utime(checkpoint, ns=(0, 0))
+    capsys.readouterr()
+    for steps in (5, 3):
+        main([str(pattern_bin), "--steps", str(steps), "--checkpoint", str(checkpoint),
+              "--device", "cpu", "--log-every", "1"])
+        assert capsys.readouterr().out.splitlines()[-1:] == [
+            f"checkpoint {checkpoint} is at step 5, --steps {steps}: nothing to train; raise "
+            "--steps to go on"]
+    assert checkpoint.stat().st_mtime_ns == 0  # not saved again
 
 
 def test_the_bigram_example_reads_a_bare_bin_given_dtype_and_vocab(tmp_path):
