@@ -122,12 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.val and not args.val.exists():
         parser.error(f"--val {args.val}: no such bin or shard directory")
     val_batches = []  # a fixed set, so successive evaluations compare like with like
-    if not val_path.exists():  # only the default can be missing
+    if args.eval_batches > 0 and not val_path.exists():  # only the default can be missing
         if rank0:
             print(f"no {val_path} beside {args.bin}: no validation loss (pass --val)")
-    else:
-        val = BinLoader(val_path, args.batch_size, args.block_size, device=device,
-                        seed=args.seed, dtype=args.dtype)
+    elif args.eval_batches > 0:  # with 0 the split is not read (it may be shorter than a block)
+        try:
+            val = BinLoader(val_path, args.batch_size, args.block_size, device=device,
+                            seed=args.seed, dtype=args.dtype)
+        except TokbinError as e:
+            raise TokbinError(f"the validation split: {e}; or pass another split with --val, "
+                              "or --eval-batches 0 to train without validation") from None
         val_batches = [val.next_batch() for _ in range(args.eval_batches)]
 
     model = Bigram(used_ids(args.bin, args.dtype, vocab), vocab, args.dim).to(device)

@@ -688,6 +688,28 @@ def test_the_bigram_example_asks_for_its_own_options_for_a_bare_bin(tmp_path):
         train_bigram(path, "--steps", 1)
 
 
+@pytest.fixture(scope="module")
+def short_validation(tmp_path_factory) -> Path:
+    """A validation split of 40 tokens: shorter than a block of 64."""
+    return write_bin(tmp_path_factory.mktemp("short"), np.arange(40, dtype=np.uint16),
+                     name="validation.bin", n_vocab=100)
+
+
+def test_the_bigram_example_without_validation_batches_does_not_read_the_validation_split(
+        pattern_bin, short_validation):
+    assert sorted(train_bigram(pattern_bin, "--val", short_validation, "--block-size", 64,
+                               "--eval-batches", 0, "--steps", 2)) == [1, 2]
+
+
+def test_the_bigram_example_says_how_to_get_past_a_validation_split_shorter_than_a_block(
+        pattern_bin, short_validation):
+    with pytest.raises(TokbinError, match=re.escape(
+            f"the validation split: block_size 64 needs at least 65 tokens (x and its shifted y) "
+            f"but {short_validation} has 40; use a smaller block_size or more data; or pass "
+            "another split with --val, or --eval-batches 0 to train without validation")):
+        train_bigram(pattern_bin, "--val", short_validation, "--block-size", 64, "--steps", 2)
+
+
 def test_the_bigram_example_says_it_has_no_validation_split_to_evaluate(pattern_bin, capsys):
     from examples.train_bigram import main
     main([str(pattern_bin), "--steps", "1", "--device", "cpu"])
