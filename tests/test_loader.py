@@ -298,6 +298,15 @@ def test_state_saved_by_rank_0_resumes_another_rank(bin_path):
     assert_same_batches(take(resumed, 3), take(expected, 3))
 
 
+def test_a_random_state_given_another_world_size_resumes_each_rank_s_own_stream(bin_path):
+    """docs/loader.md's way to change the number of ranks under sampling="random"."""
+    on_two = BinLoader(bin_path, 8, 16, rank=1, world_size=2)
+    take(on_two, 9)
+    on_three = BinLoader(bin_path, 8, 16, rank=1, world_size=3)
+    on_three.load_state_dict(on_two.state_dict() | {"world_size": 3})
+    assert_same_batches(take(on_three, 3), take(on_two, 3))
+
+
 def test_state_from_a_different_setup_is_refused(bin_path):
     state = BinLoader(bin_path, 8, 16, seed=1).state_dict()
     with pytest.raises(TokbinError, match="seed: saved 1, now 2"):
