@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tokbin import BinLoader, TokbinError, read_meta
 from tokbin.format import meta_path, read_chunks
-from tokbin.loader import check_device
+from tokbin.loader_args import check_device
 from tokbin.tokens import open_tokens
 
 

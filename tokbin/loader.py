@@ -35,6 +35,7 @@ from tokbin.batches import DocumentGather, Prefetcher, TokenGather
 from tokbin.doc_sampling import RandomDocuments, TokenRowDocuments, document_spans
 from tokbin.packing import EpochDocuments
 from tokbin.errors import TokbinError
+from tokbin.loader_args import check_device, check_int, rank_and_world_size
 from tokbin.sampling import EpochOffsets, RandomOffsets
 from tokbin.tokens import open_document_index, open_tokens, recorded_ids_crc32
 
@@ -88,21 +89,21 @@ class BinLoader:
                  rank: int | None = None, world_size: int | None = None,
                  dtype: str | np.dtype | type | None = None, prefetch: int | None = None,
                  align: str = "token", return_documents: bool = False):
-        _check_int("batch_size", batch_size, minimum=1)
-        _check_int("block_size", block_size, minimum=1)
-        _check_int("seed", seed, minimum=0)
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("block_size", block_size, minimum=1)
+        check_int("seed", seed, minimum=0)
         self._forks = _FORKS[0]
         self.device = check_device(device)
         if prefetch is None:
             prefetch = 0 if self.device.type == "cpu" else DEFAULT_PREFETCH
-        _check_int("prefetch", prefetch, minimum=0)
+        check_int("prefetch", prefetch, minimum=0)
         if sampling not in SAMPLINGS:
             raise TokbinError(f"sampling {sampling!r} is not one of {list(SAMPLINGS)}")
         if align not in ALIGNS:
             raise TokbinError(f"align {align!r} is not one of {list(ALIGNS)}")
         if not isinstance(return_documents, bool):
             raise TokbinError(f"return_documents must be True or False, got {return_documents!r}")
-        self.rank, self.world_size, origin = _rank_and_world_size(rank, world_size)
+        self.rank, self.world_size, origin = rank_and_world_size(rank, world_size)
         # what was defaulted for want of a process group: checked against one at the first batch
         self._defaulted = tuple(name for name, came in origin.items() if came == "default")
         self.path = Path(path)
@@ -268,7 +269,7 @@ class BinLoader:
                               "the same bin, sizes, sampling, align, seed and world_size")
         self._check_ids(state.get("ids"))
         batches = state.get("batches")
-        _check_int("state['batches']", batches, minimum=0)
+        check_int("state['batches']", batches, minimum=0)
         self._stop_prefetch()
         if "epoch_rows" in state and self.align == "document" and self.sampling == "epoch":
             self._offsets.resume(state["epoch_rows"])
@@ -330,68 +331,3 @@ class BinLoader:
                 f"world_size={self.world_size}, dtype={self.dtype.name!r}, "
                 f"align={self.align!r}, return_documents={self.return_documents}, "
                 f"tokens={self.tokens})")
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise TokbinError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _rank_and_world_size(rank, world_size) -> tuple[int, int, dict[str, str]]:
-    """rank and world_size, and where each came from: "passed", "torch.distributed", or
-    "default" (0 and 1: no process group is initialized)."""
-    origin = {"rank": "passed", "world_size": "passed"}
-    if rank is None or world_size is None:
-        import torch.distributed as dist
-        initialized = dist.is_available() and dist.is_initialized()
-        if rank is None:
-            rank, origin["rank"] = ((dist.get_rank(), "torch.distributed") if initialized
-                                    else (0, "default"))
-        if world_size is None:
-            world_size, origin["world_size"] = ((dist.get_world_size(), "torch.distributed")
-                                                if initialized else (1, "default"))
-    _check_int("world_size", world_size, minimum=1)
-    _check_int("rank", rank, minimum=0)
-    if rank >= world_size:
-        raise _rank_error(rank, world_size, origin)
-    return int(rank), int(world_size), origin
-
-
-def _rank_error(rank: int, world_size: int, origin: dict[str, str]) -> TokbinError:
-    """rank >= world_size, saying where each came from (one may be torch.distributed's, or a
-    default for want of it) and what to pass instead."""
-    said = {"passed": "{} passed", "torch.distributed": "{} from torch.distributed",
-            "default": "{} defaulted to {}: torch.distributed is not initialized"}
-    values = {"rank": rank, "world_size": world_size}
-    if set(origin.values()) == {"passed"}:
-        where, fix = "both passed", "pass a rank below world_size"
-    else:
-        where = "; ".join(said[came].format(name, values[name]) for name, came in origin.items())
-        fix = ("pass world_size= with rank=, or build the loader after init_process_group to "
-               "take both from it" if "default" in origin.values() else
-               "pass rank= and world_size= together (the data-parallel rank and size), or "
-               "neither to take torch.distributed's")
-    return TokbinError(f"rank {rank} is not < world_size {world_size} ({where}): ranks are "
-                       f"numbered 0 .. {world_size - 1}; {fix}")
-
-
-def check_device(device) -> torch.device:
-    """`device` as a torch.device a BinLoader can feed, or a TokbinError saying why not (and
-    what to use). A training script can call it before init_process_group picks a backend."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise TokbinError(f"device {device!r} is not a torch device ({e})") from None
-    if device.type not in ("cpu", "cuda", "mps"):  # the copies are written for these alone
-        raise TokbinError(f"device {str(device)!r}: BinLoader feeds cpu, cuda and mps devices")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TokbinError(f"device {str(device)!r} asked for but torch.cuda.is_available() is "
-                          "False: use device='cpu' or a CUDA build of torch")
-    if device.type == "cuda" and device.index is None:
-        # Pin "cuda" to the device current now (under DDP: this rank's, once set_device ran),
-        # so batches do not follow later set_device calls or the prefetch thread's default 0.
-        device = torch.device("cuda", torch.cuda.current_device())
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise TokbinError("device 'mps' asked for but torch.backends.mps.is_available() is "
-                          "False: use device='cpu'")
-    return device
