@@ -220,6 +220,30 @@ def test_a_json_array_on_one_line_is_streamed_in_bounded_memory(tmp_path):
     assert grown < STREAMED_BYTES / 4, f"RSS grew {grown / 1e6:.0f} MB"
 
 
+# --- work linear in a document's length ----------------------------------------------------
+
+@pytest.mark.parametrize("shape", ["jsonl", "one-line array", "field"])
+def test_a_long_json_document_is_parsed_in_work_linear_in_its_length(tmp_path, monkeypatch,
+                                                                     shape):
+    # The decoder is handed the buffer each time the reader tries the value: each try must
+    # bring a share of the value, not one more chunk (7 characters here), so what it parses
+    # in all is a few times the value, not its square over the chunk (copies alike: each
+    # buffer is built once, then parsed).
+    parsed, raw_decode = [], json.JSONDecoder.raw_decode
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", lambda self, s, idx=0: (
+        parsed.append(len(s) - idx), raw_decode(self, s, idx))[1])
+    long = "A book as one JSON string, \u00e9 \\ \" and all. " * 1000
+    rows = [{"text": "short"}, {"text": long, "n": 12345678}, {"text": "after"}]
+    text = {"jsonl": jsonl(rows), "one-line array": json.dumps(rows),
+            "field": json.dumps({"skipped": [long], "rows": rows})}[shape]
+    path = tmp_path / "train.json"
+    path.write_text(text)
+    got = [document for _, document in jsonfiles.json_documents(
+        DataFile(str(path), "train.json"), "text", {"field": "rows"} if shape == "field" else {})]
+    assert got == [row["text"] for row in rows]
+    assert sum(parsed) < 6 * len(text), f"parsed {sum(parsed):,} characters of {len(text):,}"
+
+
 # --- damaged files and values that are not text ---------------------------------------------
 
 def tokenize(tmp_path, folder, splits=("train",), text_column="text"):

@@ -87,7 +87,9 @@ class _Text:
     line is longer than CHUNK_CHARS, parsed one JSON value at a time. A JSON string holds no
     raw line break, so a value cut by a buffer ending at a line end fails to parse only at
     the end: there, more text is read; a buffer cut inside a line (a one-line JSON array)
-    reads more on any failure, so memory holds a few chunks, not the line."""
+    reads more on any failure, so memory holds a few chunks, not the line. A cut value is
+    read on with at least as much text as it has so far: each try parses it from its start,
+    so its buffer doubles, and a long value costs a few parses of it, not one per chunk."""
 
     def __init__(self, f: io.TextIOWrapper, name: str):
         self.f, self.name = f, name
@@ -97,9 +99,9 @@ class _Text:
         self._fill()
         self.buffer = self.buffer.removeprefix("\ufeff")  # a BOM: datasets strips it
 
-    def _fill(self) -> bool:
-        """Reads more text; False at the end of the file."""
-        chunk = self.f.read(CHUNK_CHARS)
+    def _fill(self, chars: int = 0) -> bool:
+        """Reads more text (at least `chars`, or CHUNK_CHARS); False at the end of the file."""
+        chunk = self.f.read(max(chars, CHUNK_CHARS))
         if chunk:
             chunk += self.f.readline(CHUNK_CHARS)
         self._counted = (0, self.line_at(self.pos))
@@ -138,14 +140,14 @@ class _Text:
                 value, end = self.decoder.raw_decode(self.buffer, self.pos)
             except json.JSONDecodeError as e:
                 cut = e.pos >= len(self.buffer.rstrip()) or not self.buffer.endswith("\n")
-                if cut and self._fill():
+                if cut and self._fill(len(self.buffer) - self.pos):
                     continue  # cut by the buffer's end
                 end = len(self.buffer.rstrip())
                 if e.pos >= end:  # the value runs to the end of the file: name its last line
                     raise self.error(f"not valid JSON ({e.msg} at the end of the file)",
                                      end) from None
                 raise self.error(f"not valid JSON ({e.msg})", e.pos) from None
-            if end == len(self.buffer) and not self.eof and self._fill():
+            if end == len(self.buffer) and not self.eof and self._fill(end - self.pos):
                 continue  # a number may go on in the next chunk
             line = self.line_at(self.pos)
             self.pos = end
