@@ -10,9 +10,11 @@ import bz2
 import gzip
 import json
 import lzma
+import random
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pyarrow as pa
@@ -242,6 +244,73 @@ def test_a_long_json_document_is_parsed_in_work_linear_in_its_length(tmp_path, m
         DataFile(str(path), "train.json"), "text", {"field": "rows"} if shape == "field" else {})]
     assert got == [row["text"] for row in rows]
     assert sum(parsed) < 6 * len(text), f"parsed {sum(parsed):,} characters of {len(text):,}"
+
+
+SEPARATOR = "<|endoftext|>"
+
+
+def read_text(path, options: dict, searched: list[int] | None = None) -> list[str]:
+    """The documents iter_text reads from `path`; with `searched`, each text it searches for
+    documents' ends is counted there: one handed to str.split (paragraphs) or to the
+    separator's compiled pattern."""
+    if searched is None:
+        return [text for chunk in textfiles.iter_text(DataFile(str(path), path.name), options)
+                for text in chunk]
+
+    class Counted:
+        def __init__(self, pattern):
+            self.pattern = pattern
+
+        def split(self, text):
+            searched.append(len(text))
+            return self.pattern.split(text)
+
+    def count_str_split(frame, event, method):
+        if event == "c_call" and getattr(method, "__name__", "") == "split" and isinstance(
+                getattr(method, "__self__", None), str):
+            searched.append(len(method.__self__))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(textfiles, "re", types.SimpleNamespace(
+            **{**vars(re), "compile": lambda *args: Counted(re.compile(*args))}))
+        previous = sys.getprofile()
+        sys.setprofile(count_str_split)
+        try:
+            return read_text(path, options)
+        finally:
+            sys.setprofile(previous)
+
+
+@pytest.mark.parametrize("options", [{"sample_by": "paragraph"}, {"separator": SEPARATOR}],
+                         ids=["paragraph", "separator"])
+def test_a_long_paragraph_or_separated_document_is_searched_in_work_linear_in_its_length(
+        tmp_path, options):
+    # Chunks of a line here (CHUNK_CHARS is 5): each new one must be searched on its own,
+    # not with the whole unfinished document before it.
+    end = "\n" if "sample_by" in options else f"{SEPARATOR}\n"  # a blank or separator line
+    path = tmp_path / "train.txt"
+    path.write_text(f"short\n{end}" + "a line of one long document\n" * 2000 + f"{end}after\n")
+    searched = []
+    got = read_text(path, options, searched)
+    assert got[0] == "short" and len(got) == 3 and got[1].count("\n") == 1999
+    assert sum(searched) < 3 * path.stat().st_size, f"searched {sum(searched):,} characters"
+
+
+@pytest.mark.parametrize("options", [{"sample_by": "paragraph"}, {"separator": SEPARATOR},
+                                     {"separator": ""}], ids=["paragraph", "separator", "empty"])
+def test_documents_are_those_of_the_whole_text_wherever_chunks_end(tmp_path, monkeypatch,
+                                                                   options):
+    # Blank lines, runs of them and separator lines on both sides of every chunk boundary.
+    rng, lines = random.Random(0), ["", "", "a", "b c", SEPARATOR, f"{SEPARATOR}x", " "]
+    for i in range(300):
+        path = tmp_path / f"{i}.txt"
+        path.write_text("\n".join(rng.choices(lines, k=rng.randrange(1, 12)))
+                        + rng.choice(["", "\n"]))
+        monkeypatch.setattr(textfiles, "CHUNK_CHARS", 1 << 20)
+        whole = read_text(path, options)
+        for chunk_chars in (1, 2, 5):
+            monkeypatch.setattr(textfiles, "CHUNK_CHARS", chunk_chars)
+            assert read_text(path, options) == whole, (path.read_text(), chunk_chars)
 
 
 # --- damaged files and values that are not text ---------------------------------------------

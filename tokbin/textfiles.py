@@ -16,13 +16,15 @@ and only ``\\n`` splits (never ``str.splitlines``, which also splits on ``\\x0c`
   row, or one at the start) is no document.
 
 Text is read in chunks that end at a line end, so memory holds a chunk, not the file
-(``document`` mode excepted: its document is the file).
+(``document`` mode excepted: its document is the file), and a paragraph or separated document
+that spans chunks (in parts until it ends); each chunk is searched for document ends once,
+so the time is linear in the text however long a document is.
 """
 from __future__ import annotations
 
 import io
 import re
-from typing import Iterator
+from typing import Callable, Iterator
 
 from tokbin.compression import open_data, read_errors
 from tokbin.errors import TokbinError
@@ -73,23 +75,41 @@ def _lines(chunks: Iterator[str], keep_linebreaks: bool) -> Iterator[list[str]]:
 
 
 def _paragraphs(chunks: Iterator[str]) -> Iterator[list[str]]:
-    rest = ""
-    for chunk in chunks:
-        pieces = (rest + chunk).split("\n\n")
-        rest = pieces.pop()
+    # A "\n\n" may begin at the last character before a chunk (chunks end at line ends).
+    for pieces in _pieces(chunks, lambda text: text.split("\n\n"), reach=1):
         yield [piece for piece in pieces if piece]
-    if rest:
-        yield [rest]
 
 
 def _separated(chunks: Iterator[str], separator: str) -> Iterator[list[str]]:
-    # A separator line: one that holds exactly the separator (chunks end at line ends, so a
-    # line never straddles two chunks; `rest` always starts at a line start).
-    line = re.compile("^" + re.escape(separator) + r"(?:\n|\Z)", re.MULTILINE)
-    rest = ""
-    for chunk in chunks:
-        pieces = line.split(rest + chunk)
-        rest = pieces.pop()
+    # A separator line: one that holds exactly the separator. Chunks end at line ends, so a
+    # line never straddles two chunks; the last line is given a line end (which changes no
+    # document), so that the end of a chunk is never taken for the end of the file.
+    line = re.compile("^" + re.escape(separator) + "\n", re.MULTILINE)
+    terminated = (chunk if chunk.endswith("\n") else chunk + "\n" for chunk in chunks)
+    for pieces in _pieces(terminated, line.split):
         yield [doc for piece in pieces if (doc := piece.removesuffix("\n"))]
-    if rest.removesuffix("\n"):
-        yield [rest.removesuffix("\n")]
+
+
+def _pieces(chunks: Iterator[str], split: Callable[[str], list[str]],
+            reach: int = 0) -> Iterator[list[str]]:
+    """The pieces `split` cuts the whole text into: each chunk's finished ones as it is read,
+    and last, the text after the last cut. Each chunk is searched once, with only the `reach`
+    characters before it where a cut may begin, and a piece spanning chunks is joined once:
+    the work is linear in the text however long a piece is."""
+    pending: list[str] = []  # the unfinished piece, in parts, none of them empty
+    for chunk in chunks:
+        head = ""  # the last `reach` characters before the chunk
+        while pending and len(head) < reach:
+            head = pending.pop() + head
+        if len(head) > reach:
+            pending.append(head[:-reach])
+            head = head[-reach:]
+        *finished, last = split(head + chunk)
+        if finished:
+            finished[0] = "".join([*pending, finished[0]])
+            pending = []
+        if last:
+            pending.append(last)
+        yield finished
+    last, pending = "".join(pending), []  # not held besides: the piece may be a whole file
+    yield [last]
