@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
-from tokbin import jsonfiles, textfiles
+from tokbin import jsonfiles, readers, textfiles
 from tokbin.errors import TokbinError
 from tokbin.format import read_source
-from tokbin.readers import DataFile, iter_text_batches
+from tokbin.readers import DataFile, Reading, iter_text_batches
 from tokbin.source import materialize
 from tokbin.tokenize import reading_for, tokenize_dataset
 
@@ -220,6 +220,34 @@ def test_a_json_array_on_one_line_is_streamed_in_bounded_memory(tmp_path):
     documents, grown = map(int, result.stdout.split())
     assert documents == blocks * (len(block) // (len(row) + 2)) + 1
     assert grown < STREAMED_BYTES / 4, f"RSS grew {grown / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("name, builder", [("train.txt", "text"), ("train.jsonl", "json"),
+                                           ("train.csv", "csv"), ("train.parquet", "parquet"),
+                                           ("train.arrow", "arrow")])
+def test_a_run_of_empty_or_one_character_documents_is_cut_into_bounded_batches(tmp_path, name,
+                                                                               builder):
+    # They add (almost) no text to a batch, so its text alone would let any run of them be
+    # one batch: a list, offsets and lengths growing with the run, not bounded by the batch.
+    limit = readers.BATCH_DOCUMENTS
+    texts = ["x" if builder == "csv" or i % 3 == 0 else "" for i in range(2 * limit + 3)]
+    texts.append("the end")  # (a CSV cell cannot be empty: that is an NA marker)
+    path = tmp_path / name
+    if builder == "text":
+        path.write_text("\n".join(texts) + "\n")
+    elif builder == "json":
+        path.write_text(jsonl({"text": text} for text in texts))
+    elif builder == "csv":
+        path.write_text("text\n" + "\n".join(texts) + "\n")
+    elif builder == "parquet":
+        pq.write_table(pa.table({"text": texts}), path)
+    else:
+        table = pa.table({"text": texts})
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+            out.write_table(table)
+    batches = list(iter_text_batches(DataFile(str(path), name), Reading(builder, "text")))
+    assert max(map(len, batches)) <= limit
+    assert [text for batch in batches for text in batch.texts()] == texts
 
 
 # --- work linear in a document's length ----------------------------------------------------

@@ -9,8 +9,9 @@ both are written in the one pass. Whatever the executor and worker count, the ma
 writes results strictly in submission order (`tokbin.split_writer`) with a few per worker in
 flight, so memory is bounded whatever the corpus size and the output is the same.
 
-- `ThreadExecutor`: the main thread reads batches of about `BATCH_BYTES` of text for a pool of
-  encoding threads. Both engines encode in Rust with the GIL released; threads start at once.
+- `ThreadExecutor`: the main thread reads batches of about `BATCH_BYTES` of text (at most
+  `BATCH_DOCUMENTS` documents) for a pool of encoding threads. Both engines encode in Rust
+  with the GIL released; threads start at once.
 - `ProcessExecutor`: worker processes, one per core, each reading its own work units (row
   groups of a parquet file, or a whole file of another format) with its own GIL: making the
   `str` fastokens needs holds the GIL, which threads of one process share. Processes take a

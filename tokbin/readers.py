@@ -27,6 +27,10 @@ from tokbin.remote import DataFile, map_files
 from tokbin.textfiles import iter_text
 
 BATCH_BYTES = 1 << 20  # text per TextBatch: what one encoding step takes
+# Documents per TextBatch at most: each costs memory besides its text (a string, its offset,
+# its length, an end-of-text id), so a run of empty or very short ones must close a batch
+# too. Documents of 16 characters on average reach BATCH_BYTES first.
+BATCH_DOCUMENTS = 1 << 16
 # The files each reader reads: a README config's globs may match others (a stray .md).
 FILE_TYPES = {"parquet": (".parquet",), "arrow": (".arrow",),
               "json": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv"), "text": (".txt",)}
@@ -175,23 +179,25 @@ def count_documents(file: DataFile, reading: Reading) -> int | None:
         return parquet.metadata.num_rows
 
 
-def iter_text_batches(file: DataFile, reading: Reading,
-                      batch_bytes: int = BATCH_BYTES) -> Iterator[TextBatch]:
-    """Streams the documents of one data file as TextBatches of about `batch_bytes` of text."""
+def iter_text_batches(file: DataFile, reading: Reading, batch_bytes: int = BATCH_BYTES,
+                      batch_documents: int = BATCH_DOCUMENTS) -> Iterator[TextBatch]:
+    """Streams the documents of one data file as TextBatches of about `batch_bytes` of text
+    and at most `batch_documents` documents."""
     if reading.builder in ("parquet", "arrow"):
         if reading.builder == "parquet":
             arrays = columnar.parquet_arrays(file, reading.text_column, reading.options)
         else:
             arrays = columnar.arrow_arrays(file, reading.text_column)
         for array in arrays:
-            yield from slice_text_array(array, file.name, reading.text_column, batch_bytes)
+            yield from slice_text_array(array, file.name, reading.text_column, batch_bytes,
+                                        batch_documents)
         return
     texts, size = [], 0
     for chunk in _texts(file, reading):
         for text in chunk:
             texts.append(text)
             size += len(text)
-            if size >= batch_bytes:
+            if size >= batch_bytes or len(texts) == batch_documents:
                 yield TextBatch.from_texts(texts)
                 texts, size = [], 0
     if texts:
@@ -225,17 +231,18 @@ def _texts(file: DataFile, reading: Reading) -> Iterator[list[str]]:
     return iter_text(file, reading.options)
 
 
-def slice_text_array(array: pa.Array, name: str, text_column: str,
-                     batch_bytes: int) -> Iterator[TextBatch]:
+def slice_text_array(array: pa.Array, name: str, text_column: str, batch_bytes: int,
+                     batch_documents: int = BATCH_DOCUMENTS) -> Iterator[TextBatch]:
     if array.null_count:
         raise TokbinError(f"{name}: column {text_column!r} has {array.null_count} null "
                           "value(s); drop or fill those rows in the dataset")
     offsets = _offsets_of(array)
     start = 0
     while start < len(array):
-        # The first document whose end passes start + batch_bytes closes the batch.
+        # The first document whose end passes start + batch_bytes closes the batch, or the
+        # batch_documents-th.
         stop = int(np.searchsorted(offsets, offsets[start] + batch_bytes, side="left"))
-        stop = min(max(stop, start + 1), len(array))
+        stop = min(max(stop, start + 1), start + batch_documents, len(array))
         yield TextBatch.from_arrow(array.slice(start, stop - start))
         start = stop
 
