@@ -195,6 +195,36 @@ def test_data_files_as_globs_matching_nothing_name_the_key_the_split_and_the_glo
             data_files={"train": ["en/c4-train.*"], "validation": ["en/nope-*"]})
 
 
+
+@pytest.mark.parametrize("where", ["local", "hub"])
+def test_a_glob_whose_bracket_is_part_of_a_file_name_gets_the_escape_hint(tmp_path, where):
+    # datasets' globs (fsspec's, as Python's glob) read `[1]` as a character class (the one
+    # character 1), so "v [1].jsonl" does not match the file "v [1].jsonl"; `[[]` matches `[`.
+    files = {"train.jsonl": b'{"text": "t"}\n', "val/v [1].jsonl": b'{"text": "v"}\n'}
+    if where == "hub":
+        dataset = "shapes/brackets"
+        FAKE_HUB.add_commit(dataset, files)
+    else:
+        for name, data in files.items():
+            (tmp_path / "ds" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "ds" / name).write_bytes(data)
+        dataset = str(tmp_path / "ds")
+    message = refused(tmp_path, dataset, ["train", "validation"],
+                      "the globs of split 'validation' match no file", "(val/v [1].jsonl)",
+                      data_files={"train": ["train.jsonl"], "validation": ["val/v [1].jsonl"]})
+    hinted = "val/v [[]1].jsonl"
+    assert message.endswith(f"; a glob's `[` opens a character class, as in datasets: write "
+                            f"`[[]` for a `[` of a file name ({hinted!r})"), message
+    raw = tmp_path / "fixed"
+    raw.mkdir()
+    materialize(dataset, "main", ["train", "validation"], "text", raw,
+                data_files={"train": ["train.jsonl"], "validation": [hinted]})
+    assert read_source(raw).files["validation"] == ["val/v [1].jsonl"]
+    # every split's globs matching nothing: the same hint
+    refused(tmp_path, dataset, ["validation"], f"({hinted!r})",
+            data_files={"validation": ["val/v [1].jsonl"]})
+
+
 def test_unsupported_file_types_are_named_with_the_supported_ones(tmp_path):
     FAKE_HUB.add_commit("shapes/xml", {"train.xml": b"<a/>", "validation.xml": b"<b/>"})
     refused(tmp_path, "shapes/xml", ["train"], "datasets' 'xml' builder", ".parquet, .arrow, "

@@ -222,7 +222,19 @@ def _no_match(splits: list[str], data_files: dict[str, list[str]] | None, what: 
     return TokbinError(f"download.data_files: the globs of split{'s' * (len(splits) > 1)} "
                        f"{' and '.join(map(repr, splits))} match no {what} in {dataset}"
                        f"{f' ({globs})' if globs else ''}; fix them (paths are relative to the "
-                       "dataset's root)")
+                       f"dataset's root){_bracket_hint(given)}")
+
+
+def _bracket_hint(given: dict[str, list[str]]) -> str:
+    """For a glob holding `[`: datasets' globs (fsspec's, as Python's glob) read `[...]` as a
+    character class, so a file name's own `[` matches only as `[[]` (the glob that escapes
+    it, for the first such glob)."""
+    bracketed = next((p for patterns in given.values() for p in patterns
+                      if "[" in p and "[[]" not in p), None)
+    if bracketed is None:
+        return ""
+    return ("; a glob's `[` opens a character class, as in datasets: write `[[]` for a `[` of "
+            f"a file name ({bracketed.replace('[', '[[]')!r})")
 
 
 def _files_error(msg: str, dataset: str, prefix: str, data_files: dict[str, list[str]] | None
