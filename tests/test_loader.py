@@ -590,6 +590,20 @@ def test_a_loader_built_before_init_process_group_refuses_its_first_batch(bin_pa
         loader.next_batch()
 
 
+def test_a_loader_built_before_init_process_group_says_so_when_it_loads_a_ranks_state(
+        bin_path, monkeypatch):
+    # the state of a 2-rank run would otherwise be refused for its world_size alone
+    state = BinLoader(bin_path, 4, 8, rank=0, world_size=2).state_dict()
+    loader = BinLoader(bin_path, 4, 8)  # before the group: rank 0 of 1
+    early = BinLoader(bin_path, 4, 8)
+    early.load_state_dict(early.state_dict())  # loaded before the group too
+    a_process_group(monkeypatch, rank=1, world_size=2)
+    with pytest.raises(TokbinError, match="built before init_process_group"):
+        loader.load_state_dict(state)
+    with pytest.raises(TokbinError, match="built before init_process_group"):
+        early.next_batch()  # its first batch still checks
+
+
 def test_a_loader_built_before_a_one_process_group_gives_its_batches(bin_path, monkeypatch):
     loader = BinLoader(bin_path, 4, 8)
     a_process_group(monkeypatch, rank=0, world_size=1)

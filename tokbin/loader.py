@@ -179,13 +179,14 @@ class BinLoader:
         self._batches += 1
         return self._gather.to_device(host)
 
-    def _check_defaults_against_process_group(self) -> None:
+    def _check_defaults_against_process_group(self, first_batch: bool = True) -> None:
         """A loader built before init_process_group took rank 0 of world_size 1 on every
         process: all of them would train on the same batches. Its first batch refuses that once
         a group is there; passed values are not checked (a data-parallel rank and size under
         tensor or pipeline parallelism differ from the group's on purpose)."""
         import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
+        initialized = dist.is_available() and dist.is_initialized()
+        if initialized:
             group = {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
             taken = {"rank": self.rank, "world_size": self.world_size}
             if any(group[name] != taken[name] for name in self._defaulted):
@@ -195,7 +196,8 @@ class BinLoader:
                     f"{group['rank']} of {group['world_size']} in torch.distributed, so ranks "
                     "would train on the same batches; build the loader after "
                     "init_process_group (or pass rank= and world_size=)")
-        self._defaulted = ()
+        if first_batch or initialized:  # a load before the group: the first batch checks again
+            self._defaulted = ()
 
     def __iter__(self):
         while True:
@@ -260,6 +262,8 @@ class BinLoader:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise TokbinError("loader state is not a BinLoader.state_dict() of this tokbin "
                               f"(version {STATE_VERSION})")
+        if self._defaulted:  # a state saved on every rank says world_size too: name the cause
+            self._check_defaults_against_process_group(first_batch=False)
         saved = {"align": "token", **state}  # states saved before align existed
         different = {k: (saved.get(k), v) for k, v in self._identity().items()
                      if saved.get(k) != v}
